@@ -1,0 +1,38 @@
+# kata-shim developer targets. scripts/dev.sh installs everything (apt, venv, pip,
+# extensions); these targets assume it has run once (`make setup`).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test demo proto proto-check lint typecheck bench wheel clean
+
+setup:
+	scripts/dev.sh setup
+
+test:
+	scripts/dev.sh test
+
+demo:
+	scripts/dev.sh demo
+
+proto:
+	$(PY) -m kata_shim.plugin.regen
+
+proto-check:
+	$(PY) -m kata_shim.plugin.regen --check
+
+lint:
+	$(VENV)/bin/ruff check kata_shim tests bench
+	$(VENV)/bin/ruff format --check kata_shim tests bench
+
+typecheck:
+	$(VENV)/bin/mypy kata_shim
+
+bench:
+	$(PY) bench/ttrpc_rate.py
+	$(PY) bench/copy_loop.py
+
+wheel:
+	$(PY) -m build --wheel --no-isolation --outdir dist .
+
+clean:
+	rm -rf build dist *.egg-info kata_shim/*.so kata_shim/*/*.so kata_shim/_fastio.c kata_shim/ttrpc/_framing.c

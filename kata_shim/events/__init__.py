@@ -1,0 +1,1 @@
+"""containerd task events: envelopes and publishers."""

@@ -1,0 +1,127 @@
+"""The `Sandbox` interface the task service depends on, and the backend registry.
+
+A sandbox is one pod's isolation boundary (a VM, or for `local` a host process
+group) hosting one guest agent. The task service only ever sees this ABC: it
+never imports a concrete backend. Backends register themselves by name
+(`local`, `qemu`, `libvirt`) and are chosen from the configuration.
+Rule: every method is idempotent where it can be (stop/cleanup twice is fine),
+and none blocks forever — each takes or derives a bound.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kata_shim.errors import InvalidArgument
+from kata_shim.ttrpc.client import Client
+
+__all__ = [
+    "Sandbox",
+    "SandboxSpec",
+    "available_backends",
+    "create_sandbox",
+    "register_backend",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """What a backend needs to know to build one sandbox.
+
+    `state_dir` is private to this sandbox (sockets, logs, share dirs) and is
+    removed by `cleanup`. `hypervisor` is the backend's config table (e.g. the
+    `[hypervisor.qemu]` section as a dict), `agent` the `[agent.kata]` table.
+    """
+
+    sandbox_id: str
+    state_dir: Path
+    hypervisor: Mapping[str, Any] = field(default_factory=dict)
+    agent: Mapping[str, Any] = field(default_factory=dict)
+    debug: bool = False
+
+
+class Sandbox(abc.ABC):
+    """One pod's sandbox. Lifecycle: start → (share_rootfs/unshare_rootfs)* → stop → cleanup."""
+
+    #: backend name in the registry and in configuration.toml
+    backend: str = ""
+    #: False when containers are not isolated from the host (the `local` backend)
+    isolated: bool = True
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+
+    @property
+    @abc.abstractmethod
+    def pid(self) -> int:
+        """Host pid standing for the sandbox (hypervisor or local agent); 0 before start."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Boot the sandbox and return once its agent channel can be dialled.
+
+        Raises ShimError (Unavailable / DeadlineExceeded) when it cannot boot;
+        leaves nothing running in that case.
+        """
+
+    @abc.abstractmethod
+    async def connect_agent(self) -> Client:
+        """Dial the guest agent (retrying until the configured dial timeout) and return a client."""
+
+    @abc.abstractmethod
+    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
+        """Make `host_rootfs` visible to the guest; return the path the agent must use."""
+
+    @abc.abstractmethod
+    async def unshare_rootfs(self, container_id: str) -> None:
+        """Undo `share_rootfs` for one container (idempotent)."""
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """Resolve when the sandbox dies or is stopped; return the host-side exit status."""
+
+    @abc.abstractmethod
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the sandbox (gracefully, then by force after `timeout`). Idempotent."""
+
+    @abc.abstractmethod
+    async def cleanup(self) -> None:
+        """Remove every host resource the sandbox created (sockets, dirs, mounts). Idempotent."""
+
+
+SandboxFactory = Callable[[SandboxSpec], Sandbox]
+
+_BACKENDS: dict[str, SandboxFactory] = {}
+
+# Built-in backends are imported on first use only (keeps libvirt/QMP imports
+# off the shim's start path when they are not configured).
+_BUILTIN_MODULES = {
+    "local": "kata_shim.sandbox.local",
+    "qemu": "kata_shim.sandbox.qemu",
+    "libvirt": "kata_shim.sandbox.libvirt",
+}
+
+
+def register_backend(name: str, factory: SandboxFactory) -> None:
+    """Make `factory` available as hypervisor type `name`."""
+    _BACKENDS[name] = factory
+
+
+def available_backends() -> list[str]:
+    return sorted(set(_BACKENDS) | set(_BUILTIN_MODULES))
+
+
+def create_sandbox(backend: str, spec: SandboxSpec) -> Sandbox:
+    """Build a sandbox of the named backend (registered by importing its module)."""
+    if backend not in _BACKENDS and backend in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[backend])
+    factory = _BACKENDS.get(backend)
+    if factory is None:
+        known = ", ".join(available_backends()) or "none"
+        raise InvalidArgument(f"unknown sandbox backend {backend!r} (known: {known})")
+    return factory(spec)

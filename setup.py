@@ -1,0 +1,41 @@
+"""Build kata-shim: the Python package, the Cython extensions and the cffi module.
+
+Metadata lives here (not in pyproject.toml) so that openEuler's %py3_build /
+%py3_install (setup.py build/install) and `pip install` both work.
+"""
+
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+CYTHON_MODULES = [
+    Extension("kata_shim._fastio", ["kata_shim/_fastio.pyx"]),
+    Extension("kata_shim.ttrpc._framing", ["kata_shim/ttrpc/_framing.pyx"]),
+]
+
+setup(
+    name="kata-shim",
+    version="0.1.0",
+    description="containerd shim v2 runtime for VM-isolated (Kata-style) containers",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["kata_shim", "kata_shim.*"]),
+    package_data={"kata_shim": ["py.typed", "proto/*.proto", "proto/*.pyi", "config/*.toml"]},
+    ext_modules=cythonize(
+        CYTHON_MODULES,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False},
+    ),
+    cffi_modules=["csrc/build_native.py:ffibuilder"],
+    setup_requires=["cffi>=1.16"],
+    install_requires=[
+        "cffi>=1.16",
+        "protobuf>=5.26",
+        "uvloop>=0.19",
+    ],
+    entry_points={
+        "console_scripts": [
+            "protoc-gen-kata-ttrpc = kata_shim.plugin.protoc_gen_ttrpc:main",
+        ],
+    },
+    zip_safe=False,
+)
