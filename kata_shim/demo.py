@@ -66,7 +66,7 @@ def run(keep: bool) -> int:
         say(f"forwarded /tasks/exit over our ttrpc client in {rtt * 1000:.1f} ms")
         line = read_event_line(events, "kata-shim-demo", timeout=10)
         events.kill()
-        events.wait()
+        events.communicate()
         say(f"ctr events shows: {line}")
         return 0
     finally:

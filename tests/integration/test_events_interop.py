@@ -64,7 +64,7 @@ async def test_forwarded_task_exit_reaches_ctr_events(containerd: PrivateContain
         lines = _read_lines_until(events, "interop-c1", timeout=10)
     finally:
         events.kill()
-        events.wait()
+        events.communicate()
     matching = [line for line in lines if "/tasks/exit" in line and "interop-c1" in line]
     assert matching, f"ctr events never showed the event; got {lines!r}"
     payload = json.loads(matching[0][matching[0].index("{") :])

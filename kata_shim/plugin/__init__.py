@@ -1,0 +1,1 @@
+"""Code generation: the protoc-gen-kata-ttrpc plugin and the regen tool."""

@@ -1,0 +1,188 @@
+"""ttrpc connection bookkeeping (sans-IO): streams, envelopes, per-stream errors.
+
+`ServerConnection` turns received bytes into `RequestReceived` events, or into
+`StreamError`s for problems that concern one stream only (oversize payload,
+even stream id, undecodable envelope) — the server answers those and keeps the
+connection. `ClientConnection` numbers requests with odd, increasing stream ids
+and turns Response frames into `ResponseReceived`. A `ProtocolError` from the
+decoder means the byte stream is broken: close the connection.
+No IO and no asyncio here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from kata_shim.errors import Code
+from kata_shim.proto import ttrpc_pb2
+from kata_shim.ttrpc.wire import (
+    MAX_PAYLOAD,
+    NEED_DATA,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    OversizeFrame,
+    ProtocolError,
+    encode_frame,
+)
+
+__all__ = [
+    "ClientConnection",
+    "ProtocolError",
+    "RequestReceived",
+    "ResponseReceived",
+    "ServerConnection",
+    "StreamError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    stream_id: int
+    request: ttrpc_pb2.Request
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """A request that must be answered with an error status; the connection stays up."""
+
+    stream_id: int
+    code: Code
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    stream_id: int
+    code: int
+    message: str
+    payload: bytes
+
+
+def _oversize_message(length: int, limit: int) -> str:
+    return f"message length {length} exceed maximum message size of {limit}"
+
+
+class ServerConnection:
+    """Server side of one ttrpc connection."""
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._decoder = FrameDecoder(max_payload)
+
+    def receive_data(self, data: bytes) -> list[RequestReceived | StreamError]:
+        """Feed bytes; return the events they complete. Raises ProtocolError."""
+        self._decoder.feed(data)
+        events: list[RequestReceived | StreamError] = []
+        while True:
+            frame = self._decoder.next_frame()
+            if frame is NEED_DATA:
+                return events
+            event = self._event_for(frame)  # type: ignore[arg-type]
+            if event is not None:
+                events.append(event)
+
+    def _event_for(self, frame: Frame | OversizeFrame) -> RequestReceived | StreamError | None:
+        if frame.type != FrameType.REQUEST:
+            return None  # ttrpc 1.1 ignores every other frame type
+        if frame.stream_id % 2 == 0:
+            return StreamError(
+                frame.stream_id,
+                Code.INVALID_ARGUMENT,
+                "StreamID must be odd for client initiated streams",
+            )
+        if isinstance(frame, OversizeFrame):
+            message = _oversize_message(frame.length, self.max_payload)
+            return StreamError(frame.stream_id, Code.RESOURCE_EXHAUSTED, message)
+        request = ttrpc_pb2.Request()
+        try:
+            request.ParseFromString(frame.payload)
+        except DecodeError as exc:
+            return StreamError(frame.stream_id, Code.INVALID_ARGUMENT, f"bad request: {exc}")
+        return RequestReceived(frame.stream_id, request)
+
+    def respond(self, stream_id: int, code: int, message: str, payload: bytes) -> bytes:
+        """Encode a Response frame. An OK response carries no status (like Go ttrpc)."""
+        response = ttrpc_pb2.Response(payload=payload)
+        if code:
+            response.status.code = code
+            response.status.message = message
+        body = response.SerializeToString()
+        if len(body) > self.max_payload:
+            return self.respond(
+                stream_id,
+                Code.RESOURCE_EXHAUSTED,
+                _oversize_message(len(body), self.max_payload),
+                b"",
+            )
+        return encode_frame(stream_id, FrameType.RESPONSE, body)
+
+
+class ClientConnection:
+    """Client side of one ttrpc connection."""
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._decoder = FrameDecoder(max_payload)
+        self._next_stream_id = 1
+        self._in_flight: set[int] = set()
+
+    @property
+    def in_flight(self) -> frozenset[int]:
+        return frozenset(self._in_flight)
+
+    def start_request(
+        self,
+        service: str,
+        method: str,
+        payload: bytes,
+        timeout_nano: int = 0,
+        metadata: Iterable[tuple[str, str]] = (),
+    ) -> tuple[int, bytes]:
+        """Allocate the next odd stream id and encode the Request frame."""
+        request = ttrpc_pb2.Request(
+            service=service, method=method, payload=payload, timeout_nano=timeout_nano
+        )
+        for key, value in metadata:
+            request.metadata.add(key=key, value=value)
+        body = request.SerializeToString()
+        if len(body) > self.max_payload:
+            raise ValueError(_oversize_message(len(body), self.max_payload))
+        stream_id = self._next_stream_id
+        self._next_stream_id += 2
+        self._in_flight.add(stream_id)
+        return stream_id, encode_frame(stream_id, FrameType.REQUEST, body)
+
+    def abandon(self, stream_id: int) -> None:
+        """Forget a stream (local timeout); a late response for it is ignored."""
+        self._in_flight.discard(stream_id)
+
+    def receive_data(self, data: bytes) -> list[ResponseReceived]:
+        """Feed bytes; return completed responses for streams still in flight."""
+        self._decoder.feed(data)
+        events: list[ResponseReceived] = []
+        while True:
+            frame = self._decoder.next_frame()
+            if frame is NEED_DATA:
+                return events
+            event = self._event_for(frame)  # type: ignore[arg-type]
+            if event is not None:
+                events.append(event)
+
+    def _event_for(self, frame: Frame | OversizeFrame) -> ResponseReceived | None:
+        if frame.type != FrameType.RESPONSE or frame.stream_id not in self._in_flight:
+            return None
+        self._in_flight.discard(frame.stream_id)
+        if isinstance(frame, OversizeFrame):
+            message = _oversize_message(frame.length, self.max_payload)
+            return ResponseReceived(frame.stream_id, Code.RESOURCE_EXHAUSTED, message, b"")
+        response = ttrpc_pb2.Response()
+        try:
+            response.ParseFromString(frame.payload)
+        except DecodeError as exc:
+            return ResponseReceived(frame.stream_id, Code.INTERNAL, f"bad response: {exc}", b"")
+        status = response.status
+        return ResponseReceived(frame.stream_id, status.code, status.message, response.payload)

@@ -1,0 +1,241 @@
+"""asyncio ttrpc server: a thin Protocol over the sans-IO ServerConnection.
+
+Owns listeners, transports and handler tasks. Each request runs as its own task
+(a blocked handler never blocks others on the connection); `timeout_nano` is
+enforced here and only here; handler outcomes become statuses through
+kata_shim.errors.status_for_exception. Frames are written whole, one
+transport.write per frame, so writes never interleave. Serves unix listening
+sockets (path, inherited fd, socket object) and already-open duplex character
+devices (a virtio-serial port = one connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+from kata_shim.errors import Code, status_for_exception
+from kata_shim.ttrpc.connection import (
+    ProtocolError,
+    RequestReceived,
+    ServerConnection,
+    StreamError,
+)
+from kata_shim.ttrpc.service import Dispatcher, PeerCredentials, RequestContext
+from kata_shim.ttrpc.wire import MAX_PAYLOAD
+
+__all__ = ["Server"]
+
+log = logging.getLogger(__name__)
+
+_UCRED = struct.Struct("3i")
+
+
+def peer_credentials(sock: socket.socket | None) -> PeerCredentials | None:
+    """SO_PEERCRED of a connected unix socket, or None when unavailable."""
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return None
+    pid, uid, gid = _UCRED.unpack(raw)
+    return PeerCredentials(pid=pid, uid=uid, gid=gid)
+
+
+def _metadata(request_metadata: object) -> dict[str, tuple[str, ...]]:
+    merged: dict[str, list[str]] = {}
+    for item in request_metadata:  # type: ignore[attr-defined]
+        merged.setdefault(item.key.lower(), []).append(item.value)
+    return {key: tuple(values) for key, values in merged.items()}
+
+
+class _ServerProtocol(asyncio.Protocol):
+    def __init__(self, server: Server, device_writer: asyncio.WriteTransport | None = None) -> None:
+        self._server = server
+        self._device_writer = device_writer
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._conn = ServerConnection(server.max_payload)
+        self._write: Callable[[bytes], None] | None = None
+        self._close: Callable[[], None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._peer: PeerCredentials | None = None
+
+    # asyncio.Protocol -----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        writer = self._device_writer
+        if writer is None:  # a socket: one transport for both directions
+            sock = transport.get_extra_info("socket")
+            self.attach(transport.write, transport.close, sock)  # type: ignore[attr-defined]
+            return
+
+        def close_both() -> None:
+            transport.close()
+            writer.close()
+
+        self.attach(writer.write, close_both)
+
+    def attach(
+        self,
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Start serving over the given write/close callables (socket or char device)."""
+        self._write, self._close = write, close
+        self._peer = peer_credentials(sock)
+        if self._server.require_same_uid and not self._peer_allowed():
+            log.warning("rejecting ttrpc peer %s: uid/gid differ from ours", self._peer)
+            close()
+            return
+        self._server._connections.add(self)
+
+    def _peer_allowed(self) -> bool:
+        peer = self._peer
+        return peer is not None and peer.uid == os.geteuid() and peer.gid == os.getegid()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self._conn.receive_data(data)
+        except ProtocolError as exc:
+            log.warning("closing ttrpc connection: %s", exc)
+            self.abort()
+            return
+        for event in events:
+            if isinstance(event, StreamError):
+                self._send(event.stream_id, event.code, event.message, b"")
+            else:
+                self._spawn(event)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too; in-flight handlers are cancelled
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._connections.discard(self)
+        self._write = None
+        for task in list(self._tasks):
+            task.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # requests -----------------------------------------------------------
+    def abort(self) -> None:
+        if self._close is not None:
+            self._close()
+
+    def _spawn(self, event: RequestReceived) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, event: RequestReceived) -> None:
+        request = event.request
+        timeout = request.timeout_nano / 1e9 if request.timeout_nano > 0 else None
+        ctx = RequestContext(
+            service=request.service,
+            method=request.method,
+            deadline=time.monotonic() + timeout if timeout is not None else None,
+            metadata=_metadata(request.metadata),
+            peer=self._peer,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                payload = await self._server.dispatcher.dispatch(ctx, request.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every handler outcome becomes a status
+            code, message = status_for_exception(exc)
+            self._send(event.stream_id, code, message, b"")
+            return
+        self._send(event.stream_id, Code.OK, "", payload)
+
+    def _send(self, stream_id: int, code: int, message: str, payload: bytes) -> None:
+        if self._write is not None:
+            self._write(self._conn.respond(stream_id, code, message, payload))
+
+
+class _WriteSide(asyncio.Protocol):
+    """Protocol for the write half of a duplex character device."""
+
+
+class Server:
+    """Serves a Dispatcher's services on any number of listeners."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        require_same_uid: bool = False,
+        max_payload: int = MAX_PAYLOAD,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.require_same_uid = require_same_uid
+        self.max_payload = max_payload
+        self._servers: list[asyncio.AbstractServer] = []
+        self._connections: set[_ServerProtocol] = set()
+        self._devices: list[asyncio.BaseTransport] = []
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def serve_unix(self, path: str, *, mode: int = 0o600, backlog: int = 128) -> None:
+        """Listen on a filesystem unix socket at `path` (replacing a stale file)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, mode)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        await self.serve_socket(sock)
+
+    async def serve_fd(self, fd: int) -> None:
+        """Serve an inherited listening unix socket (e.g. fd 3 from `start`)."""
+        await self.serve_socket(socket.socket(fileno=fd))
+
+    async def serve_socket(self, sock: socket.socket) -> None:
+        """Serve an already bound and listening socket object."""
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(lambda: _ServerProtocol(self), sock=sock)
+        self._servers.append(server)
+
+    async def serve_device(self, fd: int) -> asyncio.Future[None]:
+        """Serve one ttrpc connection over an open duplex character device fd.
+
+        `fd` stays owned by the caller (it is duplicated). Returns a future that
+        resolves when the connection ends (peer EOF or error), so a caller can
+        serve the device again for the next peer.
+        """
+        loop = asyncio.get_running_loop()
+        reader = os.fdopen(os.dup(fd), "rb", buffering=0)
+        writer = os.fdopen(os.dup(fd), "wb", buffering=0)
+        write_transport, _ = await loop.connect_write_pipe(_WriteSide, writer)
+        protocol = _ServerProtocol(self, device_writer=write_transport)
+        read_transport, _ = await loop.connect_read_pipe(lambda: protocol, reader)
+        self._devices += [read_transport, write_transport]
+        return protocol.closed
+
+    def close(self) -> None:
+        """Stop listening and drop every connection (in-flight handlers are cancelled)."""
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections):
+            conn.abort()
+        for transport in self._devices:
+            transport.close()
+
+    async def wait_closed(self) -> None:
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
