@@ -84,8 +84,9 @@ def upper_snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
 
 
-def _service_lines(proto: FileDescriptorProto, svc: ServiceDescriptorProto,
-                   types: TypeIndex, used: set[str]) -> list[str]:
+def _service_lines(
+    proto: FileDescriptorProto, svc: ServiceDescriptorProto, types: TypeIndex, used: set[str]
+) -> list[str]:
     full = f"{proto.package}.{svc.name}" if proto.package else svc.name
     desc = f"{upper_snake(svc.name)}_DESC"
     methods = []
@@ -95,23 +96,46 @@ def _service_lines(proto: FileDescriptorProto, svc: ServiceDescriptorProto,
         methods.append((m.name, types.expr(m.input_type, used), types.expr(m.output_type, used)))
     lines = ["", "", f"{desc} = ServiceDesc(", f'    name="{full}",', "    methods={"]
     lines += [f'        "{n}": MethodDesc("{n}", {req}, {resp}),' for n, req, resp in methods]
-    lines += ["    },", ")", "", "", f"class {svc.name}Base(abc.ABC):",
-              f'    """Server side of {full}: override the RPCs you serve."""', "",
-              f"    DESC = {desc}"]
+    lines += [
+        "    },",
+        ")",
+        "",
+        "",
+        f"class {svc.name}Base(abc.ABC):",
+        f'    """Server side of {full}: override the RPCs you serve."""',
+        "",
+        f"    DESC = {desc}",
+    ]
     for name, req, resp in methods:
-        lines += ["", f"    async def {name}(self, ctx: RequestContext, request: {req}) -> {resp}:",
-                  f'        """{full}/{name}"""',
-                  f'        raise Unimplemented("method {name}")']
-    lines += ["", "", f"class {svc.name}Client:", f'    """Typed client for {full}."""', "",
-              "    def __init__(self, client: Client) -> None:", "        self._client = client"]
+        lines += [
+            "",
+            f"    async def {name}(self, ctx: RequestContext, request: {req}) -> {resp}:",
+            f'        """{full}/{name}"""',
+            f'        raise Unimplemented("method {name}")',
+        ]
+    lines += [
+        "",
+        "",
+        f"class {svc.name}Client:",
+        f'    """Typed client for {full}."""',
+        "",
+        "    def __init__(self, client: Client) -> None:",
+        "        self._client = client",
+    ]
     for name, req, resp in methods:
-        lines += ["", f"    async def {name}(", "        self,", f"        request: {req},",
-                  "        *,", "        timeout: float | None = None,",
-                  "        metadata: Mapping[str, str] | None = None,", f"    ) -> {resp}:",
-                  "        return await self._client.call(",
-                  f'            "{full}", "{name}", request, {resp}, '
-                  "timeout=timeout, metadata=metadata",
-                  "        )"]
+        lines += [
+            "",
+            f"    async def {name}(",
+            "        self,",
+            f"        request: {req},",
+            "        *,",
+            "        timeout: float | None = None,",
+            "        metadata: Mapping[str, str] | None = None,",
+            f"    ) -> {resp}:",
+            "        return await self._client.call(",
+            f'            "{full}", "{name}", request, {resp}, timeout=timeout, metadata=metadata',
+            "        )",
+        ]
     return lines
 
 

@@ -47,12 +47,17 @@ def generate_into(out_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         launcher = _plugin_launcher(Path(scratch))
         cmd = [
-            sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{REPO}", f"-I{well_known}",
-            f"--python_out={out_dir}", f"--pyi_out={out_dir}",
-            f"--plugin=protoc-gen-kata-ttrpc={launcher}", f"--kata-ttrpc_out={out_dir}",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{REPO}",
+            f"-I{well_known}",
+            f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}",
+            f"--plugin=protoc-gen-kata-ttrpc={launcher}",
+            f"--kata-ttrpc_out={out_dir}",
             *proto_files(),
-        ]  # fmt: skip
+        ]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         subprocess.run(cmd, check=True, cwd=REPO, env=env)
 
@@ -81,8 +86,11 @@ def check() -> list[str]:
                 diff = difflib.unified_diff(
                     current[name].read_text().splitlines(),
                     fresh[name].read_text().splitlines(),
-                    f"checked-in/{name}", f"regenerated/{name}", lineterm="", n=1,
-                )  # fmt: skip
+                    f"checked-in/{name}",
+                    f"regenerated/{name}",
+                    lineterm="",
+                    n=1,
+                )
                 problems.append("\n".join(list(diff)[:20]))
     return problems
 

@@ -137,7 +137,7 @@ class Client:
     def _decode(response: ResponseReceived, response_type: type[M]) -> M:
         if response.code:
             raise error_from_status(response.code, response.message)
-        message = response_type()
+        message: M = response_type()
         try:
             message.ParseFromString(response.payload)
         except DecodeError as exc:

@@ -101,4 +101,5 @@ class Dispatcher:
         except DecodeError as exc:
             raise InvalidArgument(f"cannot decode {method.request_type.__name__}: {exc}") from exc
         response = await handler(ctx, request)
-        return response.SerializeToString()
+        encoded: bytes = response.SerializeToString()
+        return encoded

@@ -117,7 +117,9 @@ class PyFrameDecoder:
         del self._buf[:end]
         return Frame(stream_id, frame_type, flags, payload)
 
-    def _start_skip(self, length: int, stream_id: int, frame_type: int) -> OversizeFrame | _NeedData:
+    def _start_skip(
+        self, length: int, stream_id: int, frame_type: int
+    ) -> OversizeFrame | _NeedData:
         oversize = OversizeFrame(stream_id, frame_type, length)
         available = len(self._buf) - HEADER_SIZE
         if available >= length:

@@ -6,6 +6,7 @@ envelope encoding, bare Any type URLs and timestamps are what containerd accepts
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import time
@@ -51,8 +52,7 @@ async def _forward(ctd: PrivateContainerd, request: events_service_pb2.ForwardRe
         await client.wait_closed()
 
 
-@pytest.mark.asyncio
-async def test_forwarded_task_exit_reaches_ctr_events(containerd: PrivateContainerd) -> None:
+def test_forwarded_task_exit_reaches_ctr_events(containerd: PrivateContainerd) -> None:
     events = containerd.popen_ctr("events")
     try:
         time.sleep(1.0)  # let ctr subscribe before we publish
@@ -60,7 +60,9 @@ async def test_forwarded_task_exit_reaches_ctr_events(containerd: PrivateContain
             container_id="interop-c1", id="interop-c1", pid=4242, exit_status=7
         )
         exit_event.exited_at.GetCurrentTime()
-        await _forward(containerd, make_forward_request("default", "/tasks/exit", exit_event))
+        asyncio.run(
+            _forward(containerd, make_forward_request("default", "/tasks/exit", exit_event))
+        )
         lines = _read_lines_until(events, "interop-c1", timeout=10)
     finally:
         events.kill()
@@ -74,10 +76,9 @@ async def test_forwarded_task_exit_reaches_ctr_events(containerd: PrivateContain
     assert payload["exit_status"] == 7
 
 
-@pytest.mark.asyncio
-async def test_containerd_rejects_zero_timestamp(containerd: PrivateContainerd) -> None:
+def test_containerd_rejects_zero_timestamp(containerd: PrivateContainerd) -> None:
     """containerd validates envelopes: the error must come back as InvalidArgument."""
     envelope = make_envelope("default", "/tasks/exit", events_pb2.TaskExit(container_id="x"))
     envelope.ClearField("timestamp")
     with pytest.raises(InvalidArgument):
-        await _forward(containerd, events_service_pb2.ForwardRequest(envelope=envelope))
+        asyncio.run(_forward(containerd, events_service_pb2.ForwardRequest(envelope=envelope)))

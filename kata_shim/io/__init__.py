@@ -1,0 +1,1 @@
+"""Host-side IO: the stdio copy loop (compiled or pure Python) and stdio targets."""

@@ -1,0 +1,123 @@
+"""A tiny ttrpc test service built by hand from well-known protobuf types.
+
+`run_on(loop_kind, coro)` runs a coroutine on the stock asyncio loop or uvloop,
+so tests can be parametrized over both event loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import uvloop
+from google.protobuf import wrappers_pb2
+
+from kata_shim import errors
+from kata_shim.ttrpc.client import Client
+from kata_shim.ttrpc.server import Server
+from kata_shim.ttrpc.service import Dispatcher, MethodDesc, RequestContext, ServiceDesc
+
+T = TypeVar("T")
+S = wrappers_pb2.StringValue
+
+ECHO_DESC = ServiceDesc(
+    "test.Echo",
+    {name: MethodDesc(name, S, S) for name in ("Echo", "Fail", "Block", "Sleep", "Context", "Big")},
+)
+
+ERRORS: dict[str, type[errors.ShimError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.NotFound,
+        errors.AlreadyExists,
+        errors.InvalidArgument,
+        errors.FailedPrecondition,
+        errors.Unimplemented,
+        errors.DeadlineExceeded,
+        errors.Unavailable,
+    )
+}
+
+
+class EchoService:
+    """Echo: upper-cases; Fail: raises the named ShimError; Block: waits for `release`."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.blocked = asyncio.Event()
+        self.cancelled = 0
+        self.last_ctx: RequestContext | None = None
+
+    async def Echo(self, ctx: RequestContext, req: S) -> S:
+        return S(value=req.value.upper())
+
+    async def Fail(self, ctx: RequestContext, req: S) -> S:
+        if req.value == "oserror":
+            raise FileNotFoundError(2, "no such thing")
+        if req.value == "bug":
+            raise ZeroDivisionError("handler bug")
+        raise ERRORS[req.value](f"failed with {req.value}")
+
+    async def Block(self, ctx: RequestContext, req: S) -> S:
+        self.blocked.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return S(value="released")
+
+    async def Sleep(self, ctx: RequestContext, req: S) -> S:
+        await asyncio.sleep(float(req.value))
+        return S(value="slept")
+
+    async def Context(self, ctx: RequestContext, req: S) -> S:
+        self.last_ctx = ctx
+        return S(value=repr(sorted(ctx.metadata.items())))
+
+    async def Big(self, ctx: RequestContext, req: S) -> S:
+        return S(value="x" * int(req.value))
+
+
+def run_on(loop_kind: str, coro: Awaitable[T]) -> T:
+    if loop_kind == "uvloop":
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def echo_server(**server_kwargs: Any) -> AsyncIterator[tuple[Server, EchoService, str]]:
+    service = EchoService()
+    dispatcher = Dispatcher()
+    dispatcher.register(ECHO_DESC, service)
+    server = Server(dispatcher, **server_kwargs)
+    with tempfile.TemporaryDirectory(prefix="ks-ttrpc-") as tmp:
+        path = os.path.join(tmp, "s.sock")
+        await server.serve_unix(path)
+        try:
+            yield server, service, path
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def connected(path: str) -> AsyncIterator[Client]:
+    client = await Client.connect_unix(path, timeout=5)
+    try:
+        yield client
+    finally:
+        client.close()
+        await client.wait_closed()
+
+
+async def echo(client: Client, method: str, value: str, **kw: Any) -> str:
+    reply = await client.call("test.Echo", method, S(value=value), S, **kw)
+    return reply.value
+
+
+Call = Callable[..., Awaitable[str]]
