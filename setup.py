@@ -19,7 +19,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["kata_shim", "kata_shim.*"]),
-    package_data={"kata_shim": ["py.typed", "proto/*.proto", "proto/*.pyi", "config/*.toml"]},
+    package_data={
+        "kata_shim": ["py.typed", "proto/*.proto", "proto/*.pyi", "config/*.toml", "image/init.sh"]
+    },
     ext_modules=cythonize(
         CYTHON_MODULES,
         language_level=3,

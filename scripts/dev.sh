@@ -19,6 +19,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev gcc make pkg-config
   containerd runc busybox-static
   golang-github-containerd-containerd-dev   # upstream .proto files for the conformance test
+  qemu-system-x86 linux-image-amd64 kmod cpio # guest VMs under TCG (generic kernel: has 9p)
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -1,4 +1,5 @@
 from google.protobuf import empty_pb2 as _empty_pb2
+from kata_shim.proto import csi_pb2 as _csi_pb2
 from kata_shim.proto import oci_pb2 as _oci_pb2
 from kata_shim.proto import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
@@ -10,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateContainerRequest(_message.Message):
-    __slots__ = ("container_id", "exec_id", "string_user", "devices", "storages", "OCI", "sandbox_pidns", "shared_mounts")
+    __slots__ = ("container_id", "exec_id", "string_user", "devices", "storages", "OCI", "sandbox_pidns", "shared_mounts", "stdin_port", "stdout_port", "stderr_port")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     EXEC_ID_FIELD_NUMBER: _ClassVar[int]
     STRING_USER_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +20,9 @@ class CreateContainerRequest(_message.Message):
     OCI_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_PIDNS_FIELD_NUMBER: _ClassVar[int]
     SHARED_MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    STDIN_PORT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_PORT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_PORT_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     exec_id: str
     string_user: StringUser
@@ -27,7 +31,10 @@ class CreateContainerRequest(_message.Message):
     OCI: _oci_pb2.Spec
     sandbox_pidns: bool
     shared_mounts: _containers.RepeatedCompositeFieldContainer[SharedMount]
-    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., string_user: _Optional[_Union[StringUser, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., storages: _Optional[_Iterable[_Union[Storage, _Mapping]]] = ..., OCI: _Optional[_Union[_oci_pb2.Spec, _Mapping]] = ..., sandbox_pidns: bool = ..., shared_mounts: _Optional[_Iterable[_Union[SharedMount, _Mapping]]] = ...) -> None: ...
+    stdin_port: int
+    stdout_port: int
+    stderr_port: int
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., string_user: _Optional[_Union[StringUser, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., storages: _Optional[_Iterable[_Union[Storage, _Mapping]]] = ..., OCI: _Optional[_Union[_oci_pb2.Spec, _Mapping]] = ..., sandbox_pidns: bool = ..., shared_mounts: _Optional[_Iterable[_Union[SharedMount, _Mapping]]] = ..., stdin_port: _Optional[int] = ..., stdout_port: _Optional[int] = ..., stderr_port: _Optional[int] = ...) -> None: ...
 
 class StartContainerRequest(_message.Message):
     __slots__ = ("container_id",)
@@ -44,16 +51,22 @@ class RemoveContainerRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., timeout: _Optional[int] = ...) -> None: ...
 
 class ExecProcessRequest(_message.Message):
-    __slots__ = ("container_id", "exec_id", "string_user", "process")
+    __slots__ = ("container_id", "exec_id", "string_user", "process", "stdin_port", "stdout_port", "stderr_port")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     EXEC_ID_FIELD_NUMBER: _ClassVar[int]
     STRING_USER_FIELD_NUMBER: _ClassVar[int]
     PROCESS_FIELD_NUMBER: _ClassVar[int]
+    STDIN_PORT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_PORT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_PORT_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     exec_id: str
     string_user: StringUser
     process: _oci_pb2.Process
-    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., string_user: _Optional[_Union[StringUser, _Mapping]] = ..., process: _Optional[_Union[_oci_pb2.Process, _Mapping]] = ...) -> None: ...
+    stdin_port: int
+    stdout_port: int
+    stderr_port: int
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., string_user: _Optional[_Union[StringUser, _Mapping]] = ..., process: _Optional[_Union[_oci_pb2.Process, _Mapping]] = ..., stdin_port: _Optional[int] = ..., stdout_port: _Optional[int] = ..., stderr_port: _Optional[int] = ...) -> None: ...
 
 class SignalProcessRequest(_message.Message):
     __slots__ = ("container_id", "exec_id", "signal")
@@ -87,6 +100,12 @@ class UpdateContainerRequest(_message.Message):
     resources: _oci_pb2.LinuxResources
     def __init__(self, container_id: _Optional[str] = ..., resources: _Optional[_Union[_oci_pb2.LinuxResources, _Mapping]] = ...) -> None: ...
 
+class UpdateEphemeralMountsRequest(_message.Message):
+    __slots__ = ("storages",)
+    STORAGES_FIELD_NUMBER: _ClassVar[int]
+    storages: _containers.RepeatedCompositeFieldContainer[Storage]
+    def __init__(self, storages: _Optional[_Iterable[_Union[Storage, _Mapping]]] = ...) -> None: ...
+
 class StatsContainerRequest(_message.Message):
     __slots__ = ("container_id",)
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +123,24 @@ class ResumeContainerRequest(_message.Message):
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class RemoveStaleVirtiofsShareMountsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetDiagnosticDataRequest(_message.Message):
+    __slots__ = ("log_type", "container_id")
+    LOG_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    log_type: str
+    container_id: str
+    def __init__(self, log_type: _Optional[str] = ..., container_id: _Optional[str] = ...) -> None: ...
+
+class GetDiagnosticDataResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: str
+    def __init__(self, data: _Optional[str] = ...) -> None: ...
 
 class CpuUsage(_message.Message):
     __slots__ = ("total_usage", "percpu_usage", "usage_in_kernelmode", "usage_in_usermode")
@@ -332,7 +369,7 @@ class KernelModule(_message.Message):
     def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateSandboxRequest(_message.Message):
-    __slots__ = ("hostname", "dns", "storages", "sandbox_pidns", "sandbox_id", "guest_hook_path", "kernel_modules", "guest_userns")
+    __slots__ = ("hostname", "dns", "storages", "sandbox_pidns", "sandbox_id", "guest_hook_path", "kernel_modules")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     DNS_FIELD_NUMBER: _ClassVar[int]
     STORAGES_FIELD_NUMBER: _ClassVar[int]
@@ -340,7 +377,6 @@ class CreateSandboxRequest(_message.Message):
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     GUEST_HOOK_PATH_FIELD_NUMBER: _ClassVar[int]
     KERNEL_MODULES_FIELD_NUMBER: _ClassVar[int]
-    GUEST_USERNS_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     dns: _containers.RepeatedScalarFieldContainer[str]
     storages: _containers.RepeatedCompositeFieldContainer[Storage]
@@ -348,8 +384,7 @@ class CreateSandboxRequest(_message.Message):
     sandbox_id: str
     guest_hook_path: str
     kernel_modules: _containers.RepeatedCompositeFieldContainer[KernelModule]
-    guest_userns: bool
-    def __init__(self, hostname: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., storages: _Optional[_Iterable[_Union[Storage, _Mapping]]] = ..., sandbox_pidns: bool = ..., sandbox_id: _Optional[str] = ..., guest_hook_path: _Optional[str] = ..., kernel_modules: _Optional[_Iterable[_Union[KernelModule, _Mapping]]] = ..., guest_userns: bool = ...) -> None: ...
+    def __init__(self, hostname: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., storages: _Optional[_Iterable[_Union[Storage, _Mapping]]] = ..., sandbox_pidns: bool = ..., sandbox_id: _Optional[str] = ..., guest_hook_path: _Optional[str] = ..., kernel_modules: _Optional[_Iterable[_Union[KernelModule, _Mapping]]] = ...) -> None: ...
 
 class DestroySandboxRequest(_message.Message):
     __slots__ = ()
@@ -399,6 +434,32 @@ class AddARPNeighborsRequest(_message.Message):
     neighbors: ARPNeighbors
     def __init__(self, neighbors: _Optional[_Union[ARPNeighbors, _Mapping]] = ...) -> None: ...
 
+class GetIPTablesRequest(_message.Message):
+    __slots__ = ("is_ipv6",)
+    IS_IPV6_FIELD_NUMBER: _ClassVar[int]
+    is_ipv6: bool
+    def __init__(self, is_ipv6: bool = ...) -> None: ...
+
+class GetIPTablesResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class SetIPTablesRequest(_message.Message):
+    __slots__ = ("is_ipv6", "data")
+    IS_IPV6_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    is_ipv6: bool
+    data: bytes
+    def __init__(self, is_ipv6: bool = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SetIPTablesResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class OnlineCPUMemRequest(_message.Message):
     __slots__ = ("wait", "nb_cpus", "cpu_only")
     WAIT_FIELD_NUMBER: _ClassVar[int]
@@ -416,18 +477,20 @@ class ReseedRandomDevRequest(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class AgentDetails(_message.Message):
-    __slots__ = ("version", "init_daemon", "device_handlers", "storage_handlers", "supports_seccomp")
+    __slots__ = ("version", "init_daemon", "device_handlers", "storage_handlers", "supports_seccomp", "extra_features")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INIT_DAEMON_FIELD_NUMBER: _ClassVar[int]
     DEVICE_HANDLERS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_HANDLERS_FIELD_NUMBER: _ClassVar[int]
     SUPPORTS_SECCOMP_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FEATURES_FIELD_NUMBER: _ClassVar[int]
     version: str
     init_daemon: bool
     device_handlers: _containers.RepeatedScalarFieldContainer[str]
     storage_handlers: _containers.RepeatedScalarFieldContainer[str]
     supports_seccomp: bool
-    def __init__(self, version: _Optional[str] = ..., init_daemon: bool = ..., device_handlers: _Optional[_Iterable[str]] = ..., storage_handlers: _Optional[_Iterable[str]] = ..., supports_seccomp: bool = ...) -> None: ...
+    extra_features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., init_daemon: bool = ..., device_handlers: _Optional[_Iterable[str]] = ..., storage_handlers: _Optional[_Iterable[str]] = ..., supports_seccomp: bool = ..., extra_features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GuestDetailsRequest(_message.Message):
     __slots__ = ("mem_block_size", "mem_hotplug_probe")
@@ -446,6 +509,12 @@ class GuestDetailsResponse(_message.Message):
     agent_details: AgentDetails
     support_mem_hotplug_probe: bool
     def __init__(self, mem_block_size_bytes: _Optional[int] = ..., agent_details: _Optional[_Union[AgentDetails, _Mapping]] = ..., support_mem_hotplug_probe: bool = ...) -> None: ...
+
+class MemHotplugByProbeRequest(_message.Message):
+    __slots__ = ("memHotplugProbeAddr",)
+    MEMHOTPLUGPROBEADDR_FIELD_NUMBER: _ClassVar[int]
+    memHotplugProbeAddr: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, memHotplugProbeAddr: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SetGuestDateTimeRequest(_message.Message):
     __slots__ = ("Sec", "Usec")
@@ -478,7 +547,7 @@ class SharedMount(_message.Message):
     def __init__(self, name: _Optional[str] = ..., src_ctr: _Optional[str] = ..., src_path: _Optional[str] = ..., dst_ctr: _Optional[str] = ..., dst_path: _Optional[str] = ...) -> None: ...
 
 class Storage(_message.Message):
-    __slots__ = ("driver", "driver_options", "source", "fstype", "options", "mount_point", "fs_group")
+    __slots__ = ("driver", "driver_options", "source", "fstype", "options", "mount_point", "fs_group", "shared")
     DRIVER_FIELD_NUMBER: _ClassVar[int]
     DRIVER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -486,6 +555,7 @@ class Storage(_message.Message):
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     MOUNT_POINT_FIELD_NUMBER: _ClassVar[int]
     FS_GROUP_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     driver: str
     driver_options: _containers.RepeatedScalarFieldContainer[str]
     source: str
@@ -493,7 +563,8 @@ class Storage(_message.Message):
     options: _containers.RepeatedScalarFieldContainer[str]
     mount_point: str
     fs_group: FSGroup
-    def __init__(self, driver: _Optional[str] = ..., driver_options: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., fstype: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., mount_point: _Optional[str] = ..., fs_group: _Optional[_Union[FSGroup, _Mapping]] = ...) -> None: ...
+    shared: bool
+    def __init__(self, driver: _Optional[str] = ..., driver_options: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., fstype: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., mount_point: _Optional[str] = ..., fs_group: _Optional[_Union[FSGroup, _Mapping]] = ..., shared: bool = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("id", "type", "vm_path", "container_path", "options")
@@ -549,6 +620,18 @@ class OOMEvent(_message.Message):
     container_id: str
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
+class AddSwapRequest(_message.Message):
+    __slots__ = ("PCIPath",)
+    PCIPATH_FIELD_NUMBER: _ClassVar[int]
+    PCIPath: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, PCIPath: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AddSwapPathRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
 class GetMetricsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -558,3 +641,61 @@ class Metrics(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     metrics: str
     def __init__(self, metrics: _Optional[str] = ...) -> None: ...
+
+class VolumeStatsRequest(_message.Message):
+    __slots__ = ("volume_guest_path",)
+    VOLUME_GUEST_PATH_FIELD_NUMBER: _ClassVar[int]
+    volume_guest_path: str
+    def __init__(self, volume_guest_path: _Optional[str] = ...) -> None: ...
+
+class ResizeVolumeRequest(_message.Message):
+    __slots__ = ("volume_guest_path", "size")
+    VOLUME_GUEST_PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    volume_guest_path: str
+    size: int
+    def __init__(self, volume_guest_path: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class SetPolicyRequest(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    def __init__(self, policy: _Optional[str] = ...) -> None: ...
+
+class MemAgentMemcgConfig(_message.Message):
+    __slots__ = ("disabled", "swap", "swappiness_max", "period_secs", "period_psi_percent_limit", "eviction_psi_percent_limit", "eviction_run_aging_count_min")
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    SWAP_FIELD_NUMBER: _ClassVar[int]
+    SWAPPINESS_MAX_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_PSI_PERCENT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    EVICTION_PSI_PERCENT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    EVICTION_RUN_AGING_COUNT_MIN_FIELD_NUMBER: _ClassVar[int]
+    disabled: bool
+    swap: bool
+    swappiness_max: int
+    period_secs: int
+    period_psi_percent_limit: int
+    eviction_psi_percent_limit: int
+    eviction_run_aging_count_min: int
+    def __init__(self, disabled: bool = ..., swap: bool = ..., swappiness_max: _Optional[int] = ..., period_secs: _Optional[int] = ..., period_psi_percent_limit: _Optional[int] = ..., eviction_psi_percent_limit: _Optional[int] = ..., eviction_run_aging_count_min: _Optional[int] = ...) -> None: ...
+
+class MemAgentCompactConfig(_message.Message):
+    __slots__ = ("disabled", "period_secs", "period_psi_percent_limit", "compact_psi_percent_limit", "compact_sec_max", "compact_order", "compact_threshold", "compact_force_times")
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_PSI_PERCENT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_PSI_PERCENT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_SEC_MAX_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_ORDER_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_FORCE_TIMES_FIELD_NUMBER: _ClassVar[int]
+    disabled: bool
+    period_secs: int
+    period_psi_percent_limit: int
+    compact_psi_percent_limit: int
+    compact_sec_max: int
+    compact_order: int
+    compact_threshold: int
+    compact_force_times: int
+    def __init__(self, disabled: bool = ..., period_secs: _Optional[int] = ..., period_psi_percent_limit: _Optional[int] = ..., compact_psi_percent_limit: _Optional[int] = ..., compact_sec_max: _Optional[int] = ..., compact_order: _Optional[int] = ..., compact_threshold: _Optional[int] = ..., compact_force_times: _Optional[int] = ...) -> None: ...

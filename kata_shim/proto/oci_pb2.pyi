@@ -130,14 +130,20 @@ class Root(_message.Message):
     def __init__(self, Path: _Optional[str] = ..., Readonly: bool = ...) -> None: ...
 
 class Hooks(_message.Message):
-    __slots__ = ("Prestart", "Poststart", "Poststop")
+    __slots__ = ("Prestart", "Poststart", "Poststop", "CreateRuntime", "CreateContainer", "StartContainer")
     PRESTART_FIELD_NUMBER: _ClassVar[int]
     POSTSTART_FIELD_NUMBER: _ClassVar[int]
     POSTSTOP_FIELD_NUMBER: _ClassVar[int]
+    CREATERUNTIME_FIELD_NUMBER: _ClassVar[int]
+    CREATECONTAINER_FIELD_NUMBER: _ClassVar[int]
+    STARTCONTAINER_FIELD_NUMBER: _ClassVar[int]
     Prestart: _containers.RepeatedCompositeFieldContainer[Hook]
     Poststart: _containers.RepeatedCompositeFieldContainer[Hook]
     Poststop: _containers.RepeatedCompositeFieldContainer[Hook]
-    def __init__(self, Prestart: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ..., Poststart: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ..., Poststop: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ...) -> None: ...
+    CreateRuntime: _containers.RepeatedCompositeFieldContainer[Hook]
+    CreateContainer: _containers.RepeatedCompositeFieldContainer[Hook]
+    StartContainer: _containers.RepeatedCompositeFieldContainer[Hook]
+    def __init__(self, Prestart: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ..., Poststart: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ..., Poststop: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ..., CreateRuntime: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ..., CreateContainer: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ..., StartContainer: _Optional[_Iterable[_Union[Hook, _Mapping]]] = ...) -> None: ...
 
 class Hook(_message.Message):
     __slots__ = ("Path", "Args", "Env", "Timeout")

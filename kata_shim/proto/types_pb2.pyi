@@ -52,7 +52,7 @@ class Interface(_message.Message):
     def __init__(self, device: _Optional[str] = ..., name: _Optional[str] = ..., IPAddresses: _Optional[_Iterable[_Union[IPAddress, _Mapping]]] = ..., mtu: _Optional[int] = ..., hwAddr: _Optional[str] = ..., devicePath: _Optional[str] = ..., type: _Optional[str] = ..., raw_flags: _Optional[int] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("dest", "gateway", "device", "source", "scope", "family", "flags")
+    __slots__ = ("dest", "gateway", "device", "source", "scope", "family", "flags", "mtu")
     DEST_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class Route(_message.Message):
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
     dest: str
     gateway: str
     device: str
@@ -67,7 +68,8 @@ class Route(_message.Message):
     scope: int
     family: IPFamily
     flags: int
-    def __init__(self, dest: _Optional[str] = ..., gateway: _Optional[str] = ..., device: _Optional[str] = ..., source: _Optional[str] = ..., scope: _Optional[int] = ..., family: _Optional[_Union[IPFamily, str]] = ..., flags: _Optional[int] = ...) -> None: ...
+    mtu: int
+    def __init__(self, dest: _Optional[str] = ..., gateway: _Optional[str] = ..., device: _Optional[str] = ..., source: _Optional[str] = ..., scope: _Optional[int] = ..., family: _Optional[_Union[IPFamily, str]] = ..., flags: _Optional[int] = ..., mtu: _Optional[int] = ...) -> None: ...
 
 class ARPNeighbor(_message.Message):
     __slots__ = ("toIPAddress", "device", "lladdr", "state", "flags")

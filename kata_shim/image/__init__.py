@@ -1,0 +1,1 @@
+"""Guest image builder: an uncompressed PVH vmlinux and an initramfs with our agent."""

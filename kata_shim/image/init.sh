@@ -1,0 +1,50 @@
+#!/bin/busybox sh
+# kata-shim guest /init (PID 1 in the initramfs built by kata_shim.image).
+# Mounts the kernel filesystems and cgroup v1 hierarchies, loads the modules
+# listed in /modules.order, then, from the kernel command line:
+#   kata_shim.agent=<listen spec>  run the guest agent on that channel
+#   kata_shim.run=<self-test>      run one built-in self-test and print
+#                                  "KATA_SHIM_RESULT rc=<code> <output>"
+# and powers the VM off when the agent (or the self-test) ends.
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm /run /tmp /sys/fs/cgroup
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /dev/shm
+while read -r module; do
+  insmod "/lib/modules/$module" || echo "kata-shim init: insmod $module failed"
+done < /modules.order
+mount -t tmpfs -o mode=0755 cgroup /sys/fs/cgroup
+for controllers in cpu,cpuacct memory pids blkio freezer devices cpuset; do
+  mkdir -p "/sys/fs/cgroup/$controllers"
+  mount -t cgroup -o "$controllers" cgroup "/sys/fs/cgroup/$controllers" 2>/dev/null \
+    || rmdir "/sys/fs/cgroup/$controllers"
+done
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME=/root
+export PYTHONHOME=/usr PYTHONPATH=/opt/kata-shim/lib PYTHONDONTWRITEBYTECODE=1
+
+RUN=""
+AGENT=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    kata_shim.run=*) RUN="${arg#*=}" ;;
+    kata_shim.agent=*) AGENT="${arg#*=}" ;;
+  esac
+done
+
+case "$RUN" in
+  "") ;;
+  selftest-vsock|selftest-epoll)
+    python3 -m kata_shim.native.selftest "${RUN#selftest-}" > /tmp/selftest.out 2>&1
+    echo "KATA_SHIM_RESULT rc=$? $(tr '\n' ' ' < /tmp/selftest.out)" ;;
+  *) echo "KATA_SHIM_RESULT rc=127 unknown self-test $RUN" ;;
+esac
+
+if [ -n "$AGENT" ]; then
+  python3 -m kata_shim.guest.main --listen "$AGENT"
+  echo "kata-shim init: agent exited with status $?"
+fi
+poweroff -f
