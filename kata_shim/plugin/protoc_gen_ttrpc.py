@@ -10,7 +10,8 @@ For each service `Svc` of package `P` the generated module holds:
 ttrpc 1.1 has unary RPCs only, so a streaming RPC is reported as an error.
 
 Protocol: read a CodeGeneratorRequest on stdin, write a CodeGeneratorResponse on
-stdout. The output depends only on the request, so regeneration is reproducible.
+stdout. The output depends only on the request (reproducible), and is laid out
+the way `ruff format` lays out code, so it reads like the rest of the tree.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import abc
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 '''
+# Imports every generated module needs, by module (sorted together with the _pb2 ones).
 RUNTIME_IMPORTS = {
     "kata_shim.errors": "from kata_shim.errors import Unimplemented",
     "kata_shim.ttrpc.service": (
@@ -49,7 +51,9 @@ RUNTIME_IMPORTS = {
     ),
 }
 FIRST_PARTY = "kata_shim"
-LINE_LENGTH = 100  # generated code is laid out the way `ruff format` would
+LINE_LENGTH = 100
+
+Rpc = tuple[str, str, str]  # method name, request class expression, response class expression
 
 
 class GenerationError(Exception):
@@ -62,12 +66,12 @@ def upper_snake(name: str) -> str:
 
 
 def pb2_module(proto_name: str) -> str:
-    """`kata_shim/proto/task.proto` → `kata_shim.proto.task_pb2` (protoc's own rule)."""
+    """`kata_shim/proto/task.proto` → `kata_shim.proto.task_pb2` (protoc's naming rule)."""
     return proto_name.removesuffix(".proto").replace("-", "_").replace("/", ".") + "_pb2"
 
 
 def _walk(prefix: str, messages: Iterable[DescriptorProto]) -> Iterator[str]:
-    """Yield dotted class paths of messages and their nested messages."""
+    """Yield the dotted class paths of messages and of their nested messages."""
     for message in messages:
         path = f"{prefix}.{message.name}" if prefix else message.name
         yield path
@@ -75,32 +79,32 @@ def _walk(prefix: str, messages: Iterable[DescriptorProto]) -> Iterator[str]:
 
 
 class Imports:
-    """Message type → Python expression, and the `_pb2` imports a file needs.
+    """Resolves the message types one file's services use to `module.Class` expressions.
 
-    Modules are imported by their last component (`from google.protobuf import
-    empty_pb2`); when two modules share that name, both get a dotted-path alias.
+    A module is imported under its last component (`from google.protobuf import
+    empty_pb2`); when two used modules share that name both get a dotted-path alias.
     """
 
     def __init__(self, files: Iterable[FileDescriptorProto], proto: FileDescriptorProto) -> None:
-        where: dict[str, tuple[str, str]] = {}
+        known: dict[str, tuple[str, str]] = {}
         for other in files:
             for path in _walk("", other.message_type):
                 full = f".{other.package}.{path}" if other.package else f".{path}"
-                where[full] = (pb2_module(other.name), path)
+                known[full] = (pb2_module(other.name), path)
         self._where: dict[str, tuple[str, str]] = {}
         for svc in proto.service:
             for method in svc.method:
                 for type_name in (method.input_type, method.output_type):
-                    if type_name not in where:
+                    if type_name not in known:
                         raise GenerationError(f"unknown message type {type_name}")
-                    self._where[type_name] = where[type_name]
-        used = {module for module, _ in self._where.values()}
-        shorts = [m.rpartition(".")[2] for m in used]
+                    self._where[type_name] = known[type_name]
+        modules = {module for module, _ in self._where.values()}
+        shorts = [m.rpartition(".")[2] for m in modules]
         self._local = {
             m: m.replace(".", "_")
             if shorts.count(m.rpartition(".")[2]) > 1
             else m.rpartition(".")[2]
-            for m in used
+            for m in modules
         }
 
     def ref(self, type_name: str) -> str:
@@ -109,14 +113,36 @@ class Imports:
         return f"{self._local[module]}.{path}"
 
     def lines(self) -> list[str]:
-        """The import statements, sorted by module."""
-        out = []
-        for module in sorted(self._local):
+        """Import blocks: third-party, then first-party (with the runtime imports)."""
+        third: list[tuple[str, str]] = []
+        first = list(RUNTIME_IMPORTS.items())
+        plain: dict[str, list[str]] = {}
+        for module, local in self._local.items():
             package, _, short = module.rpartition(".")
-            local = self._local[module]
-            alias = f" as {local}" if local != short else ""
-            out.append(f"from {package} import {short}{alias}" if package else f"import {short}")
-        return out
+            section = first if package.split(".")[0] == FIRST_PARTY else third
+            if local == short:
+                plain.setdefault(package, []).append(short)
+            else:
+                section.append((package, f"from {package} import {short} as {local}"))
+        for package, names in plain.items():
+            section = first if package.split(".")[0] == FIRST_PARTY else third
+            if package:
+                section.append((package, f"from {package} import {', '.join(sorted(names))}"))
+            else:  # a .proto at the include root
+                section += [(name, f"import {name}") for name in names]
+        blocks = [[line for _, line in sorted(s)] for s in (third, first) if s]
+        return [line for block in blocks for line in ["", *block]]
+
+
+def _wrap(indent: str, head: str, args: list[str], tail: str) -> list[str]:
+    """`head(args)tail` on one line, else args on one inner line, else one arg per line."""
+    one = f"{indent}{head}{', '.join(args)}{tail}"
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    inner = f"{indent}    {', '.join(args)}"
+    if len(inner) <= LINE_LENGTH:
+        return [f"{indent}{head}", inner, f"{indent}{tail}"]
+    return [f"{indent}{head}", *(f"{indent}    {arg}," for arg in args), f"{indent}{tail}"]
 
 
 def _check(service: str, method: MethodDescriptorProto) -> None:
@@ -126,50 +152,37 @@ def _check(service: str, method: MethodDescriptorProto) -> None:
         raise GenerationError(f"{service}/{method.name}: RPC name is a Python keyword")
 
 
-def _desc(desc: str, full: str, rpcs: list[tuple[str, str, str]]) -> list[str]:
+def _desc(desc: str, full: str, rpcs: list[Rpc]) -> list[str]:
     lines = ["", "", f"{desc} = ServiceDesc(", f'    name="{full}",', "    methods={"]
     for name, req, resp in rpcs:
-        lines.append(f'        "{name}": MethodDesc("{name}", {req}, {resp}),')
+        lines += _wrap(" " * 8, f'"{name}": MethodDesc(', [f'"{name}"', req, resp], "),")
     return [*lines, "    },", ")"]
 
 
-def _base(svc: str, desc: str, full: str, rpcs: list[tuple[str, str, str]]) -> list[str]:
-    lines = ["", "", f"class {svc}Base(abc.ABC):"]
+def _base(svc: str, desc: str, full: str, rpcs: list[Rpc]) -> list[str]:
+    lines = ["", "", f"class {svc}Base(abc.ABC):  # noqa: B024 - every RPC has a default"]
     lines += [f'    """Server side of {full}; override the RPCs you serve."""', ""]
     lines.append(f"    DESC = {desc}")
     for name, req, resp in rpcs:
+        params = ["self", "ctx: RequestContext", f"request: {req}"]
+        lines += ["", *_wrap("    ", f"async def {name}(", params, f") -> {resp}:")]
         lines += [
-            "",
-            f"    async def {name}(self, ctx: RequestContext, request: {req}) -> {resp}:",
             f'        """RPC {full}/{name}."""',
             f'        raise Unimplemented("method {name}")',
         ]
     return lines
 
 
-def _client(svc: str, full: str, rpcs: list[tuple[str, str, str]]) -> list[str]:
+def _client(svc: str, full: str, rpcs: list[Rpc]) -> list[str]:
     lines = ["", "", f"class {svc}Client:", f'    """Typed client for {full}."""', ""]
     lines += ["    def __init__(self, client: Client) -> None:", "        self._client = client"]
     for name, req, resp in rpcs:
-        lines += [
-            "",
-            f"    async def {name}(",
-            "        self,",
-            f"        request: {req},",
-            "        *,",
-            "        timeout: float | None = None,",
-            "        metadata: Mapping[str, str] | None = None,",
-            f"    ) -> {resp}:",
-            f'        """RPC {full}/{name}."""',
-            "        return await self._client.call(",
-            f'            "{full}",',
-            f'            "{name}",',
-            "            request,",
-            f"            {resp},",
-            "            timeout=timeout,",
-            "            metadata=metadata,",
-            "        )",
-        ]
+        lines += ["", f"    async def {name}(", "        self,", f"        request: {req},"]
+        lines += ["        *,", "        timeout: float | None = None,"]
+        lines += ["        metadata: Mapping[str, str] | None = None,", f"    ) -> {resp}:"]
+        lines.append(f'        """RPC {full}/{name}."""')
+        args = [f'"{full}"', f'"{name}"', "request", resp, "timeout=timeout", "metadata=metadata"]
+        lines += _wrap(" " * 8, "return await self._client.call(", args, ")")
     return lines
 
 
@@ -193,9 +206,9 @@ def generate_file(proto: FileDescriptorProto, files: Iterable[FileDescriptorProt
     for svc in proto.service:
         body += _service(proto.package, svc, imports)
         names += [f"{upper_snake(svc.name)}_DESC", f"{svc.name}Base", f"{svc.name}Client"]
-    head = [HEADER.format(source=proto.name).rstrip("\n"), "", *imports.lines()]
-    head += ["", "if TYPE_CHECKING:", "    from kata_shim.ttrpc.client import Client", ""]
-    head.append("__all__ = [" + ", ".join(f'"{n}"' for n in sorted(names)) + "]")
+    head = [HEADER.format(source=proto.name).rstrip("\n"), *imports.lines(), ""]
+    head += ["if TYPE_CHECKING:", "    from kata_shim.ttrpc.client import Client", ""]
+    head += _wrap("", "__all__ = [", [f'"{n}"' for n in sorted(names)], "]")
     return "\n".join(head + body) + "\n"
 
 

@@ -48,6 +48,7 @@ def generate_into(out_dir: Path, repo: Path = REPO) -> None:
     import grpc_tools  # a development dependency only
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         cmd = [
             sys.executable,

@@ -1,72 +1,347 @@
-"""The code generator: generated bases and clients, and the regeneration check."""
+"""protoc-gen-kata-ttrpc: the generated bases and clients, and the generator itself."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
+import importlib
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from google.protobuf import empty_pb2
+from google.protobuf.compiler import plugin_pb2
+from google.protobuf.descriptor_pb2 import FieldDescriptorProto, FileDescriptorProto
+from google.protobuf.message import Message
 
 from kata_shim import errors
-from kata_shim.plugin import protoc_gen_ttrpc, regen
+from kata_shim.plugin import protoc_gen_ttrpc
 from kata_shim.proto import task_pb2, task_ttrpc
 from kata_shim.ttrpc.service import Dispatcher, RequestContext
 
 REPO = Path(__file__).resolve().parents[2]
+TASK_RPCS = {
+    "State",
+    "Create",
+    "Start",
+    "Delete",
+    "Pids",
+    "Pause",
+    "Resume",
+    "Checkpoint",
+    "Kill",
+    "Exec",
+    "ResizePty",
+    "CloseIO",
+    "Update",
+    "Wait",
+    "Stats",
+    "Connect",
+    "Shutdown",
+}
+GENERATED = {
+    "task": ["TASK_DESC"],
+    "events_service": ["EVENTS_DESC"],
+    "agent": ["AGENT_SERVICE_DESC"],
+    "health": ["HEALTH_DESC"],
+}
 
 
-def test_task_base_has_the_17_rpcs() -> None:
-    names = set(task_ttrpc.TASK_DESC.methods)
-    assert len(names) == 17
-    assert all(callable(getattr(task_ttrpc.TaskBase, n)) for n in names)
-    assert all(callable(getattr(task_ttrpc.TaskClient, n)) for n in names)
+# --- the checked-in generated modules -------------------------------------------------------
+
+
+def test_task_base_and_client_have_the_17_rpcs() -> None:
     assert task_ttrpc.TASK_DESC.name == "containerd.task.v2.Task"
-    assert task_ttrpc.TASK_DESC.methods["Wait"].response_type is task_pb2.WaitResponse
+    assert set(task_ttrpc.TASK_DESC.methods) == TASK_RPCS
+    for name in TASK_RPCS:
+        assert asyncio.iscoroutinefunction(getattr(task_ttrpc.TaskBase, name)), name
+        assert asyncio.iscoroutinefunction(getattr(task_ttrpc.TaskClient, name)), name
+    assert task_ttrpc.TaskBase.DESC is task_ttrpc.TASK_DESC
+    wait = task_ttrpc.TASK_DESC.methods["Wait"]
+    assert (wait.name, wait.request_type, wait.response_type) == (
+        "Wait",
+        task_pb2.WaitRequest,
+        task_pb2.WaitResponse,
+    )
+    assert task_ttrpc.TASK_DESC.methods["Kill"].response_type is empty_pb2.Empty
+
+
+@pytest.mark.parametrize("module", sorted(GENERATED))
+def test_descriptors_agree_with_the_proto_services(module: str) -> None:
+    """Every service of the .proto is generated, with the right message classes."""
+    pb2 = importlib.import_module(f"kata_shim.proto.{module}_pb2")
+    ttrpc = importlib.import_module(f"kata_shim.proto.{module}_ttrpc")
+    services = pb2.DESCRIPTOR.services_by_name.values()
+    assert [protoc_gen_ttrpc.upper_snake(s.name) + "_DESC" for s in services] == GENERATED[module]
+    for service in services:
+        desc = getattr(ttrpc, protoc_gen_ttrpc.upper_snake(service.name) + "_DESC")
+        assert desc.name == service.full_name
+        assert list(desc.methods) == [m.name for m in service.methods]
+        for method in service.methods:
+            entry = desc.methods[method.name]
+            assert entry.request_type.DESCRIPTOR is method.input_type
+            assert entry.response_type.DESCRIPTOR is method.output_type
+            assert getattr(ttrpc, f"{service.name}Base").__dict__[method.name].__doc__
+            assert method.name in getattr(ttrpc, f"{service.name}Client").__dict__
 
 
 class OnlyConnect(task_ttrpc.TaskBase):
-    async def Connect(self, ctx: RequestContext, request: task_pb2.ConnectRequest):
-        return task_pb2.ConnectResponse(shim_pid=42, task_pid=len(request.id))
+    async def Connect(
+        self, ctx: RequestContext, request: task_pb2.ConnectRequest
+    ) -> task_pb2.ConnectResponse:
+        return task_pb2.ConnectResponse(shim_pid=42, task_pid=len(request.id), version="2")
 
 
-def test_generated_base_works_with_the_dispatcher() -> None:
+def test_an_overridden_rpc_is_served_through_the_dispatcher() -> None:
     dispatcher = Dispatcher()
     dispatcher.register(task_ttrpc.TASK_DESC, OnlyConnect())
     ctx = RequestContext("containerd.task.v2.Task", "Connect")
     payload = task_pb2.ConnectRequest(id="abc").SerializeToString()
     reply = task_pb2.ConnectResponse.FromString(asyncio.run(dispatcher.dispatch(ctx, payload)))
-    assert (reply.shim_pid, reply.task_pid) == (42, 3)
-    with pytest.raises(errors.Unimplemented, match="method State"):
-        ctx = RequestContext("containerd.task.v2.Task", "State")
-        asyncio.run(dispatcher.dispatch(ctx, b""))
+    assert (reply.shim_pid, reply.task_pid, reply.version) == (42, 3, "2")
 
 
-def test_upper_snake_names() -> None:
+def test_rpcs_not_overridden_answer_unimplemented() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.register(task_ttrpc.TASK_DESC, OnlyConnect())
+    ctx = RequestContext("containerd.task.v2.Task", "State")
+    with pytest.raises(errors.Unimplemented, match=r"^method State$") as caught:
+        asyncio.run(dispatcher.dispatch(ctx, task_pb2.StateRequest(id="x").SerializeToString()))
+    assert caught.value.code == errors.Code.UNIMPLEMENTED
+    with pytest.raises(errors.Unimplemented, match="method Shutdown"):
+        asyncio.run(OnlyConnect().Shutdown(ctx, task_pb2.ShutdownRequest()))
+
+
+class RecordingClient:
+    """Stands in for kata_shim.ttrpc.client.Client: records `call` and answers."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        response_type: type[Message],
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Message:
+        self.calls.append((service, method, request, response_type, timeout, metadata))
+        return response_type()
+
+
+def test_the_client_delegates_to_call() -> None:
+    recorder = RecordingClient()
+    client = task_ttrpc.TaskClient(recorder)  # type: ignore[arg-type]
+    request = task_pb2.WaitRequest(id="c1")
+    reply = asyncio.run(client.Wait(request, timeout=2.5, metadata={"k": "v"}))
+    assert isinstance(reply, task_pb2.WaitResponse)
+    reply2 = asyncio.run(client.Kill(task_pb2.KillRequest(id="c1", signal=9)))
+    assert isinstance(reply2, empty_pb2.Empty)
+    assert recorder.calls[0] == (
+        "containerd.task.v2.Task",
+        "Wait",
+        request,
+        task_pb2.WaitResponse,
+        2.5,
+        {"k": "v"},
+    )
+    assert recorder.calls[1][1:] == (
+        "Kill",
+        task_pb2.KillRequest(id="c1", signal=9),
+        empty_pb2.Empty,
+        None,
+        None,
+    )
+
+
+def test_generated_modules_do_not_import_the_client_at_run_time() -> None:
+    code = (
+        "import sys\n"
+        "from kata_shim.proto import agent_ttrpc, events_service_ttrpc, health_ttrpc, task_ttrpc\n"
+        "assert 'kata_shim.ttrpc.client' not in sys.modules, 'client imported'\n"
+        "assert 'asyncio' not in sys.modules, 'asyncio imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=_env(REPO)
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# --- the generator, on hand-made requests ---------------------------------------------------
+
+T = FieldDescriptorProto
+
+
+def _file(
+    name: str, package: str, messages: list[str], deps: list[str] = ()
+) -> FileDescriptorProto:
+    proto = FileDescriptorProto(name=name, package=package, syntax="proto3", dependency=deps)
+    for message in messages:
+        outer, _, inner = message.partition(".")
+        found = [m for m in proto.message_type if m.name == outer]
+        parent = found[0] if found else proto.message_type.add(name=outer)
+        if inner:
+            parent.nested_type.add(name=inner)
+    return proto
+
+
+def _request(*files: FileDescriptorProto, generate: list[str] | None = None):
+    return plugin_pb2.CodeGeneratorRequest(
+        file_to_generate=generate if generate is not None else [files[-1].name],
+        proto_file=files,
+    )
+
+
+def _demo() -> list[FileDescriptorProto]:
+    a = _file("x/a/types.proto", "x.a", ["Req"])
+    b = _file("y/types.proto", "y", ["Resp"])
+    svc = _file("demo/svc.proto", "demo.v1", ["Outer.Inner"], [a.name, b.name])
+    service = svc.service.add(name="EchoService")
+    service.method.add(name="Ping", input_type=".x.a.Req", output_type=".y.Resp")
+    service.method.add(name="Nested", input_type=".demo.v1.Outer.Inner", output_type=".y.Resp")
+    return [a, b, svc]
+
+
+def test_generator_output_for_a_service() -> None:
+    response = protoc_gen_ttrpc.generate(_request(*_demo()))
+    assert response.error == ""
+    assert response.supported_features & plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
+    [out] = response.file
+    assert out.name == "demo/svc_ttrpc.py"
+    text = out.content
+    assert text.startswith("# Generated by protoc-gen-kata-ttrpc. DO NOT EDIT.\n")
+    assert "# source: demo/svc.proto\n" in text
+    # Two modules named types_pb2: both aliased by their dotted path.
+    assert "from x.a import types_pb2 as x_a_types_pb2\n" in text
+    assert "from y import types_pb2 as y_types_pb2\n" in text
+    assert "from demo import svc_pb2\n" in text
+    assert 'name="demo.v1.EchoService"' in text
+    assert "ECHO_SERVICE_DESC = ServiceDesc(" in text
+    assert "class EchoServiceBase(abc.ABC):" in text and "class EchoServiceClient:" in text
+    assert '"Nested": MethodDesc("Nested", svc_pb2.Outer.Inner, y_types_pb2.Resp)' in text
+    assert 'raise Unimplemented("method Ping")' in text
+    assert "if TYPE_CHECKING:\n    from kata_shim.ttrpc.client import Client\n" in text
+    compile(text, out.name, "exec")
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_a_proto_at_the_include_root_is_imported_plainly() -> None:
+    root = _file("echo.proto", "", ["Msg"])
+    root.service.add(name="Echo").method.add(name="Say", input_type=".Msg", output_type=".Msg")
+    [out] = protoc_gen_ttrpc.generate(_request(root)).file
+    assert "\nimport echo_pb2\n" in out.content
+    assert 'name="Echo"' in out.content and "EchoBase" in out.content
+    compile(out.content, out.name, "exec")
+
+
+def test_generator_is_deterministic() -> None:
+    first = protoc_gen_ttrpc.generate(_request(*_demo())).SerializeToString(deterministic=True)
+    second = protoc_gen_ttrpc.generate(_request(*_demo())).SerializeToString(deterministic=True)
+    assert first == second
+
+
+def test_files_without_services_or_not_requested_produce_nothing() -> None:
+    files = _demo()
+    assert list(protoc_gen_ttrpc.generate(_request(*files, generate=["y/types.proto"])).file) == []
+    assert list(protoc_gen_ttrpc.generate(_request(*files, generate=[])).file) == []
+
+
+@pytest.mark.parametrize("streaming", ["client_streaming", "server_streaming"])
+def test_streaming_rpcs_are_refused(streaming: str) -> None:
+    files = _demo()
+    setattr(files[-1].service[0].method[0], streaming, True)
+    response = protoc_gen_ttrpc.generate(_request(*files))
+    assert "demo.v1.EchoService/Ping: streaming RPCs are not supported" in response.error
+    assert list(response.file) == []
+
+
+def test_unknown_types_and_keyword_names_are_refused() -> None:
+    files = _demo()
+    files[-1].service[0].method[0].input_type = ".nowhere.Req"
+    assert "unknown message type .nowhere.Req" in protoc_gen_ttrpc.generate(_request(*files)).error
+    files = _demo()
+    files[-1].service[0].method[0].name = "import"
+    assert "Python keyword" in protoc_gen_ttrpc.generate(_request(*files)).error
+
+
+def test_upper_snake() -> None:
     assert protoc_gen_ttrpc.upper_snake("AgentService") == "AGENT_SERVICE"
     assert protoc_gen_ttrpc.upper_snake("Task") == "TASK"
+    assert protoc_gen_ttrpc.upper_snake("Events") == "EVENTS"
 
 
-def test_checked_in_code_is_up_to_date() -> None:
-    assert regen.check() == []
+# --- the generator under protoc, end to end --------------------------------------------------
+
+DEMO_PROTO = """\
+syntax = "proto3";
+package demo.v1;
+import "google/protobuf/empty.proto";
+message Ping { string text = 1; optional uint32 count = 2; message Detail { bool ok = 1; } }
+service Echo {
+  rpc Say(Ping) returns (Ping);
+  rpc Check(Ping.Detail) returns (google.protobuf.Empty);
+}
+"""
 
 
-def test_check_detects_a_tampered_file(tmp_path: Path) -> None:
-    copy = tmp_path / "repo"
-    shutil.copytree(
-        REPO / "kata_shim", copy / "kata_shim", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+def _env(path: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), str(REPO)]))
+
+
+def test_protoc_runs_the_plugin(tmp_path: Path) -> None:
+    import grpc_tools
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "echo.proto").write_text(DEMO_PROTO)
+    launcher = tmp_path / "protoc-gen-kata-ttrpc"
+    launcher.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -m kata_shim.plugin.protoc_gen_ttrpc\n'
     )
-    target = copy / "kata_shim" / "proto" / "task_ttrpc.py"
-    target.write_text(target.read_text().replace("TaskBase", "TaskBaseX", 1))
-    code = "import sys; from kata_shim.plugin import regen; sys.exit(regen.main(['--check']))"
+    launcher.chmod(0o755)
+    cmd = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{tmp_path}",
+        f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
+        f"--python_out={tmp_path}",
+        f"--plugin=protoc-gen-kata-ttrpc={launcher}",
+        f"--kata-ttrpc_out={tmp_path}",
+        "demo/echo.proto",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=_env(REPO))
+    assert result.returncode == 0, result.stderr
+    code = (
+        "import asyncio\n"
+        "from demo import echo_pb2, echo_ttrpc\n"
+        "d = echo_ttrpc.ECHO_DESC\n"
+        "assert d.name == 'demo.v1.Echo' and list(d.methods) == ['Say', 'Check']\n"
+        "assert d.methods['Check'].request_type is echo_pb2.Ping.Detail\n"
+        "class Impl(echo_ttrpc.EchoBase):\n"
+        "    async def Say(self, ctx, request):\n"
+        "        return echo_pb2.Ping(text=request.text * 2)\n"
+        "print(asyncio.run(Impl().Say(None, echo_pb2.Ping(text='ab'))).text)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(tmp_path)
+    )
+    assert (run.returncode, run.stdout) == (0, "abab\n"), run.stderr
+
+
+def test_plugin_main_speaks_the_protoc_protocol() -> None:
+    request = _request(*_demo()).SerializeToString()
     result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=copy,
+        [sys.executable, "-m", "kata_shim.plugin.protoc_gen_ttrpc"],
+        input=request,
         capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
+        env=_env(REPO),
     )
-    assert result.returncode == 1
-    assert "task_ttrpc.py" in result.stderr
+    assert result.returncode == 0, result.stderr
+    response = plugin_pb2.CodeGeneratorResponse.FromString(result.stdout)
+    assert [f.name for f in response.file] == ["demo/svc_ttrpc.py"]
