@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "protoc-gen-kata-ttrpc = kata_shim.plugin.protoc_gen_ttrpc:main",
+            "kata-agent-py = kata_shim.guest.main:main",
         ],
     },
     zip_safe=False,

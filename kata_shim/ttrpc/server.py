@@ -204,10 +204,14 @@ class Server:
         await self.serve_socket(socket.socket(fileno=fd))
 
     async def serve_socket(self, sock: socket.socket) -> None:
-        """Serve an already bound and listening socket object."""
+        """Serve an already bound and listening stream socket (unix or AF_VSOCK)."""
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        server = await loop.create_unix_server(lambda: _ServerProtocol(self), sock=sock)
+        factory = lambda: _ServerProtocol(self)  # noqa: E731
+        if sock.family == socket.AF_UNIX:
+            server = await loop.create_unix_server(factory, sock=sock)
+        else:
+            server = await loop.create_server(factory, sock=sock)
         self._servers.append(server)
 
     async def serve_device(self, fd: int) -> asyncio.Future[None]:
