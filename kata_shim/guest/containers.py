@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from kata_shim.guest.process import Process, exec_starter, init_starter, launch,
 from kata_shim.guest.reaper import Reaper
 from kata_shim.guest.runc import Runc
 from kata_shim.guest.stdio import OutputStream
+from kata_shim.mounts import remove_tree
 
 __all__ = ["Container", "ContainerManager"]
 
@@ -102,7 +102,7 @@ class ContainerManager:
             return await self._create_in(bundle, cid, spec)
         except BaseException:
             await self.runc.delete(cid)
-            shutil.rmtree(bundle, ignore_errors=True)
+            remove_tree(bundle)
             raise
 
     async def _create_in(self, bundle: Path, cid: str, spec: dict[str, Any]) -> Container:
@@ -241,7 +241,7 @@ class ContainerManager:
         if container.oom is not None:
             container.oom.close()
         await self.runc.delete(container.id)
-        shutil.rmtree(container.bundle, ignore_errors=True)
+        remove_tree(container.bundle)
         self.containers.pop(container.id, None)
         log.info("removed container %s", container.id)
 

@@ -27,12 +27,25 @@ class RuncError(ShimError):
     """runc exited non-zero."""
 
 
+def root_is_initramfs(mountinfo: str | None = None) -> bool:
+    """True when / is the initramfs (`rootfs`), where pivot_root(2) cannot work."""
+    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) > 4 and fields[4] == "/":
+            return right.split()[:1] == ["rootfs"]
+    return False
+
+
 class Runc:
     def __init__(self, root: Path, reaper: Reaper, binary: str = "runc") -> None:
         self.root = root
         self.reaper = reaper
         self.binary = binary
         self.log_path = root / "runc.log"
+        # in a guest booted from an initramfs, runc must chroot instead of pivot_root
+        self.no_pivot = root_is_initramfs()
         root.mkdir(parents=True, exist_ok=True)
 
     def _argv(self, *args: str) -> list[str]:
@@ -90,6 +103,8 @@ class Runc:
         console_socket: Path | None = None,
     ) -> None:
         args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
+        if self.no_pivot:
+            args.append("--no-pivot")
         if console_socket is not None:
             args += ["--console-socket", str(console_socket)]
         await self._call(*args, cid, fds=stdio)

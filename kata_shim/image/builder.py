@@ -114,6 +114,8 @@ def _up_to_date(manifest_path: Path, inputs: str) -> dict[str, Any] | None:
         path = Path(entry.get("path", "/nonexistent"))
         if not path.exists() or path.stat().st_size != entry.get("size"):
             return None
+    if not (manifest_path.parent / "vmlinux").exists():
+        return None
     return manifest
 
 
@@ -140,6 +142,9 @@ def build(
     vmlinux = out_dir / f"vmlinux-{guest_kernel.version}"
     progress(f"extracting {vmlinux.name} from {guest_kernel.vmlinuz}")
     kernel.extract_vmlinux(guest_kernel.vmlinuz, vmlinux)
+    stable = out_dir / "vmlinux"  # the name configuration.toml refers to
+    stable.unlink(missing_ok=True)
+    stable.symlink_to(vmlinux.name)
     with tempfile.TemporaryDirectory(prefix="kata-image-") as scratch:
         tree = Path(scratch) / "root"
         progress("busybox")

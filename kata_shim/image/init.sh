@@ -2,6 +2,7 @@
 # kata-shim guest /init (PID 1 in the initramfs built by kata_shim.image).
 # Mounts the kernel filesystems and cgroup v1 hierarchies, loads the modules
 # listed in /modules.order, then, from the kernel command line:
+#   kata_shim.share=<9p tag>      mount that 9p share at SHARED (container rootfs)
 #   kata_shim.agent=<listen spec>  run the guest agent on that channel
 #   kata_shim.run=<self-test>      run one built-in self-test and print
 #                                  "KATA_SHIM_RESULT rc=<code> <output>"
@@ -28,12 +29,21 @@ export PYTHONHOME=/usr PYTHONPATH=/opt/kata-shim/lib PYTHONDONTWRITEBYTECODE=1
 
 RUN=""
 AGENT=""
+SHARE=""
+SHARED=/run/kata-containers/shared/containers
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     kata_shim.run=*) RUN="${arg#*=}" ;;
     kata_shim.agent=*) AGENT="${arg#*=}" ;;
+    kata_shim.share=*) SHARE="${arg#*=}" ;;
   esac
 done
+
+if [ -n "$SHARE" ]; then
+  mkdir -p "$SHARED"
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none "$SHARE" "$SHARED" \
+    || echo "kata-shim init: cannot mount 9p share $SHARE"
+fi
 
 case "$RUN" in
   "") ;;

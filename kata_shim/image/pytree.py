@@ -66,6 +66,7 @@ GUEST_IMPORTS = (
     "pathlib",
     "selectors",
     "encodings.idna",
+    "concurrent.futures.thread",
     "kata_shim.native.selftest",
     "kata_shim.ttrpc.server",
     "kata_shim.ttrpc.client",
@@ -74,7 +75,6 @@ GUEST_IMPORTS = (
     "kata_shim.io.copy",
     "google.protobuf",
 )
-_OPTIONAL_IMPORTS = ("kata_shim.guest.main",)  # added once the agent exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +90,8 @@ for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
     except ImportError as exc:
-        if name in {optional!r}:
-            continue
-        raise SystemExit(f"guest import {{name}} failed: {{exc}}")
-files = sorted({{getattr(m, "__file__", None) or "" for m in list(sys.modules.values())}} - {{""}})
+        raise SystemExit(f"guest import {name} failed: {exc}")
+files = sorted({getattr(m, "__file__", None) or "" for m in list(sys.modules.values())} - {""})
 print(json.dumps(files))
 """
 
@@ -105,10 +103,8 @@ def _probe_modules(package_root: Path, site_packages: Path) -> list[Path]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
     }
-    code = _PROBE.format(optional=set(_OPTIONAL_IMPORTS))
-    names = [*GUEST_IMPORTS, *_OPTIONAL_IMPORTS]
     result = subprocess.run(
-        [str(PYTHON), "-S", "-c", code, *names],
+        [str(PYTHON), "-S", "-c", _PROBE, *GUEST_IMPORTS],
         capture_output=True,
         text=True,
         env=env,

@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
 
+from kata_shim import mounts
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
 from kata_shim.proto import health_pb2
 from kata_shim.proto.health_ttrpc import HealthClient
@@ -143,7 +143,7 @@ class LocalSandbox(Sandbox):
     async def cleanup(self) -> None:
         await self.stop(timeout=5)
         await self._delete_leftover_containers()
-        shutil.rmtree(self.spec.state_dir, ignore_errors=True)
+        mounts.remove_tree(self.spec.state_dir)
 
     async def _delete_leftover_containers(self) -> None:
         root = self.agent_state / "runc"

@@ -1,0 +1,255 @@
+"""Host side of a process's stdio: open what the client gave us, write to it without blocking.
+
+Stdio locations come from containerd/iSulad as fifo paths, `file://` URIs
+(append to a file) or `binary://` URIs (a logging binary reads fds 3 and 4;
+fd 5 is a pipe it closes or writes to when ready; env CONTAINER_ID and
+CONTAINER_NAMESPACE only — containerd's convention). Rules: opening never
+blocks (stdin fifo O_RDONLY|O_NONBLOCK; stdout/stderr fifos O_RDWR, so there is
+always a reader and no EPIPE); `Sink.write` never blocks the loop and gives up
+(discard mode, one warning) when its reader makes no progress for
+`stall_timeout` or when aborted. The pumps that move data live in io/pumps.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kata_shim.errors import InvalidArgument
+
+__all__ = ["BinaryLogger", "HostStdio", "Sink", "open_host_stdio"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STALL_TIMEOUT = 30.0
+LOGGER_READY_TIMEOUT = 10.0
+
+
+class Sink:
+    """A non-blocking writer to one host fd (fifo, file or logger pipe), shareable."""
+
+    def __init__(self, fd: int, name: str, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd  # owned; closed by the last `release`
+        self.name = name
+        self.stall_timeout = stall_timeout
+        self.discarding = False  # set once: output from now on is dropped
+        self._users = 1
+        self._aborted = asyncio.Event()
+
+    def share(self) -> Sink:
+        """Another stream writes here too (stdout and stderr to one file)."""
+        self._users += 1
+        return self
+
+    async def write(self, data: bytes) -> None:
+        """Write all of `data`, or drop it once in discard mode."""
+        view = memoryview(data)
+        while view and not self.discarding and self.fd >= 0:
+            try:
+                view = view[os.write(self.fd, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._discard(f"write failed: {exc}")
+                return
+            if not await self._writable():
+                self._discard(f"no reader progress for {self.stall_timeout:g}s")
+
+    async def _writable(self) -> bool:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.add_writer(self.fd, lambda: ready.done() or ready.set_result(None))
+        aborted = asyncio.ensure_future(self._aborted.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {ready, aborted}, timeout=self.stall_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            loop.remove_writer(self.fd)
+            aborted.cancel()
+        return ready in done
+
+    def _discard(self, why: str) -> None:
+        if not self.discarding:
+            log.warning("%s: %s; discarding further output", self.name, why)
+            self.discarding = True
+
+    def abort(self) -> None:
+        """Destructive teardown: stop waiting for the reader, drop what is left."""
+        self._discard("aborted (process killed or deleted)")
+        self._aborted.set()
+
+    def release(self) -> None:
+        """One user is done; the fd closes (reader sees EOF) when all are."""
+        self._users -= 1
+        if self._users <= 0 and self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class BinaryLogger:
+    """A running logging binary (binary:// URI) and our ends of its pipes."""
+
+    pid: int
+    pidfd: int
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for it to exit after its pipes closed, then kill it."""
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(self.pidfd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await asyncio.wait_for(exited, timeout)
+        except TimeoutError:
+            log.warning("logging binary %d did not exit in %gs; killing it", self.pid, timeout)
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, 9)
+        finally:
+            loop.remove_reader(self.pidfd)
+        with contextlib.suppress(ChildProcessError):  # a subreaper may have reaped it
+            os.waitpid(self.pid, 0)
+        os.close(self.pidfd)
+
+
+@dataclass
+class HostStdio:
+    """The opened host ends for one process."""
+
+    stdin_fd: int | None = None  # owned by the stdin pump, which closes it
+    stdout: Sink | None = None
+    stderr: Sink | None = None
+    logger: BinaryLogger | None = None
+    extra_fds: list[int] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Close everything (clients see EOF); stop the logging binary."""
+        if self.stdin_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.stdin_fd)
+            self.stdin_fd = None
+        for sink in (self.stdout, self.stderr):
+            if sink is not None:
+                sink.release()
+        self.stdout = self.stderr = None
+        if self.logger is not None:
+            logger, self.logger = self.logger, None
+            await logger.stop()
+
+
+def _scheme(location: str) -> tuple[str, str]:
+    if "://" not in location:
+        return "fifo", location
+    parsed = urllib.parse.urlsplit(location)
+    if parsed.scheme not in ("file", "binary", "fifo"):
+        raise InvalidArgument(f"unsupported stdio URI scheme {parsed.scheme!r} in {location!r}")
+    return parsed.scheme, urllib.parse.unquote(parsed.path)
+
+
+def _open_output(location: str) -> int:
+    kind, path = _scheme(location)
+    if kind == "file":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _logger_argv(uri: str) -> list[str]:
+    parsed = urllib.parse.urlsplit(uri)
+    argv = [urllib.parse.unquote(parsed.path)]
+    for key, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
+        argv += [key, value]
+    return argv
+
+
+async def _spawn_logger(
+    uri: str, container_id: str, namespace: str, stall_timeout: float
+) -> tuple[BinaryLogger, Sink, Sink]:
+    argv = _logger_argv(uri)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    # posix_spawn dup2s onto 3, 4, 5: move the sources out of that range first
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (out_r, err_r, ready_w)]
+    actions = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
+    actions += [(os.POSIX_SPAWN_DUP2, fd, n) for fd, n in zip(high, (3, 4, 5), strict=True)]
+    env = {"CONTAINER_ID": container_id, "CONTAINER_NAMESPACE": namespace}
+    try:
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+    except OSError as exc:
+        for fd in (out_w, err_w, ready_r):
+            os.close(fd)
+        raise InvalidArgument(f"cannot start logging binary {argv[0]}: {exc}") from exc
+    finally:
+        for fd in (out_r, err_r, ready_w, *high):
+            os.close(fd)
+    logger = BinaryLogger(pid, os.pidfd_open(pid))
+    await _wait_logger_ready(ready_r, argv[0])
+    name = f"logging binary {argv[0]}"
+    return logger, Sink(out_w, name, stall_timeout), Sink(err_w, name, stall_timeout)
+
+
+async def _wait_logger_ready(ready_r: int, name: str) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(ready_r, lambda: ready.done() or ready.set_result(None))
+    try:
+        await asyncio.wait_for(ready, LOGGER_READY_TIMEOUT)
+    except TimeoutError:
+        log.warning("logging binary %s not ready after %gs", name, LOGGER_READY_TIMEOUT)
+    finally:
+        loop.remove_reader(ready_r)
+        os.close(ready_r)
+
+
+async def open_host_stdio(
+    stdin: str,
+    stdout: str,
+    stderr: str,
+    *,
+    terminal: bool,
+    container_id: str,
+    namespace: str,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+) -> HostStdio:
+    """Open the client's stdio; empty locations stay None. Never blocks on a fifo."""
+    host = HostStdio()
+    try:
+        if stdin:
+            kind, path = _scheme(stdin)
+            if kind != "fifo":
+                raise InvalidArgument(f"stdin must be a fifo, not {stdin!r}")
+            host.stdin_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if stdout and _scheme(stdout)[0] == "binary":
+            host.logger, host.stdout, err = await _spawn_logger(
+                stdout, container_id, namespace, stall_timeout
+            )
+            host.stderr = None if terminal else err
+            if terminal:
+                err.release()
+            return host
+        if stdout:
+            host.stdout = Sink(_open_output(stdout), f"stdout {stdout}", stall_timeout)
+        if stderr and not terminal:
+            if stderr == stdout and host.stdout is not None:
+                host.stderr = host.stdout.share()
+            else:
+                host.stderr = Sink(_open_output(stderr), f"stderr {stderr}", stall_timeout)
+    except OSError as exc:
+        await host.close()
+        code = "no such fifo" if exc.errno == errno.ENOENT else str(exc)
+        raise InvalidArgument(f"cannot open stdio of {container_id}: {code}") from exc
+    except BaseException:
+        await host.close()
+        raise
+    return host

@@ -1,0 +1,44 @@
+"""Choosing QEMU's accelerator: `kvm`, `tcg`, or `auto`.
+
+`auto` uses KVM only when it can really run a stock guest: /dev/kvm must be
+usable and the host must not be a PVM host (kvm_pvm: a nested paravirtual
+KVM that needs PVM-enabled guest kernels; stock kernels fault or crawl there).
+Otherwise it falls back to TCG with a logged warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from kata_shim.errors import InvalidArgument
+
+__all__ = ["choose_accel"]
+
+log = logging.getLogger(__name__)
+
+
+def _kvm_unusable_reason(dev: Path, sys_module: Path) -> str | None:
+    if not dev.exists():
+        return f"{dev} does not exist"
+    if not os.access(dev, os.R_OK | os.W_OK):
+        return f"{dev} is not accessible"
+    if (sys_module / "kvm_pvm").exists():
+        return "the host is a PVM host (kvm_pvm): stock guest kernels cannot run under its KVM"
+    return None
+
+
+def choose_accel(
+    wanted: str, dev: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module")
+) -> str:
+    """The accelerator to pass to `-accel` for config value `wanted`."""
+    if wanted not in ("auto", "kvm", "tcg"):
+        raise InvalidArgument(f"accel must be auto, kvm or tcg, not {wanted!r}")
+    if wanted != "auto":
+        return wanted
+    reason = _kvm_unusable_reason(dev, sys_module)
+    if reason is None:
+        return "kvm"
+    log.warning("accel=auto: not using KVM (%s); falling back to TCG software emulation", reason)
+    return "tcg"

@@ -1,0 +1,186 @@
+"""QemuSandbox: a pod's VM. QEMU started directly (no shell), QMP for control.
+
+State lives in `<state_dir>` (default /run/kata-shim/<sandbox-id>/): qmp.sock,
+agent.sock (the virtio-serial channel's host end), console.log and `shared/`,
+the 9p-exported directory into which each container's rootfs is bind-mounted
+(guest path /run/kata-containers/shared/containers/<cid>/rootfs). The VM's
+death is the QEMU process exit; `wait` resolves then. `cleanup` unmounts,
+kills a leftover QEMU and removes the state dir, idempotently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from qemu.qmp import QMPClient
+
+from kata_shim import mounts
+from kata_shim.devenv.vm import host_tsc_khz
+from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
+from kata_shim.proto import health_pb2
+from kata_shim.proto.health_ttrpc import HealthClient
+from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
+from kata_shim.sandbox.qemu.accel import choose_accel
+from kata_shim.sandbox.qemu.cmdline import QemuConfig, SandboxPaths, build_command
+from kata_shim.ttrpc.client import Client
+
+__all__ = ["GUEST_SHARED", "QemuSandbox"]
+
+log = logging.getLogger(__name__)
+
+GUEST_SHARED = "/run/kata-containers/shared/containers"
+DEFAULT_DIAL_TIMEOUT = 45.0
+
+
+class QemuSandbox(Sandbox):
+    backend = "qemu"
+    isolated = True
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        super().__init__(spec)
+        self.config = QemuConfig.from_table(spec.hypervisor)
+        state = spec.state_dir
+        self.paths = SandboxPaths(
+            state / "qmp.sock", state / "agent.sock", state / "console.log", state / "shared"
+        )
+        self._proc: asyncio.subprocess.Process | None = None
+        self.accel = ""
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None else 0
+
+    @property
+    def dial_timeout(self) -> float:
+        return float(self.spec.agent.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
+
+    async def start(self) -> None:
+        self.paths.share.mkdir(parents=True, exist_ok=True)
+        self.accel = choose_accel(self.config.accel)
+        argv = build_command(self.config, self.paths, self.accel, host_tsc_khz())
+        log.info("sandbox %s: starting %s", self.spec.sandbox_id, " ".join(argv))
+        with open(self.spec.state_dir / "qemu.log", "ab") as qemu_log:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=qemu_log,
+                start_new_session=True,
+            )
+        try:
+            await self._check_qmp()
+            client = await self.connect_agent()
+        except BaseException:
+            await self.stop(timeout=1)
+            raise
+        client.close()
+        await client.wait_closed()
+
+    async def _check_qmp(self) -> None:
+        """The VM must be running; a QEMU that fails early surfaces its own error."""
+        status = await self.qmp("query-status", timeout=30)
+        if not isinstance(status, dict) or status.get("status") not in ("running", "prelaunch"):
+            raise Unavailable(f"VM is not running: {status}")
+
+    async def qmp(self, command: str, timeout: float = 10.0) -> object:
+        """Run one QMP command on a short-lived connection."""
+        client = QMPClient(f"kata-shim-{self.spec.sandbox_id}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.paths.qmp.exists():  # QEMU creates it early during start-up
+            self._raise_if_exited()
+            if loop.time() > deadline:
+                raise DeadlineExceeded(f"QMP socket {self.paths.qmp} did not appear")
+            await asyncio.sleep(0.02)
+        await client.connect(str(self.paths.qmp))
+        try:
+            return await asyncio.wait_for(client.execute(command), timeout)
+        finally:
+            await client.disconnect()
+
+    def _raise_if_exited(self) -> None:
+        if self._proc is not None and self._proc.returncode is not None:
+            raise Unavailable(
+                f"QEMU exited with status {self._proc.returncode}: {self._qemu_error()}"
+            )
+
+    def _qemu_error(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.spec.state_dir / "qemu.log").read_text(errors="replace")[-500:].strip()
+        return ""
+
+    async def connect_agent(self) -> Client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.dial_timeout
+        last: Exception | None = None
+        while loop.time() < deadline:
+            self._raise_if_exited()
+            try:
+                return await self._dial()
+            except (OSError, ShimError) as exc:
+                last = exc
+                await asyncio.sleep(0.1)
+        raise DeadlineExceeded(
+            f"timed out connecting to the agent of {self.spec.sandbox_id}: {last}"
+        )
+
+    async def _dial(self) -> Client:
+        client = await Client.connect_unix(str(self.paths.agent), timeout=2)
+        try:
+            await HealthClient(client).Check(health_pb2.CheckRequest(), timeout=2)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
+        target = self.paths.share / container_id / "rootfs"
+        target.mkdir(parents=True, exist_ok=True)
+        await _mount(["mount", "--bind", str(host_rootfs), str(target)])
+        return f"{GUEST_SHARED}/{container_id}/rootfs"
+
+    async def unshare_rootfs(self, container_id: str) -> None:
+        share = self.paths.share / container_id
+        for point in mounts.mount_points_under(share):
+            await _mount(["umount", "-l", str(point)])
+        mounts.remove_tree(share)
+
+    async def wait(self) -> int:
+        return await self._proc.wait() if self._proc is not None else 0
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            await self.qmp("quit", timeout=min(timeout, 3))
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            log.warning("sandbox %s: QEMU did not quit; killing it", self.spec.sandbox_id)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    async def cleanup(self) -> None:
+        await self.stop(timeout=5)
+        if self.paths.share.is_dir():
+            for entry in self.paths.share.iterdir():
+                await self.unshare_rootfs(entry.name)
+        mounts.unmount_all_under(self.spec.state_dir)
+        mounts.remove_tree(self.spec.state_dir)
+
+
+async def _mount(argv: list[str]) -> None:
+    proc = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise ShimError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
+
+
+register_backend("qemu", QemuSandbox)

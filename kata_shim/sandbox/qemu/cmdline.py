@@ -1,0 +1,125 @@
+"""The QEMU command line for one sandbox, from the `[hypervisor.qemu]` config table.
+
+Direct kernel boot (PVH vmlinux + initramfs), no firmware, no default devices,
+serial console to a log file, QMP on a unix socket, the agent channel as a
+virtio-serial port (`agent.channel.0`) on a host unix socket, and the
+sandbox's share directory as 9p (`kataShared`). microvm needs MMIO devices and,
+under TCG, `tsc_early_khz` (the guest cannot calibrate its TSC otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kata_shim.errors import InvalidArgument
+
+__all__ = ["QemuConfig", "SandboxPaths", "build_command"]
+
+SHARE_TAG = "kataShared"
+AGENT_PORT = "agent.channel.0"
+
+
+@dataclass(frozen=True, slots=True)
+class QemuConfig:
+    path: str = "/usr/bin/qemu-system-x86_64"
+    kernel: str = "/var/lib/kata/vmlinux"
+    initrd: str = "/var/lib/kata/kata-shim-initrd.img"
+    machine_type: str = "microvm"
+    default_vcpus: int = 1
+    default_memory: int = 512  # MiB
+    kernel_params: str = ""
+    accel: str = "auto"
+    shared_fs: str = "virtio-9p"
+    enable_debug: bool = False
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> QemuConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in table.items() if k in known}
+        config = cls(**values)
+        if config.machine_type not in ("microvm", "pc", "q35"):
+            raise InvalidArgument(f"machine_type {config.machine_type!r}: use microvm, pc or q35")
+        if config.shared_fs not in ("virtio-9p", "none"):
+            raise InvalidArgument(f"shared_fs {config.shared_fs!r}: use virtio-9p or none")
+        if config.default_memory < 128 or config.default_vcpus < 1:
+            raise InvalidArgument("default_memory must be >= 128 MiB and default_vcpus >= 1")
+        return config
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxPaths:
+    qmp: Path
+    agent: Path
+    console: Path
+    share: Path
+
+
+def _devices(config: QemuConfig, paths: SandboxPaths) -> list[str]:
+    mmio = config.machine_type == "microvm"
+    serial_bus = "virtio-serial-device" if mmio else "virtio-serial-pci"
+    args = [
+        "-chardev",
+        f"socket,id=agent,path={paths.agent},server=on,wait=off",
+        "-device",
+        serial_bus,
+        "-device",
+        f"virtserialport,chardev=agent,name={AGENT_PORT}",
+        "-device",
+        "virtio-rng-device" if mmio else "virtio-rng-pci",
+    ]
+    if config.shared_fs == "virtio-9p":
+        nine_p = "virtio-9p-device" if mmio else "virtio-9p-pci"
+        args += [
+            "-fsdev",
+            f"local,id=share,path={paths.share},security_model=none",
+            "-device",
+            f"{nine_p},fsdev=share,mount_tag={SHARE_TAG}",
+        ]
+    return args
+
+
+def kernel_command_line(config: QemuConfig, accel: str, tsc_khz: int) -> str:
+    params = ["console=ttyS0", "panic=-1", f"kata_shim.agent=vport:{AGENT_PORT}"]
+    if not config.enable_debug:
+        params.append("quiet")
+    if config.shared_fs == "virtio-9p":
+        params.append(f"kata_shim.share={SHARE_TAG}")
+    if config.machine_type == "microvm" and accel == "tcg":
+        params.append(f"tsc_early_khz={tsc_khz}")
+    return " ".join([*params, config.kernel_params]).strip()
+
+
+def build_command(config: QemuConfig, paths: SandboxPaths, accel: str, tsc_khz: int) -> list[str]:
+    cpu = ["-cpu", "host"] if accel == "kvm" else []  # TCG: QEMU's default model boots fastest
+    return [
+        config.path,
+        "-name",
+        "kata-shim,debug-threads=on",
+        "-accel",
+        accel,
+        "-M",
+        config.machine_type,
+        *cpu,
+        "-smp",
+        str(config.default_vcpus),
+        "-m",
+        f"{config.default_memory}M",
+        "-nodefaults",
+        "-nographic",
+        "-no-reboot",
+        "-no-user-config",
+        "-serial",
+        f"file:{paths.console}",
+        "-qmp",
+        f"unix:{paths.qmp},server=on,wait=off",
+        "-kernel",
+        config.kernel,
+        "-initrd",
+        config.initrd,
+        "-append",
+        kernel_command_line(config, accel, tsc_khz),
+        *_devices(config, paths),
+    ]

@@ -1,0 +1,72 @@
+"""QEMU command line and accelerator choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kata_shim import errors
+from kata_shim.sandbox.qemu.accel import choose_accel
+from kata_shim.sandbox.qemu.cmdline import QemuConfig, SandboxPaths, build_command
+
+PATHS = SandboxPaths(
+    Path("/s/qmp.sock"), Path("/s/agent.sock"), Path("/s/console.log"), Path("/s/shared")
+)
+
+
+def test_microvm_tcg_command() -> None:
+    argv = build_command(QemuConfig(), PATHS, "tcg", 2596124)
+    joined = " ".join(argv)
+    assert argv[0] == "/usr/bin/qemu-system-x86_64"
+    assert "-accel tcg -M microvm" in joined and "-cpu" not in argv
+    assert "virtserialport,chardev=agent,name=agent.channel.0" in joined
+    assert "socket,id=agent,path=/s/agent.sock,server=on,wait=off" in joined
+    assert "virtio-9p-device,fsdev=share,mount_tag=kataShared" in joined
+    append = argv[argv.index("-append") + 1]
+    assert "tsc_early_khz=2596124" in append and "kata_shim.agent=vport:agent.channel.0" in append
+    assert "kata_shim.share=kataShared" in append and "quiet" in append
+
+
+def test_pc_kvm_uses_pci_devices_and_host_cpu() -> None:
+    config = QemuConfig.from_table(
+        {
+            "machine_type": "q35",
+            "default_memory": 1024,
+            "default_vcpus": 2,
+            "enable_debug": True,
+            "kernel_params": "foo=1",
+        }
+    )
+    argv = build_command(config, PATHS, "kvm", 1)
+    joined = " ".join(argv)
+    assert "-M q35" in joined and "-cpu host" in joined and "-smp 2 -m 1024M" in joined
+    assert "virtio-serial-pci" in joined and "virtio-9p-pci" in joined
+    append = argv[argv.index("-append") + 1]
+    assert "tsc_early_khz" not in append and "quiet" not in append and append.endswith("foo=1")
+
+
+@pytest.mark.parametrize(
+    "table", [{"machine_type": "virt"}, {"shared_fs": "virtio-fs"}, {"default_memory": 64}]
+)
+def test_bad_config_is_rejected(table) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        QemuConfig.from_table(table)
+
+
+def test_accel_choice(tmp_path) -> None:
+    dev = tmp_path / "kvm"
+    modules = tmp_path / "module"
+    modules.mkdir()
+    assert choose_accel("auto", dev, modules) == "tcg"  # no /dev/kvm
+    dev.write_text("")
+    assert choose_accel("auto", dev, modules) == "kvm"
+    (modules / "kvm_pvm").mkdir()
+    assert choose_accel("auto", dev, modules) == "tcg"  # PVM host
+    assert choose_accel("kvm", dev, modules) == "kvm"
+    with pytest.raises(errors.InvalidArgument):
+        choose_accel("hvf", dev, modules)
+
+
+def test_this_host_falls_back_to_tcg() -> None:
+    assert choose_accel("auto") == "tcg"

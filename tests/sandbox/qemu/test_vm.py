@@ -1,0 +1,107 @@
+"""Containers really run in a TCG VM through the QEMU backend; VM death is detected and cleaned."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from kata_shim import errors, oci
+from kata_shim.proto import agent_pb2
+from kata_shim.proto.agent_ttrpc import AgentServiceClient
+from kata_shim.sandbox.base import SandboxSpec, create_sandbox
+from tests.fakes.agent_env import container_spec, read_all, shared_rootfs
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def vm_spec(image: Path, sandbox_id: str) -> SandboxSpec:
+    state = Path(tempfile.mkdtemp(prefix=f"ks-{sandbox_id}-", dir="/tmp"))
+    table = {"kernel": str(image / "vmlinux"), "initrd": str(image / "kata-shim-initrd.img")}
+    return SandboxSpec(sandbox_id, state, hypervisor=table, agent={"dial_timeout": 90})
+
+
+async def run_in_vm(
+    agent: AgentServiceClient, sandbox, cid: str, args: list[str]
+) -> tuple[bytes, int]:
+    root = await sandbox.share_rootfs(cid, shared_rootfs())
+    spec = container_spec(args)
+    spec["root"] = {"path": root, "readonly": True}
+    await agent.CreateContainer(
+        agent_pb2.CreateContainerRequest(container_id=cid, OCI=oci.spec_from_json(spec))
+    )
+    await agent.CloseStdin(agent_pb2.CloseStdinRequest(container_id=cid))
+    await agent.StartContainer(agent_pb2.StartContainerRequest(container_id=cid))
+    out = await read_all(agent, cid, "")
+    status = await agent.WaitProcess(agent_pb2.WaitProcessRequest(container_id=cid))
+    return out, status.status
+
+
+def mounts_under(path: Path) -> list[str]:
+    return [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(str(path))
+    ]
+
+
+def test_two_containers_run_in_the_guest_kernel(guest_image) -> None:
+    async def main() -> None:
+        sandbox = create_sandbox("qemu", vm_spec(guest_image, "vmpod"))
+        try:
+            await sandbox.start()
+            client = await sandbox.connect_agent()
+            agent = AgentServiceClient(client)
+            await agent.CreateSandbox(agent_pb2.CreateSandboxRequest(sandbox_id="vmpod"))
+            out, code = await run_in_vm(agent, sandbox, "c1", ["/bin/sh", "-c", "uname -r; exit 3"])
+            assert (
+                out.decode().strip() == "6.1.0-56-amd64"
+                or out.decode().strip() != os.uname().release
+            )
+            assert out.decode().strip() != os.uname().release and code == 3
+            out2, code2 = await run_in_vm(
+                agent, sandbox, "c2", ["/bin/grep", "-m1", "model name", "/proc/cpuinfo"]
+            )
+            assert b"QEMU" in out2 and code2 == 0
+            client.close()
+        finally:
+            await sandbox.cleanup()
+        assert not sandbox.spec.state_dir.exists()
+
+    asyncio.run(main())
+
+
+def test_killed_qemu_is_detected_and_cleaned_up(guest_image) -> None:
+    async def main() -> None:
+        sandbox = create_sandbox("qemu", vm_spec(guest_image, "vmkill"))
+        await sandbox.start()
+        client = await sandbox.connect_agent()
+        agent = AgentServiceClient(client)
+        root = await sandbox.share_rootfs("k1", shared_rootfs())
+        spec = container_spec(["/bin/sleep", "600"])
+        spec["root"] = {"path": root, "readonly": True}
+        await agent.CreateContainer(
+            agent_pb2.CreateContainerRequest(container_id="k1", OCI=oci.spec_from_json(spec))
+        )
+        await agent.StartContainer(agent_pb2.StartContainerRequest(container_id="k1"))
+        wait = asyncio.ensure_future(
+            agent.WaitProcess(agent_pb2.WaitProcessRequest(container_id="k1"))
+        )
+        assert mounts_under(sandbox.spec.state_dir)
+        os.kill(sandbox.pid, signal.SIGKILL)
+        assert await asyncio.wait_for(sandbox.wait(), 10) == -signal.SIGKILL
+        with pytest.raises(errors.Unavailable):
+            await asyncio.wait_for(wait, 5)
+        await sandbox.cleanup()
+        await sandbox.cleanup()
+        assert not sandbox.spec.state_dir.exists()
+        assert mounts_under(sandbox.spec.state_dir) == []
+        leftover = subprocess.run(["pgrep", "-f", str(sandbox.spec.state_dir)], capture_output=True)
+        assert leftover.stdout == b""
+
+    asyncio.run(main())
