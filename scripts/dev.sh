@@ -20,6 +20,7 @@ APT_PACKAGES=(
   containerd runc busybox-static
   golang-github-containerd-containerd-dev   # upstream .proto files for the conformance test
   qemu-system-x86 linux-image-amd64 kmod cpio # guest VMs under TCG (generic kernel: has 9p)
+  libvirt-daemon-system libvirt-dev           # libvirt backend (libvirt-python builds against it)
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -1,0 +1,187 @@
+"""LibvirtSandbox: the same sandbox contract as QEMU, through a transient libvirt domain.
+
+The domain's QEMU runs as root (static DAC label, see domain.py); sockets and
+the console live in `<state>/vm/`, the 9p share is `<state>/shared/`.
+libvirt-python calls block,
+so they run in the default executor. The domain's end (guest poweroff, crash,
+QEMU killed) is detected by polling `isActive` and resolves `wait`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kata_shim import mounts
+from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
+from kata_shim.proto import health_pb2
+from kata_shim.proto.health_ttrpc import HealthClient
+from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
+from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
+from kata_shim.sandbox.qemu.accel import choose_accel
+from kata_shim.sandbox.qemu.backend import GUEST_SHARED, _mount
+from kata_shim.sandbox.qemu.cmdline import QemuConfig, kernel_command_line
+from kata_shim.ttrpc.client import Client
+
+__all__ = ["LibvirtSandbox"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+POLL_INTERVAL = 0.5
+
+
+class LibvirtSandbox(Sandbox):
+    backend = "libvirt"
+    isolated = True
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        super().__init__(spec)
+        table = dict(spec.hypervisor)
+        self.uri = str(table.pop("uri", "qemu:///system"))
+        self.config = QemuConfig.from_table(
+            {**table, "machine_type": table.get("machine_type", "pc")}
+        )
+        self.vm_dir = spec.state_dir / "vm"
+        self.share = spec.state_dir / "shared"
+        self.name = f"kata-shim-{spec.sandbox_id}"
+        self._conn: Any = None
+        self._domain: Any = None
+        self._pid = 0
+        self._ended: asyncio.Future[int] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _prepare_dirs(self) -> None:
+        for directory in (self.vm_dir, self.share):
+            directory.mkdir(parents=True, exist_ok=True)
+        # libvirt gives QEMU its own mount namespace; rootfs bind mounts made later
+        # reach it only through a shared mount point (the QEMU side is a slave copy).
+        await _mount(["mount", "--bind", str(self.share), str(self.share)])
+        await _mount(["mount", "--make-shared", str(self.share)])
+
+    def _domain_spec(self, accel: str) -> DomainSpec:
+        cmdline = kernel_command_line(self.config, accel, tsc_khz=0)
+        share = self.share if self.config.shared_fs == "virtio-9p" else None
+        return DomainSpec(
+            name=self.name,
+            emulator=self.config.path,
+            kernel=self.config.kernel,
+            initrd=self.config.initrd,
+            cmdline=cmdline,
+            memory_mib=self.config.default_memory,
+            vcpus=self.config.default_vcpus,
+            domain_type="kvm" if accel == "kvm" else "qemu",
+            machine=self.config.machine_type,
+            console=self.vm_dir / "console.log",
+            agent_socket=self.vm_dir / "agent.sock",
+            share=share,
+        )
+
+    async def start(self) -> None:
+        import libvirt  # only when this backend is configured
+
+        await self._prepare_dirs()
+        accel = choose_accel(self.config.accel)
+        xml = domain_xml(self._domain_spec(accel))
+        try:
+            self._conn = await self._call(libvirt.open, self.uri)
+            self._domain = await self._call(self._conn.createXML, xml, 0)
+        except libvirt.libvirtError as exc:
+            raise Unavailable(f"libvirt ({self.uri}): {exc}") from exc
+        self._pid = _read_pid(Path(f"/run/libvirt/qemu/{self.name}.pid"))
+        self._ended = asyncio.ensure_future(self._watch())
+        try:
+            client = await self.connect_agent()
+        except BaseException:
+            await self.stop(timeout=1)
+            raise
+        client.close()
+        await client.wait_closed()
+
+    async def _watch(self) -> int:
+        while True:
+            try:
+                active = await self._call(self._domain.isActive)
+            except Exception:  # domain gone (transient domains vanish when destroyed)
+                active = 0
+            if not active:
+                log.info("sandbox %s: domain %s is gone", self.spec.sandbox_id, self.name)
+                return 0
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def connect_agent(self) -> Client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(self.spec.agent.get("dial_timeout", 45))
+        last: Exception | None = None
+        while loop.time() < deadline:
+            if self._ended is not None and self._ended.done():
+                raise Unavailable(f"domain {self.name} ended before its agent answered")
+            try:
+                client = await Client.connect_unix(str(self.vm_dir / "agent.sock"), timeout=2)
+                try:
+                    await HealthClient(client).Check(health_pb2.CheckRequest(), timeout=2)
+                except BaseException:
+                    client.close()
+                    raise
+                return client
+            except (OSError, ShimError) as exc:
+                last = exc
+                await asyncio.sleep(0.1)
+        raise DeadlineExceeded(f"timed out connecting to the agent of {self.name}: {last}")
+
+    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
+        target = self.share / container_id / "rootfs"
+        target.mkdir(parents=True, exist_ok=True)
+        await _mount(["mount", "--bind", str(host_rootfs), str(target)])
+        return f"{GUEST_SHARED}/{container_id}/rootfs"
+
+    async def unshare_rootfs(self, container_id: str) -> None:
+        share = self.share / container_id
+        for point in mounts.mount_points_under(share):
+            await _mount(["umount", "-l", str(point)])
+        mounts.remove_tree(share)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._ended) if self._ended is not None else 0
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self._domain is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._call(self._domain.destroy)
+        if self._ended is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+
+    async def cleanup(self) -> None:
+        await self.stop(timeout=5)
+        if self._ended is not None and not self._ended.done():
+            self._ended.cancel()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._call(self._conn.close)
+            self._conn = None
+        if self.share.is_dir():
+            for entry in self.share.iterdir():
+                if entry.is_dir():
+                    await self.unshare_rootfs(entry.name)
+        mounts.unmount_all_under(self.spec.state_dir)
+        mounts.remove_tree(self.spec.state_dir)
+
+
+def _read_pid(path: Path) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        return int(path.read_text().strip())
+    return 0
+
+
+register_backend("libvirt", LibvirtSandbox)
