@@ -8,6 +8,9 @@
 #                                  "KATA_SHIM_RESULT rc=<code> <output>"
 # and powers the VM off when the agent (or the self-test) ends.
 /bin/busybox mount -t proc proc /proc
+case " $(cat /proc/cmdline) " in  # boot benchmark: /init reached, nothing else
+  *" kata_shim.run=marker "*) echo "KATA_SHIM_RESULT rc=0 init-reached"; /bin/busybox poweroff -f ;;
+esac
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm /run /tmp /sys/fs/cgroup
