@@ -1,9 +1,12 @@
 """Where the agent listens: a unix socket, a virtio-serial port, or AF_VSOCK.
 
-Specs: `unix:/path` (local sandbox), `vport:<name>` (virtio-serial port found
-by name under /sys/class/virtio-ports, kept open for the agent's lifetime; one
-byte stream = one ttrpc connection, served again whenever the host side
-reconnects), `vsock:<port>` (listen on any CID; real hosts with vhost-vsock).
+Listen specs: `unix:/path` (local sandbox), `vport:<name>` (the virtio-serial
+port whose /sys/class/virtio-ports/*/name is <name>, or `vport:/dev/vportNpM`;
+opened O_RDWR once and kept open for the agent's lifetime; the port is one
+byte stream = one ttrpc connection, served again whenever the host side goes
+away and comes back), `vsock:<port>` (any CID; real hosts with vhost-vsock;
+never exercised on development machines). Kata's `vsock://-1:1024` and
+`unix:///path` forms are accepted too.
 """
 
 from __future__ import annotations
@@ -11,19 +14,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 from kata_shim.errors import InvalidArgument
+from kata_shim.native import vsock
 from kata_shim.ttrpc.server import Server
 
-__all__ = ["find_virtio_port", "parse_listen", "serve_channel"]
+__all__ = ["find_virtio_port", "parse_listen", "serve_channel", "serve_port"]
 
 log = logging.getLogger(__name__)
 VIRTIO_PORTS = Path("/sys/class/virtio-ports")
+RESERVE_DELAY = 0.1  # between two connections on a virtio-serial port
 
 
 def parse_listen(spec: str) -> tuple[str, str]:
+    """`kind:where` → (kind, where) with kind in unix / vport / vsock."""
     kind, _, where = spec.partition(":")
+    if kind == "vsock" and where.startswith("//"):
+        where = where[2:].rpartition(":")[2]  # vsock://<cid>:<port>
+    elif kind == "unix" and where.startswith("//"):
+        where = where[2:]
     if kind not in ("unix", "vport", "vsock") or not where:
         raise InvalidArgument(f"bad listen spec {spec!r} (unix:PATH, vport:NAME or vsock:PORT)")
     if kind == "vsock" and not where.isdigit():
@@ -33,8 +44,8 @@ def parse_listen(spec: str) -> tuple[str, str]:
 
 def find_virtio_port(name: str, root: Path = VIRTIO_PORTS, timeout: float = 10.0) -> Path:
     """/dev/<vportNpM> whose sysfs name is `name` (waiting for the driver to appear)."""
-    import time
-
+    if name.startswith("/"):
+        return Path(name)
     deadline = time.monotonic() + timeout
     while True:
         for port in sorted(root.glob("*")):
@@ -48,15 +59,24 @@ def find_virtio_port(name: str, root: Path = VIRTIO_PORTS, timeout: float = 10.0
         time.sleep(0.05)
 
 
-async def _serve_port(server: Server, device: Path) -> None:
-    fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)  # held for the agent's lifetime
+async def serve_port(server: Server, fd: int) -> None:
+    """Serve ttrpc on an open duplex character device until cancelled.
+
+    One connection at a time; when it ends (the host side closed: EOF/EIO),
+    serve the same fd again. `fd` stays owned by the caller.
+    """
+    while True:
+        closed = await server.serve_device(fd)
+        await closed
+        log.info("virtio-serial peer went away; serving the port again")
+        await asyncio.sleep(RESERVE_DELAY)
+
+
+async def _serve_device_path(server: Server, device: Path) -> None:
+    fd = os.open(device, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)  # held for our lifetime
     log.info("serving ttrpc on virtio-serial port %s", device)
     try:
-        while True:
-            closed = await server.serve_device(fd)
-            await closed
-            log.info("host side of %s disconnected; serving it again", device)
-            await asyncio.sleep(0.1)
+        await serve_port(server, fd)
     finally:
         os.close(fd)
 
@@ -69,11 +89,10 @@ async def serve_channel(server: Server, spec: str) -> asyncio.Task[None] | None:
         log.info("serving ttrpc on unix:%s", where)
         return None
     if kind == "vport":
-        device = await asyncio.get_running_loop().run_in_executor(None, find_virtio_port, where)
-        return asyncio.ensure_future(_serve_port(server, device))
-    from kata_shim.native import vsock
-
-    sock = vsock.listen(vsock.VMADDR_CID_ANY, int(where))
+        loop = asyncio.get_running_loop()
+        device = await loop.run_in_executor(None, find_virtio_port, where)
+        return asyncio.ensure_future(_serve_device_path(server, device))
+    sock = vsock.listen(vsock.VMADDR_CID_ANY, int(where), 128)
     await server.serve_socket(sock)
     log.info("serving ttrpc on vsock port %s", where)
     return None

@@ -1,7 +1,9 @@
 """grpc.AgentService and grpc.Health for the agent: protobuf in, manager calls, protobuf out.
 
-Thin by design: validation and state live in ContainerManager. RPCs not
-implemented here answer Unimplemented through the generated base.
+Thin by design: ids, state and validation live in ContainerManager, spec
+conversion in guest.bundle. RPCs not implemented here answer Unimplemented
+through the generated base; any other exception a handler raises becomes an
+error status in the ttrpc server (the agent never dies of a bad request).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import logging
 
 from google.protobuf import empty_pb2
 
-from kata_shim import __version__, oci
-from kata_shim.errors import InvalidArgument
+from kata_shim import __version__
+from kata_shim.errors import InvalidArgument, Unavailable
+from kata_shim.guest import bundle
 from kata_shim.guest.containers import ContainerManager
+from kata_shim.guest.storage import StorageSpec
 from kata_shim.proto import agent_pb2, health_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceBase
 from kata_shim.proto.health_ttrpc import HealthBase
@@ -23,7 +27,14 @@ __all__ = ["AgentService", "HealthService"]
 log = logging.getLogger(__name__)
 
 EMPTY = empty_pb2.Empty()
-MAX_READ = 1 << 20
+MAX_READ = 1 << 20  # bytes per ReadStdout/ReadStderr reply
+
+
+def _storages(storages: object) -> list[StorageSpec]:
+    return [
+        StorageSpec(s.driver, s.source, s.fstype, s.mount_point, tuple(s.options))
+        for s in storages  # type: ignore[attr-defined]
+    ]
 
 
 class HealthService(HealthBase):
@@ -42,33 +53,29 @@ class AgentService(AgentServiceBase):
     def __init__(self, manager: ContainerManager) -> None:
         self.m = manager
 
+    # sandbox ------------------------------------------------------------------
     async def CreateSandbox(
         self, ctx: RequestContext, request: agent_pb2.CreateSandboxRequest
     ) -> empty_pb2.Empty:
-        self.m.sandbox_id = request.sandbox_id
-        for storage in request.storages:
-            await self.m.mount_storage(
-                storage.source, storage.mount_point, storage.fstype, list(storage.options)
-            )
-        log.info("sandbox %s created (%d storages)", request.sandbox_id, len(request.storages))
+        await self.m.create_sandbox(request.sandbox_id, _storages(request.storages))
         return EMPTY
 
     async def DestroySandbox(
         self, ctx: RequestContext, request: agent_pb2.DestroySandboxRequest
     ) -> empty_pb2.Empty:
-        await self.m.destroy()
+        await self.m.destroy_sandbox()
         return EMPTY
 
+    # containers -------------------------------------------------------------
     async def CreateContainer(
         self, ctx: RequestContext, request: agent_pb2.CreateContainerRequest
     ) -> empty_pb2.Empty:
         if not request.HasField("OCI"):
             raise InvalidArgument("CreateContainer without an OCI spec")
-        for storage in request.storages:
-            await self.m.mount_storage(
-                storage.source, storage.mount_point, storage.fstype, list(storage.options)
-            )
-        await self.m.create(request.container_id, oci.spec_to_json(request.OCI))
+        if request.devices:
+            log.warning("[%s] device requests are not supported; ignored", request.container_id)
+        storages = _storages(request.storages)
+        await self.m.create(request.container_id, request.OCI, storages)
         return EMPTY
 
     async def StartContainer(
@@ -83,14 +90,41 @@ class AgentService(AgentServiceBase):
         await self.m.remove(request.container_id, request.timeout or None)
         return EMPTY
 
+    async def PauseContainer(
+        self, ctx: RequestContext, request: agent_pb2.PauseContainerRequest
+    ) -> empty_pb2.Empty:
+        await self.m.pause(request.container_id)
+        return EMPTY
+
+    async def ResumeContainer(
+        self, ctx: RequestContext, request: agent_pb2.ResumeContainerRequest
+    ) -> empty_pb2.Empty:
+        await self.m.resume(request.container_id)
+        return EMPTY
+
+    async def UpdateContainer(
+        self, ctx: RequestContext, request: agent_pb2.UpdateContainerRequest
+    ) -> empty_pb2.Empty:
+        resources = bundle.resources_config(request.resources)
+        await self.m.update(request.container_id, resources)
+        return EMPTY
+
+    async def StatsContainer(
+        self, ctx: RequestContext, request: agent_pb2.StatsContainerRequest
+    ) -> agent_pb2.StatsContainerResponse:
+        return agent_pb2.StatsContainerResponse(cgroup_stats=self.m.stats(request.container_id))
+
+    async def GetOOMEvent(
+        self, ctx: RequestContext, request: agent_pb2.GetOOMEventRequest
+    ) -> agent_pb2.OOMEvent:
+        return agent_pb2.OOMEvent(container_id=await self.m.oom_events.get())
+
+    # processes --------------------------------------------------------------
     async def ExecProcess(
         self, ctx: RequestContext, request: agent_pb2.ExecProcessRequest
     ) -> empty_pb2.Empty:
-        if not request.exec_id:
-            raise InvalidArgument("ExecProcess needs an exec id")
-        await self.m.exec(
-            request.container_id, request.exec_id, oci.process_to_json(request.process)
-        )
+        config = bundle.process_config(request.process)
+        await self.m.exec(request.container_id, request.exec_id, config)
         return EMPTY
 
     async def SignalProcess(
@@ -118,8 +152,9 @@ class AgentService(AgentServiceBase):
     async def _read(
         self, request: agent_pb2.ReadStreamRequest, stderr: bool
     ) -> agent_pb2.ReadStreamResponse:
-        stream = self.m.output(request.container_id, request.exec_id, stderr)
-        if stream is None:  # no separate stderr with a terminal
+        proc = self.m.process(request.container_id, request.exec_id)
+        stream = proc.output(stderr)
+        if stream is None:  # no separate stderr with a terminal: EOF at once
             return agent_pb2.ReadStreamResponse()
         data = await stream.read(min(request.len or MAX_READ, MAX_READ))
         return agent_pb2.ReadStreamResponse(data=data)
@@ -133,43 +168,19 @@ class AgentService(AgentServiceBase):
     async def CloseStdin(
         self, ctx: RequestContext, request: agent_pb2.CloseStdinRequest
     ) -> empty_pb2.Empty:
-        await self.m.close_stdin(request.container_id, request.exec_id)
+        self.m.close_stdin(request.container_id, request.exec_id)
         return EMPTY
 
     async def TtyWinResize(
         self, ctx: RequestContext, request: agent_pb2.TtyWinResizeRequest
     ) -> empty_pb2.Empty:
-        self.m.resize(request.container_id, request.exec_id, request.row, request.column)
+        proc = self.m.process(request.container_id, request.exec_id)
+        if not proc.terminal:
+            raise Unavailable("no tty")
+        proc.resize(request.row, request.column)
         return EMPTY
 
-    async def PauseContainer(
-        self, ctx: RequestContext, request: agent_pb2.PauseContainerRequest
-    ) -> empty_pb2.Empty:
-        await self.m.pause(request.container_id)
-        return EMPTY
-
-    async def ResumeContainer(
-        self, ctx: RequestContext, request: agent_pb2.ResumeContainerRequest
-    ) -> empty_pb2.Empty:
-        await self.m.resume(request.container_id)
-        return EMPTY
-
-    async def UpdateContainer(
-        self, ctx: RequestContext, request: agent_pb2.UpdateContainerRequest
-    ) -> empty_pb2.Empty:
-        await self.m.update(request.container_id, oci.resources_to_json(request.resources))
-        return EMPTY
-
-    async def StatsContainer(
-        self, ctx: RequestContext, request: agent_pb2.StatsContainerRequest
-    ) -> agent_pb2.StatsContainerResponse:
-        return agent_pb2.StatsContainerResponse(cgroup_stats=self.m.stats(request.container_id))
-
-    async def GetOOMEvent(
-        self, ctx: RequestContext, request: agent_pb2.GetOOMEventRequest
-    ) -> agent_pb2.OOMEvent:
-        return agent_pb2.OOMEvent(container_id=await self.m.oom_events.get())
-
+    # guest --------------------------------------------------------------------
     async def GetGuestDetails(
         self, ctx: RequestContext, request: agent_pb2.GuestDetailsRequest
     ) -> agent_pb2.GuestDetailsResponse:

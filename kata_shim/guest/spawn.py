@@ -1,9 +1,11 @@
-"""Start helper processes (runc) without ever waiting on them directly.
+"""Start helper processes (runc, mount) without ever waiting on them directly.
 
-posix_spawn with explicit fd wiring (everything else is close-on-exec by
-Python's default), exit codes through the Reaper. `run` captures stdout for
-commands that print data (runc events/state) and enforces a timeout by
-killing the process it started.
+posix_spawn with explicit fd wiring (every other fd of ours is close-on-exec,
+Python's default), default dispositions for the signals Python ignores
+(SIGPIPE, SIGXFSZ) and an empty signal mask, so children start clean. Exit
+codes come from the Reaper. `run` optionally captures output (read on the
+event loop, no threads) and bounds the whole run with a timeout, killing the
+process it started when the timeout passes or the caller is cancelled.
 """
 
 from __future__ import annotations
@@ -18,31 +20,56 @@ from collections.abc import Mapping, Sequence
 from kata_shim.errors import DeadlineExceeded
 from kata_shim.guest.reaper import Reaper
 
-__all__ = ["run", "spawn"]
+__all__ = ["run", "spawn", "wake"]
+
+# Python ignores these; an exec'd program must not inherit that.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def spawn(argv: Sequence[str], fds: Mapping[int, int], env: Mapping[str, str] | None = None) -> int:
-    """Start argv with child fd N = fds[N] (N in 0, 1, 2, ...); return the pid."""
+    """Start argv with child fd N = fds[N] (N in 0, 1, 2, ...; missing 0-2 = /dev/null)."""
     path = shutil.which(argv[0]) or argv[0]
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         actions = [(os.POSIX_SPAWN_DUP2, fds.get(n, null), n) for n in range(3)]
         actions += [(os.POSIX_SPAWN_DUP2, src, n) for n, src in fds.items() if n > 2]
-        return os.posix_spawn(path, list(argv), dict(env or os.environ), file_actions=actions)
+        return os.posix_spawn(
+            path,
+            list(argv),
+            dict(os.environ if env is None else env),
+            file_actions=actions,
+            setsigdef=_DEFAULT_SIGNALS,
+            setsigmask=(),
+        )
     finally:
         os.close(null)
 
 
+def wake(future: asyncio.Future[None]) -> None:
+    """Resolve `future` unless already done (for add_reader/add_writer callbacks)."""
+    if not future.done():
+        future.set_result(None)
+
+
 async def _read_all(fd: int) -> bytes:
+    """Read a pipe to EOF without blocking the loop."""
+    os.set_blocking(fd, False)
     loop = asyncio.get_running_loop()
-    chunks = []
-
-    def reader() -> None:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-
-    await loop.run_in_executor(None, reader)
-    return b"".join(chunks)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, wake, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 async def run(
@@ -52,13 +79,20 @@ async def run(
     fds: Mapping[int, int] | None = None,
     timeout: float = 60.0,
     capture: bool = False,
+    stderr: bool = False,
 ) -> tuple[int, bytes]:
-    """Run argv to completion; return (exit code, stdout if captured)."""
+    """Run argv to completion; return (exit code, captured output).
+
+    `capture` collects stdout; `stderr` also sends stderr to the same pipe.
+    """
     wiring = dict(fds or {})
     out_r = out_w = -1
-    if capture:
+    if capture or stderr:
         out_r, out_w = os.pipe()
-        wiring[1] = out_w
+        if capture:
+            wiring[1] = out_w
+        if stderr:
+            wiring[2] = out_w
     try:
         pid = spawn(argv, wiring)
         exited = reaper.exited(pid)
@@ -66,11 +100,15 @@ async def run(
         if out_w >= 0:
             os.close(out_w)
     try:
-        output = await _read_all(out_r) if capture else b""
-        code = await asyncio.wait_for(asyncio.shield(exited), timeout)
+        async with asyncio.timeout(timeout):
+            output = await _read_all(out_r) if out_r >= 0 else b""
+            code = await asyncio.shield(exited)
     except TimeoutError as exc:
         _kill(pid)
-        raise DeadlineExceeded(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} timed out") from exc
+        raise DeadlineExceeded(f"{' '.join(argv[:2])} timed out after {timeout}s") from exc
+    except BaseException:  # cancelled: nobody wants the result any more
+        _kill(pid)
+        raise
     finally:
         if out_r >= 0:
             os.close(out_r)

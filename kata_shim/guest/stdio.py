@@ -4,14 +4,14 @@ ReadStdout/ReadStderr semantics: one read of up to `n` bytes; b"" means EOF.
 Output still buffered when the process exits is delivered first; after the
 exit a stream waits at most DRAIN_GRACE for more (a background child may hold
 the pipe open forever) and then reports EOF. Reads of one stream are
-serialised by a lock. Writes to stdin wait for room (non-blocking fd + event
-loop), so a slow process never blocks the agent.
+serialised by a lock; a close wakes a pending read (→ EOF) or write (→ EPIPE).
+Stdin writes wait for room on a non-blocking fd, so a slow process never
+blocks the agent. All waiting is add_reader/add_writer on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import os
@@ -21,62 +21,77 @@ import termios
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DRAIN_GRACE", "InputStream", "OutputStream", "ProcessIO", "receive_console"]
+from kata_shim.guest.spawn import wake
+
+__all__ = ["DRAIN_GRACE", "ConsoleSocket", "InputStream", "OutputStream", "ProcessIO"]
 
 DRAIN_GRACE = 0.5
 
 
-def _nonblocking(fd: int) -> None:
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+class _Fd:
+    """A non-blocking fd plus the one waiter (reader or writer) parked on it."""
 
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self._waiter: asyncio.Future[None] | None = None
 
-async def _wait_fd(
-    fd: int, *, write: bool, also: asyncio.Future[int] | None, timeout: float | None
-) -> None:
-    """Until fd is ready (or `also` resolves, or timeout passes)."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
+    async def wait(self, *, write: bool, timeout: float | None) -> None:
+        """Until the fd is ready, `poke()` is called, or `timeout` passes."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        fd = self.fd
+        (loop.add_writer if write else loop.add_reader)(fd, wake, waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiter = None
+            if self.fd == fd:  # else close() unregistered it (the number may be reused now)
+                (loop.remove_writer if write else loop.remove_reader)(fd)
 
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
+    def poke(self) -> None:
+        if self._waiter is not None:
+            wake(self._waiter)
 
-    add, remove = (
-        (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
-    )
-    add(fd, wake)
-    try:
-        waiters: set[asyncio.Future[object]] = {ready}  # type: ignore[arg-type]
-        if also is not None and not also.done():
-            waiters.add(also)  # type: ignore[arg-type]
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        remove(fd)
+    def close(self) -> None:
+        """Close the fd; a parked waiter wakes up and sees `fd == -1`."""
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        if self._waiter is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+            wake(self._waiter)
+        os.close(fd)
 
 
 class OutputStream:
     """Read end of stdout/stderr (or the pty master), owned by the agent."""
 
     def __init__(self, fd: int, exited: asyncio.Future[int]) -> None:
-        _nonblocking(fd)
-        self._fd = fd
-        self._exited = exited
+        self._fd = _Fd(fd)
         self._exit_time: float | None = None
         self._lock = asyncio.Lock()
         exited.add_done_callback(self._note_exit)
 
     def _note_exit(self, _future: object) -> None:
         self._exit_time = asyncio.get_running_loop().time()
+        self._fd.poke()
 
     async def read(self, n: int) -> bytes:
+        """Up to `n` bytes from one read; b"" at EOF (or DRAIN_GRACE after the exit)."""
         async with self._lock:
             return await self._read(max(1, n))
 
     async def _read(self, n: int) -> bytes:
         loop = asyncio.get_running_loop()
-        while self._fd >= 0:
+        while self._fd.fd >= 0:
             try:
-                return os.read(self._fd, n)
+                return os.read(self._fd.fd, n)
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -88,50 +103,47 @@ class OutputStream:
                 timeout = self._exit_time + DRAIN_GRACE - loop.time()
                 if timeout <= 0:
                     return b""
-            await _wait_fd(self._fd, write=False, also=self._exited, timeout=timeout)
+            await self._fd.wait(write=False, timeout=timeout)
         return b""
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._fd.close()
 
 
 class InputStream:
     """Write end of a process's stdin (or a dup of the pty master)."""
 
     def __init__(self, fd: int, *, tty: bool = False) -> None:
-        _nonblocking(fd)
-        self._fd = fd
+        self._fd = _Fd(fd)
         self._tty = tty
         self._lock = asyncio.Lock()
 
     @property
     def closed(self) -> bool:
-        return self._fd < 0
+        return self._fd.fd < 0
 
     async def write(self, data: bytes) -> int:
+        """Write all of `data` (waiting for room); EPIPE once closed or the reader is gone."""
         async with self._lock:
             view = memoryview(data)
             while view:
-                if self._fd < 0:
+                if self._fd.fd < 0:
                     raise OSError(errno.EPIPE, "stdin is closed")
                 try:
-                    view = view[os.write(self._fd, view) :]
+                    view = view[os.write(self._fd.fd, view) :]
                 except BlockingIOError:
-                    await _wait_fd(self._fd, write=True, also=None, timeout=None)
+                    await self._fd.wait(write=True, timeout=None)
             return len(data)
 
-    async def close(self) -> None:
-        """End of input: close the pipe, or send EOF (^D) through a terminal."""
-        async with self._lock:
-            if self._fd < 0:
-                return
-            if self._tty:
-                with contextlib.suppress(OSError):
-                    os.write(self._fd, b"\x04")
-            os.close(self._fd)
-            self._fd = -1
+    def close(self) -> None:
+        """End of input: close the pipe, or send the terminal's EOF character."""
+        if self._tty and self._fd.fd >= 0:
+            try:
+                eof = termios.tcgetattr(self._fd.fd)[6][termios.VEOF]
+                os.write(self._fd.fd, eof if isinstance(eof, bytes) else bytes([eof]))
+            except OSError:
+                pass
+        self._fd.close()
 
 
 @dataclass
@@ -156,6 +168,7 @@ class ProcessIO:
 
     @classmethod
     def terminal(cls, master: int, exited: asyncio.Future[int]) -> ProcessIO:
+        """stdin and stdout both on the pty master (no separate stderr)."""
         return cls(
             InputStream(os.dup(master), tty=True),
             OutputStream(master, exited),
@@ -174,33 +187,61 @@ class ProcessIO:
             raise OSError(errno.ENOTTY, "process has no terminal")
         fcntl.ioctl(self.tty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self.release_child_fds()
         if self.stdin is not None:
-            await self.stdin.close()
+            self.stdin.close()
         self.stdout.close()
         if self.stderr is not None:
             self.stderr.close()
+        self.tty_master = None
 
 
-async def receive_console(
-    path: Path, timeout: float = 30.0
-) -> tuple[socket.socket, asyncio.Task[int]]:
-    """Listen on `path` for runc's console socket; the task yields the pty master fd."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(1)
-    listener.setblocking(False)
-    loop = asyncio.get_running_loop()
+class ConsoleSocket:
+    """The unix socket runc's --console-socket sends the pty master to (SCM_RIGHTS).
 
-    async def accept() -> int:
-        conn, _ = await asyncio.wait_for(loop.sock_accept(listener), timeout)
-        with conn:
-            conn.setblocking(True)
-            conn.settimeout(timeout)
-            _, fds, _, _ = await loop.run_in_executor(None, socket.recv_fds, conn, 4096, 1)
+    runc connects, sends one fd and closes during `runc create`/`runc exec`;
+    the queued connection and its message wait in the backlog, so the fd is
+    received after runc returns.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.unlink(missing_ok=True)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            self._sock.bind(str(path))
+            self._sock.listen(1)
+        except OSError:
+            self.close()
+            raise
+        self._sock.setblocking(False)
+
+    async def receive(self, timeout: float = 5.0) -> int:
+        """The pty master fd runc sent."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            conn, _ = await loop.sock_accept(self._sock)
+            with conn:
+                while True:
+                    try:
+                        _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+                        break
+                    except BlockingIOError:
+                        await _readable(loop, conn.fileno())
         if not fds:
             raise OSError(errno.EPROTO, "runc sent no console fd")
         return fds[0]
 
-    return listener, asyncio.ensure_future(accept())
+    def close(self) -> None:
+        self._sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, wake, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)

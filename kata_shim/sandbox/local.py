@@ -2,35 +2,131 @@
 
 For development, CI and hosts without virtualization: containers run on the
 host kernel through runc, exactly as the agent would run them inside a VM.
-The agent runs in its own session (process group) and listens on
-`<state_dir>/agent.sock`; its log goes to `<state_dir>/agent.log`. `stop`
-asks it to remove its containers (SIGTERM) and kills the group after the
-timeout; `cleanup` force-deletes any runc container a crashed agent left and
-removes the state directory.
+The agent runs in its own session (process group), listens on
+`<state_dir>/agent.sock` and logs to `<state_dir>/agent.log` (or to our
+stderr when spec.debug). Its exit is watched through a pidfd, so no asyncio
+child watcher (or any other reaper in the shim) is involved. `stop` SIGTERMs
+the group (the agent then removes its containers), SIGKILLs it after the
+timeout, and then makes sure no runc container, mount or cgroup of the agent's
+is left; `cleanup` also removes the state directory (never through a mount).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from kata_shim import mounts
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
+from kata_shim.guest import cgroups
+from kata_shim.guest.bundle import default_cgroups_path
 from kata_shim.proto import health_pb2
 from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
 from kata_shim.ttrpc.client import Client
 
-__all__ = ["LocalSandbox"]
+__all__ = ["HostProcess", "LocalSandbox"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DIAL_TIMEOUT = 45.0
+UNKNOWN_STATUS = 255  # the exit status was collected by someone else
+_MNT_DETACH = 2
+
+
+class HostProcess:
+    """A child started with posix_spawn and awaited through its pidfd."""
+
+    def __init__(
+        self, argv: Sequence[str], *, stdout: int, stderr: int, new_session: bool = False
+    ) -> None:
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            actions = [
+                (os.POSIX_SPAWN_DUP2, null, 0),
+                (os.POSIX_SPAWN_DUP2, stdout, 1),
+                (os.POSIX_SPAWN_DUP2, stderr, 2),
+                *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()),
+            ]
+            self.pid = os.posix_spawnp(
+                argv[0],
+                list(argv),
+                dict(os.environ),
+                file_actions=actions,
+                setsid=new_session,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                setsigmask=(),
+            )
+        finally:
+            os.close(null)
+        self._pidfd = os.pidfd_open(self.pid)
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().add_reader(self._pidfd, self._exited)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._exit.result() if self._exit.done() else None
+
+    def _exited(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        try:
+            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:  # reaped by another waiter: the status is gone
+            info = None
+        os.close(self._pidfd)
+        if info is None:
+            code = UNKNOWN_STATUS
+        elif info.si_code == os.CLD_EXITED:
+            code = info.si_status
+        else:
+            code = -info.si_status  # killed/dumped: -signal, like asyncio
+        self._exit.set_result(code)
+
+    async def wait(self) -> int:
+        """Exit status: the code, or -signal when signalled."""
+        return await asyncio.shield(self._exit)
+
+
+def _inheritable_fds() -> list[int]:
+    """Our fds above 2 that would leak into a spawned child (not close-on-exec)."""
+    leaking = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        with contextlib.suppress(OSError):
+            if fd > 2 and os.get_inheritable(fd):
+                leaking.append(fd)
+    return leaking
+
+
+async def run_host(argv: Sequence[str], timeout: float = 30.0) -> int:
+    """Run a helper (runc) to completion, output discarded; -9 after a kill at the timeout."""
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        proc = HostProcess(argv, stdout=null, stderr=null)
+    finally:
+        os.close(null)
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        return await proc.wait()
+
+
+def unmount_detach(path: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(path), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            log.warning("umount %s: %s", path, os.strerror(err))
 
 
 class LocalSandbox(Sandbox):
@@ -39,7 +135,7 @@ class LocalSandbox(Sandbox):
 
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: HostProcess | None = None
         self.socket_path = spec.state_dir / "agent.sock"
         self.agent_state = spec.state_dir / "agent"
 
@@ -51,13 +147,8 @@ class LocalSandbox(Sandbox):
     def dial_timeout(self) -> float:
         return float(self.spec.agent.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
 
-    async def start(self) -> None:
-        log.warning(
-            "local sandbox %s: containers are NOT isolated in a VM (development/CI only)",
-            self.spec.sandbox_id,
-        )
-        self.spec.state_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
+    def _argv(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "kata_shim.guest.main",
@@ -65,17 +156,29 @@ class LocalSandbox(Sandbox):
             f"unix:{self.socket_path}",
             "--state-dir",
             str(self.agent_state),
+            "--sandbox-id",
+            self.spec.sandbox_id,
             "--log-level",
             "debug" if self.spec.debug else "info",
         ]
-        with open(self.spec.state_dir / "agent.log", "ab") as agent_log:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=agent_log,
-                stderr=agent_log,
-                start_new_session=True,
+
+    async def start(self) -> None:
+        log.warning("local sandbox: containers are NOT isolated in a VM (development/CI only)")
+        self.spec.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.spec.debug:
+            self._proc = HostProcess(self._argv(), stdout=2, stderr=2, new_session=True)
+        else:
+            agent_log = os.open(
+                self.spec.state_dir / "agent.log",
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                0o600,
             )
+            try:
+                self._proc = HostProcess(
+                    self._argv(), stdout=agent_log, stderr=agent_log, new_session=True
+                )
+            finally:
+                os.close(agent_log)
         try:
             client = await self.connect_agent()
         except ShimError:
@@ -104,12 +207,11 @@ class LocalSandbox(Sandbox):
         client = await Client.connect_unix(str(self.socket_path), timeout=2)
         try:
             reply = await HealthClient(client).Check(health_pb2.CheckRequest(), timeout=5)
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                raise Unavailable("agent not serving yet")
         except BaseException:
             client.close()
             raise
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            client.close()
-            raise Unavailable("agent not serving yet")
         return client
 
     async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
@@ -119,21 +221,20 @@ class LocalSandbox(Sandbox):
         return None
 
     async def wait(self) -> int:
-        if self._proc is None:
-            return 0
-        return await self._proc.wait()
+        """The agent's exit status (-signal when killed); 0 if it was never started."""
+        return await self._proc.wait() if self._proc is not None else 0
 
     async def stop(self, timeout: float = 10.0) -> None:
         proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        self._signal_group(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            log.warning("local sandbox %s: agent ignored SIGTERM; killing", self.spec.sandbox_id)
-            self._signal_group(signal.SIGKILL)
-            await proc.wait()
+        if proc is not None and proc.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                log.warning("local sandbox %s: agent ignored SIGTERM", self.spec.sandbox_id)
+                self._signal_group(signal.SIGKILL)  # the agent and anything left in its group
+                await proc.wait()
+        await self._delete_leftover_containers()
 
     def _signal_group(self, sig: int) -> None:
         if self._proc is not None:
@@ -142,31 +243,23 @@ class LocalSandbox(Sandbox):
 
     async def cleanup(self) -> None:
         await self.stop(timeout=5)
-        await self._delete_leftover_containers()
-        mounts.remove_tree(self.spec.state_dir)
+        for point in mounts.mount_points_under(self.spec.state_dir):
+            unmount_detach(point)
+        try:
+            mounts.remove_tree(self.spec.state_dir)
+        except OSError as exc:
+            log.error("local sandbox %s: state left behind: %s", self.spec.sandbox_id, exc)
 
     async def _delete_leftover_containers(self) -> None:
+        """What a crashed agent could not remove: its runc containers and sandbox cgroups."""
         root = self.agent_state / "runc"
-        if not root.is_dir():
-            return
-        for entry in sorted(root.iterdir()):
-            if entry.is_dir():
-                log.warning(
-                    "local sandbox %s: deleting leftover container %s",
-                    self.spec.sandbox_id,
-                    entry.name,
-                )
-                proc = await asyncio.create_subprocess_exec(
-                    "runc",
-                    "--root",
-                    str(root),
-                    "delete",
-                    "--force",
-                    entry.name,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                )
-                await proc.wait()
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        for name in names:
+            log.warning(
+                "local sandbox %s: deleting leftover container %s", self.spec.sandbox_id, name
+            )
+            await run_host(["runc", "--root", str(root), "delete", "--force", name])
+        cgroups.remove_tree(default_cgroups_path(self.spec.sandbox_id, ""))
 
 
 register_backend("local", LocalSandbox)

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from kata_shim import errors
+from kata_shim.proto import agent_pb2
+from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox.base import SandboxSpec, available_backends, create_sandbox
-from kata_shim.sandbox.local import LocalSandbox
+from kata_shim.sandbox.local import HostProcess, LocalSandbox, run_host
+from tests.fakes.agent_env import create_request
+from tests.fakes.rootfs import oci_spec
 
 pytestmark = [pytest.mark.timeout(60)]
 
 
-def spec(tmp_path: Path, **agent) -> SandboxSpec:
-    return SandboxSpec(sandbox_id="sb", state_dir=tmp_path / "state", agent=agent)
+def spec(tmp_path: Path, sandbox_id: str = "sb", **agent) -> SandboxSpec:
+    return SandboxSpec(sandbox_id=sandbox_id, state_dir=tmp_path / "state", agent=agent)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_registry_builds_local_and_rejects_unknown(tmp_path) -> None:
@@ -32,14 +46,17 @@ def test_start_warns_not_isolated_and_stop_cleanup_are_idempotent(tmp_path, capl
         sandbox = LocalSandbox(spec(tmp_path))
         with caplog.at_level(logging.WARNING):
             await sandbox.start()
-        assert "NOT isolated" in caplog.text
+        assert "containers are NOT isolated in a VM (development/CI only)" in caplog.text
         assert sandbox.pid > 0 and (tmp_path / "state" / "agent.sock").exists()
+        assert os.getpgid(sandbox.pid) == sandbox.pid  # its own process group
+        assert await sandbox.share_rootfs("c", Path("/some/rootfs")) == "/some/rootfs"
         client = await sandbox.connect_agent()
         client.close()
         await client.wait_closed()
         await sandbox.stop()
         await sandbox.stop()
         assert await sandbox.wait() == 0  # clean exit on SIGTERM
+        assert "agent ready" in (tmp_path / "state" / "agent.log").read_text()
         await sandbox.cleanup()
         await sandbox.cleanup()
         assert not (tmp_path / "state").exists()
@@ -53,7 +70,91 @@ def test_start_fails_cleanly_when_the_agent_cannot_serve(tmp_path) -> None:
         sandbox.socket_path = Path("/nonexistent-dir/agent.sock")  # agent cannot bind
         with pytest.raises((errors.Unavailable, errors.DeadlineExceeded)):
             await sandbox.start()
-        assert sandbox._proc is not None and sandbox._proc.returncode is not None
+        assert sandbox._proc is not None and sandbox._proc.returncode not in (None, 0)
         await sandbox.cleanup()
+
+    asyncio.run(main())
+
+
+def test_connect_agent_gives_up_at_the_dial_timeout(tmp_path) -> None:
+    async def main() -> None:
+        sandbox = LocalSandbox(spec(tmp_path, dial_timeout=0.3))  # never started
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(errors.DeadlineExceeded, match="timed out connecting"):
+            await sandbox.connect_agent()
+        assert loop.time() - started < 2
+
+    asyncio.run(main())
+
+
+def test_stop_after_an_agent_crash_removes_its_containers_and_cgroups(tmp_path) -> None:
+    async def main() -> None:
+        sandbox = LocalSandbox(spec(tmp_path, "crash"))
+        await sandbox.start()
+        init_pid = 0
+        try:
+            client = await sandbox.connect_agent()
+            agent = AgentServiceClient(client)
+            await agent.CreateContainer(create_request("z", oci_spec(["/bin/sleep", "60"])))
+            await agent.StartContainer(agent_pb2.StartContainerRequest(container_id="z"))
+            init_pid = int((sandbox.agent_state / "containers" / "z" / "init.pid").read_text())
+            os.kill(sandbox.pid, signal.SIGKILL)
+            assert await sandbox.wait() == -signal.SIGKILL
+            client.close()
+            assert alive(init_pid)  # orphaned container still running
+            await sandbox.stop()
+            await asyncio.sleep(0.1)
+            assert not alive(init_pid)
+            root = sandbox.agent_state / "runc"
+            listed = subprocess.run(
+                ["runc", "--root", str(root), "list", "-q"], capture_output=True
+            )
+            assert listed.stdout == b""
+            assert not Path("/sys/fs/cgroup/memory/kata_shim/crash").exists()
+        finally:
+            if init_pid and alive(init_pid):
+                os.kill(init_pid, signal.SIGKILL)
+            await sandbox.cleanup()
+
+    asyncio.run(main())
+
+
+def test_cleanup_never_deletes_through_a_mount(tmp_path) -> None:
+    async def main() -> None:
+        precious = tmp_path / "precious"
+        precious.mkdir()
+        (precious / "file").write_text("keep me")
+        sandbox = LocalSandbox(spec(tmp_path))
+        target = sandbox.spec.state_dir / "agent" / "bound"
+        target.mkdir(parents=True)
+        subprocess.run(["mount", "--bind", str(precious), str(target)], check=True)
+        try:
+            await sandbox.cleanup()
+        finally:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        assert (precious / "file").read_text() == "keep me"
+        assert not sandbox.spec.state_dir.exists()
+
+    asyncio.run(main())
+
+
+def test_host_process_status_and_no_leaked_fds(tmp_path) -> None:
+    async def main() -> None:
+        assert await run_host(["sh", "-c", "exit 3"]) == 3
+        assert await run_host(["sh", "-c", "kill -TERM $$"]) == -signal.SIGTERM
+        assert await run_host(["sleep", "10"], timeout=0.2) == -signal.SIGKILL
+        leaky_r, leaky_w = os.pipe()
+        os.set_inheritable(leaky_w, True)
+        out = tmp_path / "fds"
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            proc = HostProcess(["sh", "-c", "ls /proc/$$/fd"], stdout=fd, stderr=fd)
+            assert await proc.wait() == 0
+        finally:
+            os.close(fd)
+            os.close(leaky_r)
+            os.close(leaky_w)
+        assert sorted(int(n) for n in out.read_text().split()) == [0, 1, 2]
 
     asyncio.run(main())

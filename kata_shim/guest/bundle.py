@@ -1,0 +1,102 @@
+"""The agent's OCI bundle: the request's grpc.Spec / grpc.Process → runc's JSON.
+
+Field mapping is kata_shim.oci's (descriptor-driven); this module adds what
+the agent decides on top of the host's spec, in one place:
+* root.path must be an absolute path that exists where the agent runs;
+* the process needs args; cwd defaults to "/";
+* linux.cgroupsPath defaults to /kata_shim/<sandbox>/<container> (also when the
+  host sent a systemd-style "slice:prefix:name" path, which cgroupfs cannot use);
+* a namespace path that does not exist here is dropped (network: the entry is
+  removed, so the container shares the agent's network, as in Kata).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+from kata_shim import oci
+from kata_shim.errors import InvalidArgument, NotFound
+from kata_shim.proto import oci_pb2
+
+__all__ = [
+    "CGROUP_ROOT",
+    "container_config",
+    "default_cgroups_path",
+    "process_config",
+    "resources_config",
+    "validate_id",
+]
+
+log = logging.getLogger(__name__)
+
+CGROUP_ROOT = "kata_shim"
+OCI_VERSION = "1.0.2"
+# container and exec ids end up in file names and runc ids
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+
+
+def validate_id(kind: str, value: str) -> str:
+    if not _ID.fullmatch(value):
+        raise InvalidArgument(f"invalid {kind} id {value!r}")
+    return value
+
+
+def default_cgroups_path(sandbox_id: str, container_id: str) -> str:
+    return f"/{CGROUP_ROOT}/{sandbox_id}/{container_id}"
+
+
+def container_config(spec: oci_pb2.Spec, *, sandbox_id: str, container_id: str) -> dict[str, Any]:
+    """config.json for `runc create`, from the CreateContainer request's spec."""
+    config = oci.spec_to_json(spec)
+    config.setdefault("ociVersion", OCI_VERSION)
+    root = config.get("root", {}).get("path", "")
+    if not os.path.isabs(root):
+        raise InvalidArgument(f"container {container_id}: root.path {root!r} is not absolute")
+    if not os.path.isdir(root):
+        raise NotFound(f"container {container_id}: rootfs {root} does not exist")
+    if "process" not in config:
+        raise InvalidArgument(f"container {container_id}: spec has no process")
+    config["process"] = _process(config["process"])
+    linux = config.setdefault("linux", {})
+    path = linux.get("cgroupsPath", "")
+    if not path or ":" in path:
+        linux["cgroupsPath"] = default_cgroups_path(sandbox_id, container_id)
+    linux["namespaces"] = _namespaces(linux.get("namespaces", []), container_id)
+    return config
+
+
+def process_config(process: oci_pb2.Process) -> dict[str, Any]:
+    """process.json for `runc exec --process`."""
+    return _process(oci.process_to_json(process))
+
+
+def resources_config(resources: oci_pb2.LinuxResources) -> dict[str, Any]:
+    """The JSON `runc update --resources` reads."""
+    return oci.resources_to_json(resources)
+
+
+def _process(process: dict[str, Any]) -> dict[str, Any]:
+    if not process.get("args"):
+        raise InvalidArgument("process has no args")
+    process.setdefault("cwd", "/")
+    process.setdefault("user", {})  # uid/gid 0 are proto3 zero values, absent from JSON
+    return process
+
+
+def _namespaces(namespaces: list[dict[str, Any]], container_id: str) -> list[dict[str, Any]]:
+    kept = []
+    for ns in namespaces:
+        path = ns.get("path")
+        if path and not os.path.exists(path):
+            if ns.get("type") == "network":
+                log.info("container %s: sharing the agent's network (no %s)", container_id, path)
+                continue
+            log.warning(
+                "container %s: no %s namespace at %s; a new one", container_id, ns.get("type"), path
+            )
+            ns = {"type": ns.get("type", "")}
+        kept.append(ns)
+    return kept
