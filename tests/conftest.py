@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,20 @@ def guest_image() -> Path:
 
     build(TEST_IMAGE_DIR)
     return TEST_IMAGE_DIR
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_global_event_loop(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close an idle event loop left installed as the thread's current loop.
+
+    pytest-asyncio leaves one behind after its tests; a later plain test's
+    asyncio.run() would drop it unclosed and the ResourceWarning would surface,
+    at garbage collection, inside some unrelated test.
+    """
+    if request.node.get_closest_marker("asyncio") is None:
+        local = getattr(asyncio.get_event_loop_policy(), "_local", None)
+        loop = getattr(local, "_loop", None)
+        if loop is not None and not loop.is_running() and not loop.is_closed():
+            loop.close()
+            asyncio.set_event_loop(None)
+    yield

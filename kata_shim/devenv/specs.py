@@ -7,6 +7,7 @@ points it at a shared busybox rootfs built once per machine.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -21,10 +22,24 @@ _ROOTFS_CACHE = Path(tempfile.gettempdir()) / "kata-shim-test-busybox"
 
 
 def shared_rootfs() -> Path:
-    """A busybox rootfs built once per machine (use read-only)."""
-    if not (_ROOTFS_CACHE / "bin" / "sh").exists():
-        shutil.rmtree(_ROOTFS_CACHE, ignore_errors=True)
-        busybox_rootfs(_ROOTFS_CACHE)
+    """A busybox rootfs built once per machine (use read-only).
+
+    Built in a private sibling directory and renamed into place, so a concurrent
+    test run never sees (or deletes) a half-built tree.
+    """
+    if (_ROOTFS_CACHE / "bin" / "sh").exists():
+        return _ROOTFS_CACHE
+    staging = Path(tempfile.mkdtemp(prefix=_ROOTFS_CACHE.name + ".", dir=_ROOTFS_CACHE.parent))
+    try:
+        busybox_rootfs(staging / "root")
+        os.chmod(staging / "root", 0o755)
+        try:
+            (staging / "root").rename(_ROOTFS_CACHE)
+        except OSError:  # another process won the race; use its tree
+            if not (_ROOTFS_CACHE / "bin" / "sh").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return _ROOTFS_CACHE
 
 
