@@ -21,15 +21,27 @@ import os
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kata_shim.errors import InvalidArgument
 
-__all__ = ["BinaryLogger", "HostStdio", "Sink", "open_host_stdio"]
+__all__ = ["BinaryLogger", "HostStdio", "Sink", "open_host_stdio", "wait_event", "wake"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STALL_TIMEOUT = 30.0
 LOGGER_READY_TIMEOUT = 10.0
+
+
+def wake(future: asyncio.Future[None]) -> None:
+    """Resolve `future` unless already done (fd readiness callbacks)."""
+    if not future.done():
+        future.set_result(None)
+
+
+async def wait_event(event: asyncio.Event) -> None:
+    """`event.wait()` as a None-returning coroutine (to mix with fd futures in asyncio.wait)."""
+    await event.wait()
 
 
 class Sink:
@@ -66,9 +78,9 @@ class Sink:
 
     async def _writable(self) -> bool:
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        loop.add_writer(self.fd, lambda: ready.done() or ready.set_result(None))
-        aborted = asyncio.ensure_future(self._aborted.wait())
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(self.fd, lambda: wake(ready))
+        aborted = loop.create_task(wait_event(self._aborted))
         try:
             done, _ = await asyncio.wait(
                 {ready, aborted}, timeout=self.stall_timeout, return_when=asyncio.FIRST_COMPLETED
@@ -107,8 +119,8 @@ class BinaryLogger:
     async def stop(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for it to exit after its pipes closed, then kill it."""
         loop = asyncio.get_running_loop()
-        exited = loop.create_future()
-        loop.add_reader(self.pidfd, lambda: exited.done() or exited.set_result(None))
+        exited: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(self.pidfd, lambda: wake(exited))
         try:
             await asyncio.wait_for(exited, timeout)
         except TimeoutError:
@@ -181,7 +193,9 @@ async def _spawn_logger(
     ready_r, ready_w = os.pipe()
     # posix_spawn dup2s onto 3, 4, 5: move the sources out of that range first
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (out_r, err_r, ready_w)]
-    actions = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)
+    ]
     actions += [(os.POSIX_SPAWN_DUP2, fd, n) for fd, n in zip(high, (3, 4, 5), strict=True)]
     env = {"CONTAINER_ID": container_id, "CONTAINER_NAMESPACE": namespace}
     try:
@@ -201,8 +215,8 @@ async def _spawn_logger(
 
 async def _wait_logger_ready(ready_r: int, name: str) -> None:
     loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(ready_r, lambda: ready.done() or ready.set_result(None))
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(ready_r, lambda: wake(ready))
     try:
         await asyncio.wait_for(ready, LOGGER_READY_TIMEOUT)
     except TimeoutError:

@@ -15,13 +15,17 @@ import logging
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kata_shim.process.states import Op, ProcessState, transition
 
-__all__ = ["ExitRecord", "Process", "ProcessLog"]
+if TYPE_CHECKING:
+    from kata_shim.io.pumps import Pumps
+    from kata_shim.proto import oci_pb2
+
+__all__ = ["ExitRecord", "Process", "ProcessLog", "Stdio"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,14 @@ class Process:
         self._exit: asyncio.Future[ExitRecord] = asyncio.get_running_loop().create_future()
         #: signals Kill delivered to this process (event loop only; read by exit normalisation)
         self.delivered_signals: set[int] = set()
+        #: exec only: the process to run (ConsoleSize updated by ResizePty before Start)
+        self.spec: oci_pb2.Process | None = None
+        #: host stdio pumps; set when the agent process exists (Create / Start(exec))
+        self.pumps: Pumps | None = None
+        #: the exit monitor task (drain → WaitProcess → exit), owned by the task layer
+        self.monitor: asyncio.Task[None] | None = None
+        #: CloseIO(stdin) arrived before the pumps existed
+        self.stdin_close_requested = False
         name = container_id if not exec_id else f"{container_id}/{exec_id}"
         self.log = ProcessLog(log, {"name": name})
 

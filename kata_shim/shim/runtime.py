@@ -1,0 +1,90 @@
+"""What the daemon injects into the task service: the config loader and the sandbox factory.
+
+`ShimRuntime.load(config_path)` is TaskService's `config_loader`: it falls back
+to the options `start` saved in `<bundle>/options.pb` when Create carried none
+(iSulad never sends options), turns a bad file into InvalidArgument (the
+message reaches `ctr`), and raises the log level when the configuration asks
+for debug. `ShimRuntime.sandbox(sandbox_id, config)` is the `sandbox_factory`:
+backend from `[hypervisor.<type>]`, state dir `<[runtime] state_dir>/<sandbox-id>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kata_shim.config import ConfigError, load_config
+from kata_shim.errors import InvalidArgument
+from kata_shim.sandbox.base import Sandbox, SandboxSpec, create_sandbox
+from kata_shim.shim.minipb import options_config_path
+from kata_shim.shim.paths import OPTIONS_FILE
+
+__all__ = ["ShimRuntime", "exit_fifo_dir"]
+
+log = logging.getLogger(__name__)
+
+
+class ShimRuntime:
+    """Configuration and sandboxes for one daemon (bundle = the daemon's cwd)."""
+
+    def __init__(self, bundle: str, *, debug: bool = False) -> None:
+        self.bundle = bundle
+        self.debug = debug  # -debug on the command line
+
+    def saved_config_path(self) -> str | None:
+        """config_path from the options `start` read on stdin, if any."""
+        try:
+            options = Path(self.bundle, OPTIONS_FILE).read_bytes()
+        except OSError:
+            return None
+        try:
+            return options_config_path(options)
+        except ValueError as exc:
+            log.warning("ignoring unreadable %s: %s", OPTIONS_FILE, exc)
+            return None
+
+    def load(self, config_path: str | None) -> Mapping[str, Any]:
+        """TaskService config_loader: the chosen configuration as a mapping."""
+        try:
+            config = load_config(config_path or self.saved_config_path())
+        except ConfigError as exc:
+            raise InvalidArgument(f"kata-shim configuration: {exc}") from exc
+        if config.debug or config.hypervisor.enable_debug:
+            logging.getLogger().setLevel(logging.DEBUG)
+        return config.as_mapping()
+
+    def sandbox(self, sandbox_id: str, config: Mapping[str, Any]) -> Sandbox:
+        """TaskService sandbox_factory."""
+        if not config:  # a loader that returned nothing: use the embedded default
+            config = self.load(None)
+        runtime = config["runtime"]
+        hypervisor = config["hypervisor"]
+        debug = (
+            self.debug
+            or bool(runtime.get("enable_debug"))
+            or bool(hypervisor.get("enable_debug"))
+            or bool(config["agent"].get("enable_debug"))
+        )
+        spec = SandboxSpec(
+            sandbox_id=sandbox_id,
+            state_dir=Path(runtime["state_dir"]) / sandbox_id,
+            hypervisor=hypervisor,
+            agent=config["agent"],
+            debug=debug,
+        )
+        log.info(
+            "sandbox %s: %s backend, state %s",
+            sandbox_id,
+            config["hypervisor_type"],
+            spec.state_dir,
+        )
+        return create_sandbox(config["hypervisor_type"], spec)
+
+
+def exit_fifo_dir() -> Path | None:
+    """iSulad's EXIT_FIFO_DIR, if set."""
+    value = os.environ.get("EXIT_FIFO_DIR")
+    return Path(value) if value else None

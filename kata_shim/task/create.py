@@ -1,0 +1,83 @@
+"""Create of one task inside an acquired pod: rootfs, guest share, CreateContainer, stdio, monitor.
+
+Rule: on any failure (or cancellation by containerd's deadline) everything
+done so far is undone, in reverse, shielded from the cancellation; the pod
+itself is released by the caller. The init's pumps and exit monitor start
+here, at Create: the process exists in the agent from now on, so Wait (which
+containerd calls before Start) must already see a kill or a sandbox death.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kata_shim.errors import ShimError
+from kata_shim.io.stdio import HostStdio
+from kata_shim.process.process import Process
+from kata_shim.proto import agent_pb2, task_pb2
+from kata_shim.task.containers import Container, TaskEnv
+from kata_shim.task.lifecycle import open_stdio, start_pumps
+from kata_shim.task.monitor import spawn_monitor
+from kata_shim.task.mounts import mount_rootfs, unmount_rootfs
+from kata_shim.task.pod import Pod
+from kata_shim.task.spec import agent_spec, host_rootfs
+
+__all__ = ["create_container"]
+
+log = logging.getLogger(__name__)
+
+
+async def create_container(
+    env: TaskEnv,
+    request: task_pb2.CreateTaskRequest,
+    spec: Mapping[str, Any],
+    pod: Pod,
+    init: Process,
+) -> Container:
+    """Build the container in `pod`; the caller holds `init.lock` and publishes TaskCreate."""
+    container = Container(request.id, request.bundle, pod, init, rootfs=list(request.rootfs))
+    if request.rootfs:
+        container.host_rootfs = host_rootfs(request.bundle, {"root": {"path": "rootfs"}})
+        container.mounted_layers = await mount_rootfs(request.rootfs, container.host_rootfs)
+    else:
+        container.host_rootfs = host_rootfs(request.bundle, spec)
+    created = False
+    host: HostStdio | None = None
+    try:
+        host = await open_stdio(env, container, init)
+        guest_root = await pod.sandbox.share_rootfs(container.id, container.host_rootfs)
+        create = agent_pb2.CreateContainerRequest(
+            container_id=container.id, exec_id=container.id, OCI=agent_spec(spec, guest_root)
+        )
+        await pod.agent.CreateContainer(create, timeout=env.tuning.agent_timeout)
+        created = True
+        start_pumps(env, container, init, host)
+    except BaseException:
+        await asyncio.shield(_undo(env, container, created, host))
+        raise
+    spawn_monitor(env, container, init)
+    return container
+
+
+async def _undo(env: TaskEnv, container: Container, created: bool, host: HostStdio | None) -> None:
+    pod = container.pod
+    if container.init.pumps is not None:
+        await container.init.pumps.close()
+    elif host is not None:
+        await host.close()
+    if created and not pod.dead:
+        request = agent_pb2.RemoveContainerRequest(
+            container_id=container.id, timeout=env.tuning.remove_timeout
+        )
+        with contextlib.suppress(ShimError):
+            await pod.agent.RemoveContainer(request, timeout=env.tuning.agent_timeout)
+    try:
+        await pod.sandbox.unshare_rootfs(container.id)
+    except Exception:
+        log.exception("create of %s failed; unsharing its rootfs failed too", container.id)
+    if container.host_rootfs is not None and container.mounted_layers:
+        await unmount_rootfs(container.host_rootfs, container.mounted_layers)

@@ -1,0 +1,176 @@
+"""Exit monitoring: one monitor task per process that exists in the agent.
+
+Sequence per process (docs/exits.md): drain stdout/stderr to EOF → WaitProcess
+(an error means the agent/sandbox is gone → 255) → close the host stdio (clients
+see EOF) → for the init, hold the exit until the container's execs have
+reported theirs (killing them first) → record the exit and queue TaskExit in
+one step under the process lock (`report_exit`). iSulad's exit fifo gets the
+init's status in that same step. Nothing here tears a sandbox down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import struct
+from collections.abc import Iterable
+
+from kata_shim.errors import ShimError
+from kata_shim.process.exits import UNKNOWN_EXIT, finish_exit, normalise_status
+from kata_shim.process.process import ExitRecord, Process
+from kata_shim.process.states import ProcessState
+from kata_shim.proto import agent_pb2, events_pb2
+from kata_shim.task.containers import Container, TaskEnv, Topic
+
+__all__ = [
+    "abort_pod_processes",
+    "kill_execs",
+    "monitor",
+    "open_exit_fifo",
+    "report_exit",
+    "spawn_monitor",
+]
+
+log = logging.getLogger(__name__)
+
+_EXIT_INT = struct.Struct("=i")  # iSulad reads a native-endian C int
+_background: set[asyncio.Task[None]] = set()  # keeps fire-and-forget tasks referenced
+
+
+def spawn_monitor(env: TaskEnv, container: Container, process: Process) -> None:
+    process.monitor = asyncio.get_running_loop().create_task(_guarded(env, container, process))
+
+
+async def _guarded(env: TaskEnv, container: Container, process: Process) -> None:
+    """A monitor bug must not leave Wait hanging: report 255 instead."""
+    try:
+        await monitor(env, container, process)
+    except Exception:
+        process.log.exception("exit monitor failed")
+        await report_exit(env, container, process, UNKNOWN_EXIT)
+
+
+async def monitor(env: TaskEnv, container: Container, process: Process) -> None:
+    """Drain, WaitProcess, close stdio, order, record + publish the exit."""
+    if process.pumps is not None:
+        await process.pumps.drained()
+    raw = await _wait_process(container, process)
+    status = normalise_status(raw, process.delivered_signals)
+    if process.pumps is not None:
+        await process.pumps.close()
+    if process.is_init:
+        await _hold_init_exit(env, container)
+    await report_exit(env, container, process, status)
+
+
+async def _wait_process(container: Container, process: Process) -> int:
+    request = agent_pb2.WaitProcessRequest(container_id=container.id, exec_id=process.agent_exec_id)
+    try:
+        reply = await container.pod.agent.WaitProcess(request)  # no deadline: long poll
+    except ShimError as exc:
+        process.log.warning("WaitProcess failed (%s): exit status %d", exc, UNKNOWN_EXIT)
+        return UNKNOWN_EXIT
+    return reply.status
+
+
+async def report_exit(env: TaskEnv, container: Container, process: Process, status: int) -> None:
+    """Record the exit and queue TaskExit (once); for an exec, let a held init exit go."""
+
+    def published(proc: Process, record: ExitRecord) -> None:
+        event = events_pb2.TaskExit(
+            container_id=container.id,
+            id=proc.event_id,
+            pid=container.pid,
+            exit_status=record.status,
+            exited_at=record.timestamp(),
+        )
+        env.publish(Topic.EXIT, event)
+        proc.log.info("exited with status %d", record.status)
+        if proc.is_init:
+            _write_exit_fifo(env, container, record.status)
+
+    await finish_exit(process, status, published)
+    if not process.is_init:
+        container.order.end_exec(process.exec_id)
+
+
+async def _hold_init_exit(env: TaskEnv, container: Container) -> None:
+    """Exec exits go first: once the init is gone, kill the execs and wait (bounded)."""
+    order = container.order
+    order.init_exited = True
+    if not order.active:
+        return
+    container.init.log.info("init exited; waiting for %d exec(s) to exit", len(order.active))
+    await kill_execs(env, container, order.active)
+    if await order.wait_execs(env.tuning.exec_exit_bound):
+        return
+    for exec_id in order.active:
+        process = container.execs.get(exec_id)
+        if process is not None:
+            process.log.warning("no exit %gs after the init's", env.tuning.exec_exit_bound)
+            await report_exit(env, container, process, UNKNOWN_EXIT)
+        order.end_exec(exec_id)
+
+
+async def kill_execs(env: TaskEnv, container: Container, exec_ids: Iterable[str]) -> None:
+    """SIGKILL the given execs (their pid namespace is gone); errors are expected."""
+    for exec_id in list(exec_ids):
+        process = container.execs.get(exec_id)
+        if process is None or process.exited or process.pumps is None:
+            continue
+        process.delivered_signals.add(signal.SIGKILL)
+        process.pumps.abort(env.tuning.drain_grace, env.tuning.drain_abandon)
+        request = agent_pb2.SignalProcessRequest(
+            container_id=container.id, exec_id=process.agent_exec_id, signal=signal.SIGKILL
+        )
+        try:
+            await container.pod.agent.SignalProcess(request, timeout=env.tuning.agent_timeout)
+        except ShimError as exc:
+            process.log.debug("SIGKILL after the init's exit: %s", exc)
+
+
+def abort_pod_processes(env: TaskEnv, containers: Iterable[Container]) -> None:
+    """The sandbox died: stop waiting for host readers; settle never-started execs (255)."""
+    for container in containers:
+        for process in container.processes():
+            if process.pumps is not None:
+                process.pumps.abort(0, env.tuning.drain_abandon)
+            elif process.state is ProcessState.CREATED and not process.is_init:
+                task = asyncio.get_running_loop().create_task(_settle_unstarted(process))
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+
+
+async def _settle_unstarted(process: Process) -> None:
+    async with process.lock:
+        if process.state is ProcessState.CREATED and process.pumps is None:
+            process.record_exit(UNKNOWN_EXIT)  # never ran: no TaskExit, Wait gets 255
+
+
+# iSulad's exit fifo ---------------------------------------------------------------------
+def open_exit_fifo(env: TaskEnv, container: Container) -> None:
+    """Open `<EXIT_FIFO_DIR>/<id>/exit_fifo` without blocking; a missing reader is a warning."""
+    if env.exit_fifo_dir is None or container.exit_fifo is not None:
+        return
+    path = env.exit_fifo_dir / container.id / "exit_fifo"
+    try:
+        container.exit_fifo = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        log.warning("exit fifo %s: %s", path, exc)
+
+
+def _write_exit_fifo(env: TaskEnv, container: Container, status: int) -> None:
+    if env.exit_fifo_dir is None:
+        return
+    open_exit_fifo(env, container)  # retry if Start could not open it
+    fd, container.exit_fifo = container.exit_fifo, None
+    if fd is None:
+        return
+    try:
+        os.write(fd, _EXIT_INT.pack(status))
+    except OSError as exc:
+        log.warning("writing exit status of %s to its exit fifo: %s", container.id, exc)
+    finally:
+        os.close(fd)

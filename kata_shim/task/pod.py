@@ -1,0 +1,150 @@
+"""A booted sandbox with its agent connection, shared by the containers of one pod.
+
+Owns the Sandbox object, the agent client, the death watch and the OOM loop.
+Rules: the pod is "dead" once Sandbox.wait() resolved or the agent connection
+dropped; marking it dead closes the agent client, which makes every in-flight
+ReadStdout/WaitProcess fail so each process's monitor reports 255. Teardown
+(DestroySandbox → stop → cleanup) runs once, bounded, never under a service
+lock, and never before the exits it causes were published (monitors publish on
+their own; teardown is only started by Delete of the last container or close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from kata_shim.errors import ShimError, Unavailable, Unimplemented
+from kata_shim.proto import agent_pb2, health_pb2
+from kata_shim.proto.agent_ttrpc import AgentServiceClient
+from kata_shim.proto.health_ttrpc import HealthClient
+from kata_shim.sandbox.base import Sandbox
+from kata_shim.task.tuning import Tuning
+from kata_shim.ttrpc.client import Client
+
+__all__ = ["Pod"]
+
+log = logging.getLogger(__name__)
+
+
+class Pod:
+    """One sandbox (VM) and its agent; lifecycle boot → (containers) → teardown."""
+
+    def __init__(self, sandbox_id: str, sandbox: Sandbox, tuning: Tuning) -> None:
+        self.id = sandbox_id
+        self.sandbox = sandbox
+        self.tuning = tuning
+        self._client: Client | None = None
+        self._agent: AgentServiceClient | None = None
+        #: ids of this pod's containers, including ones being created (service, event loop)
+        self.containers: set[str] = set()
+        #: resolves when boot finished (True) or failed (False); pod containers wait on it
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.dead = False  # set once by `mark_dead`
+        self._on_death: list[Callable[[Pod], None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._teardown: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The pid reported to containerd for every task and exec (Kata: hypervisor pid)."""
+        return self.sandbox.pid
+
+    @property
+    def agent(self) -> AgentServiceClient:
+        if self._agent is None or self.dead:
+            raise Unavailable(f"sandbox {self.id}: agent not available")
+        return self._agent
+
+    # boot ---------------------------------------------------------------------------
+    async def boot(self, hostname: str) -> None:
+        """Start the sandbox, dial and check the agent, CreateSandbox. Leaves nothing on failure."""
+        try:
+            await self.sandbox.start()
+            self._client = await self.sandbox.connect_agent()
+            reply = await HealthClient(self._client).Check(
+                health_pb2.CheckRequest(), timeout=self.tuning.health_timeout
+            )
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                raise Unavailable(f"sandbox {self.id}: agent is not serving")
+            self._agent = AgentServiceClient(self._client)
+            request = agent_pb2.CreateSandboxRequest(hostname=hostname, sandbox_id=self.id)
+            await self._agent.CreateSandbox(request, timeout=self.tuning.agent_timeout)
+        except BaseException:
+            self.ready.set_result(False)
+            await asyncio.shield(self._destroy(destroy_in_agent=False))
+            raise
+        self.ready.set_result(True)
+        log.info("sandbox %s booted (pid %d)", self.id, self.pid)
+
+    def watch(self, on_death: Callable[[Pod], None], on_oom: Callable[[str], None]) -> None:
+        """Start the death watch and the OOM event loop."""
+        self._on_death.append(on_death)
+        self._client_close_hook()
+        for coro in (self._watch_sandbox(), self._oom_loop(on_oom)):
+            task = asyncio.get_running_loop().create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _client_close_hook(self) -> None:
+        client = self._client
+        if client is not None:
+            client.add_close_callback(lambda: self.mark_dead("agent connection lost"))
+
+    async def _watch_sandbox(self) -> None:
+        status = await self.sandbox.wait()
+        self.mark_dead(f"sandbox exited with status {status}")
+
+    async def _oom_loop(self, on_oom: Callable[[str], None]) -> None:
+        while not self.dead:
+            try:
+                event = await self.agent.GetOOMEvent(agent_pb2.GetOOMEventRequest())
+            except (Unavailable, Unimplemented):
+                return
+            except ShimError as exc:
+                log.debug("sandbox %s: GetOOMEvent: %s", self.id, exc)
+                await asyncio.sleep(1.0)
+                continue
+            on_oom(event.container_id)
+
+    def mark_dead(self, reason: str, level: int = logging.WARNING) -> None:
+        """The sandbox or its agent is gone: fail every agent call from now on."""
+        if self.dead:
+            return
+        self.dead = True
+        log.log(level, "sandbox %s is dead: %s", self.id, reason)
+        if self._client is not None:
+            self._client.close()
+        for callback in self._on_death:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("sandbox %s: death callback failed", self.id)
+
+    # teardown ---------------------------------------------------------------------------
+    def teardown(self) -> asyncio.Task[None]:
+        """Start (once) and return the teardown task: DestroySandbox, stop, cleanup."""
+        if self._teardown is None:
+            coro = self._destroy(destroy_in_agent=True)
+            self._teardown = asyncio.get_running_loop().create_task(coro)
+        return self._teardown
+
+    async def _destroy(self, *, destroy_in_agent: bool) -> None:
+        if destroy_in_agent and not self.dead and self._agent is not None:
+            with contextlib.suppress(ShimError, OSError):
+                request = agent_pb2.DestroySandboxRequest()
+                await self._agent.DestroySandbox(request, timeout=self.tuning.sandbox_stop_timeout)
+        self.mark_dead("torn down", logging.INFO)
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            await self.sandbox.stop(timeout=self.tuning.sandbox_stop_timeout)
+        except Exception:
+            log.exception("sandbox %s: stop failed", self.id)
+        try:
+            await self.sandbox.cleanup()
+        except Exception:
+            log.exception("sandbox %s: cleanup failed", self.id)
+        log.info("sandbox %s torn down", self.id)

@@ -1,0 +1,105 @@
+"""The shim's pods by sandbox id: boot on a sandbox's (or single container's) Create,
+reuse for a pod container's, tear down after the last container's Delete.
+
+Rules: a pod is registered the moment its boot begins (pod containers arriving
+meanwhile wait for `ready`); a container counts towards its pod from the start
+of its Create; teardowns run as tracked background tasks so Delete never waits
+for a VM to stop and Shutdown/close can wait for them with a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kata_shim.errors import AlreadyExists, FailedPrecondition, NotFound
+from kata_shim.sandbox.base import Sandbox
+from kata_shim.task.pod import Pod
+from kata_shim.task.spec import Placement, Role
+from kata_shim.task.tuning import Tuning
+
+__all__ = ["PodRegistry", "SandboxFactory"]
+
+log = logging.getLogger(__name__)
+
+SandboxFactory = Callable[[str, Mapping[str, Any]], Sandbox]
+
+
+class PodRegistry:
+    def __init__(
+        self,
+        factory: SandboxFactory,
+        tuning: Tuning,
+        on_death: Callable[[Pod], None],
+        on_oom: Callable[[str], None],
+    ) -> None:
+        self._factory = factory
+        self._tuning = tuning
+        self._on_death = on_death
+        self._on_oom = on_oom
+        self._pods: dict[str, Pod] = {}  # event loop, await-free mutations
+        self._teardowns: set[asyncio.Task[None]] = set()
+
+    def __iter__(self) -> Any:
+        return iter(list(self._pods.values()))
+
+    async def acquire(
+        self, where: Placement, config: Mapping[str, Any], hostname: str, container_id: str
+    ) -> Pod:
+        """The pod `container_id` goes into (booted now for a sandbox or single container)."""
+        if where.role is Role.CONTAINER:
+            return await self._join(where.sandbox_id, container_id)
+        if where.sandbox_id in self._pods:
+            raise AlreadyExists(f"sandbox {where.sandbox_id} already exists in this shim")
+        pod = Pod(where.sandbox_id, self._factory(where.sandbox_id, config), self._tuning)
+        pod.containers.add(container_id)
+        self._pods[pod.id] = pod
+        try:
+            await pod.boot(hostname)
+        except BaseException:
+            if self._pods.get(pod.id) is pod:
+                del self._pods[pod.id]
+            raise
+        pod.watch(self._on_death, self._on_oom)
+        return pod
+
+    async def _join(self, sandbox_id: str, container_id: str) -> Pod:
+        pod = self._pods.get(sandbox_id)
+        if pod is None:
+            raise NotFound(f"sandbox {sandbox_id} not found in this shim")
+        pod.containers.add(container_id)
+        if not await asyncio.shield(pod.ready) or pod.dead:
+            self.release(pod, container_id)
+            raise FailedPrecondition(f"sandbox {sandbox_id} is not running")
+        return pod
+
+    def release(self, pod: Pod, container_id: str) -> None:
+        """`container_id` left `pod`; tear the pod down (in the background) if it is empty."""
+        pod.containers.discard(container_id)
+        if pod.containers or not pod.ready.done():
+            return
+        if self._pods.get(pod.id) is pod:
+            del self._pods[pod.id]
+        task = pod.teardown()
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def wait_teardowns(self, timeout: float) -> None:
+        """Wait (bounded) for background teardowns; a straggler is logged, not cancelled."""
+        pending = set(self._teardowns)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        if late:
+            log.error("%d sandbox teardown(s) still running after %gs", len(late), timeout)
+
+    async def close(self, timeout: float) -> None:
+        """Tear every pod down (SIGTERM path) and wait, bounded."""
+        for pod in list(self._pods.values()):
+            del self._pods[pod.id]
+            task = pod.teardown()
+            self._teardowns.add(task)
+            task.add_done_callback(self._teardowns.discard)
+        await self.wait_teardowns(timeout)

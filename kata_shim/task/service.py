@@ -1,0 +1,335 @@
+"""containerd.task.v2.Task for VM sandboxes: validation, lookup and delegation.
+
+The 17 RPCs with containerd's semantics and error classes (contract §3.2):
+unknown ids → NotFound, wrong state → FailedPrecondition (from the process
+state machine), bad payloads → InvalidArgument, Checkpoint → Unimplemented.
+Behaviour lives in lifecycle.py / create.py / monitor.py; this class owns the
+task table and the pods. Rules: handlers never hold a lock across sandbox
+teardown; Connect and State are lock-free; every pid reported (tasks and
+execs alike) is the sandbox's pid (Kata: the hypervisor's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import empty_pb2
+
+from kata_shim import __version__
+from kata_shim.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
+from kata_shim.events.publisher import Publisher
+from kata_shim.process.process import Process, Stdio
+from kata_shim.process.states import Op, status_of
+from kata_shim.proto import agent_pb2, events_pb2, task_pb2, task_types_pb2
+from kata_shim.proto.task_ttrpc import TaskBase
+from kata_shim.task import lifecycle
+from kata_shim.task.containers import Container, TaskEnv, Topic
+from kata_shim.task.create import create_container
+from kata_shim.task.monitor import abort_pod_processes
+from kata_shim.task.pod import Pod
+from kata_shim.task.pods import PodRegistry, SandboxFactory
+from kata_shim.task.spec import (
+    config_path,
+    exec_process,
+    linux_resources,
+    load_bundle_spec,
+    placement,
+)
+from kata_shim.task.stats import stats_any
+from kata_shim.task.tuning import Tuning
+from kata_shim.ttrpc.service import RequestContext
+
+__all__ = ["TaskService"]
+
+log = logging.getLogger(__name__)
+
+EMPTY = empty_pb2.Empty()
+ConfigLoader = Callable[[str | None], Mapping[str, Any]]
+
+
+def _default_config_loader(path: str | None) -> Mapping[str, Any]:
+    return {}
+
+
+class TaskService(TaskBase):
+    """The shim's Task service; one instance per shim process (one pod)."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        publisher: Publisher,
+        sandbox_factory: SandboxFactory,
+        on_shutdown: Callable[[], None],
+        exit_fifo_dir: Path | None = None,
+        config_loader: ConfigLoader | None = None,
+        shim_pid: int | None = None,
+        tuning: Tuning | None = None,
+    ) -> None:
+        self.env = TaskEnv(namespace, publisher, tuning or Tuning(), exit_fifo_dir)
+        self._on_shutdown = on_shutdown
+        self._config_loader = config_loader or _default_config_loader
+        self._config: Mapping[str, Any] | None = None  # loaded once, at the first Create
+        self._shim_pid = shim_pid or os.getpid()
+        self._containers: dict[str, Container] = {}  # event loop, await-free mutations
+        self._creating: set[str] = set()  # ids whose Create is in flight
+        self._pods = PodRegistry(sandbox_factory, self.env.tuning, self._pod_died, self._oom)
+        self._shutdown_task: asyncio.Task[None] | None = None  # Shutdown's teardown-then-exit
+
+    # lookups ---------------------------------------------------------------------------
+    def _container(self, container_id: str) -> Container:
+        found = self._containers.get(container_id)
+        if found is None:
+            raise NotFound(f"task {container_id}: not found")
+        return found
+
+    def _process(self, container_id: str, exec_id: str) -> tuple[Container, Process]:
+        container = self._container(container_id)
+        return container, container.process(exec_id)
+
+    def _pod_died(self, pod: Pod) -> None:
+        abort_pod_processes(self.env, [c for c in self._containers.values() if c.pod is pod])
+
+    def _oom(self, container_id: str) -> None:
+        if container_id in self._containers:
+            self.env.publish(Topic.OOM, events_pb2.TaskOOM(container_id=container_id))
+
+    # create ----------------------------------------------------------------------------
+    async def Create(
+        self, ctx: RequestContext, request: task_pb2.CreateTaskRequest
+    ) -> task_pb2.CreateTaskResponse:
+        cid = request.id
+        if not cid:
+            raise InvalidArgument("task id must not be empty")
+        if cid in self._containers or cid in self._creating:
+            raise AlreadyExists(f"task {cid}: already exists")
+        self._creating.add(cid)
+        try:
+            container = await self._create(request)
+        finally:
+            self._creating.discard(cid)
+        return task_pb2.CreateTaskResponse(pid=container.pid)
+
+    async def _create(self, request: task_pb2.CreateTaskRequest) -> Container:
+        spec = load_bundle_spec(request.bundle)
+        config = self._load_config(request)
+        where = placement(request.id, spec.get("annotations") or {})
+        stdio = Stdio(request.stdin, request.stdout, request.stderr, request.terminal)
+        init = Process(request.id, "", request.id, stdio)
+        async with init.lock:  # the init's exit is queued after TaskCreate
+            pod = await self._pods.acquire(where, config, spec.get("hostname", ""), request.id)
+            try:
+                container = await create_container(self.env, request, spec, pod, init)
+            except BaseException:
+                self._pods.release(pod, request.id)
+                raise
+            self._containers[request.id] = container
+            self.env.publish(Topic.CREATE, self._create_event(request, container))
+        return container
+
+    def _load_config(self, request: task_pb2.CreateTaskRequest) -> Mapping[str, Any]:
+        if self._config is None:
+            options = request.options if request.HasField("options") else None
+            self._config = self._config_loader(config_path(options))
+        return self._config
+
+    @staticmethod
+    def _create_event(
+        request: task_pb2.CreateTaskRequest, container: Container
+    ) -> events_pb2.TaskCreate:
+        io = events_pb2.TaskIO(
+            stdin=request.stdin,
+            stdout=request.stdout,
+            stderr=request.stderr,
+            terminal=request.terminal,
+        )
+        return events_pb2.TaskCreate(
+            container_id=request.id,
+            bundle=request.bundle,
+            rootfs=request.rootfs,
+            io=io,
+            checkpoint=request.checkpoint,
+            pid=container.pid,
+        )
+
+    # process lifecycle -----------------------------------------------------------------
+    async def Start(
+        self, ctx: RequestContext, request: task_pb2.StartRequest
+    ) -> task_pb2.StartResponse:
+        container, process = self._process(request.id, request.exec_id)
+        if process.is_init:
+            pid = await lifecycle.start_init(self.env, container)
+        else:
+            pid = await lifecycle.start_exec(self.env, container, process)
+        return task_pb2.StartResponse(pid=pid)
+
+    async def Wait(
+        self, ctx: RequestContext, request: task_pb2.WaitRequest
+    ) -> task_pb2.WaitResponse:
+        _, process = self._process(request.id, request.exec_id)
+        record = await process.wait()
+        return task_pb2.WaitResponse(exit_status=record.status, exited_at=record.timestamp())
+
+    async def State(
+        self, ctx: RequestContext, request: task_pb2.StateRequest
+    ) -> task_pb2.StateResponse:
+        container, process = self._process(request.id, request.exec_id)
+        started = process.is_init or process.pumps is not None
+        reply = task_pb2.StateResponse(
+            id=container.id,
+            bundle=container.bundle,
+            pid=container.pid if started else 0,
+            status=status_of(container.reported_state(process)),  # type: ignore[arg-type]
+            stdin=process.stdio.stdin,
+            stdout=process.stdio.stdout,
+            stderr=process.stdio.stderr,
+            terminal=process.stdio.terminal,
+            exec_id=process.exec_id,
+        )
+        record = process.exit_record
+        if record is not None:
+            reply.exit_status = record.status
+            reply.exited_at.CopyFrom(record.timestamp())
+        return reply
+
+    async def Kill(self, ctx: RequestContext, request: task_pb2.KillRequest) -> empty_pb2.Empty:
+        container, process = self._process(request.id, request.exec_id)
+        await lifecycle.kill(self.env, container, process, request.signal, request.all)
+        return EMPTY
+
+    async def Delete(
+        self, ctx: RequestContext, request: task_pb2.DeleteRequest
+    ) -> task_pb2.DeleteResponse:
+        container, process = self._process(request.id, request.exec_id)
+        if not process.is_init:
+            return await lifecycle.delete_exec(container, process)
+        reply = await lifecycle.delete_init(self.env, container)
+        if self._containers.get(container.id) is container:
+            del self._containers[container.id]
+        self._pods.release(container.pod, container.id)
+        return reply
+
+    async def Exec(
+        self, ctx: RequestContext, request: task_pb2.ExecProcessRequest
+    ) -> empty_pb2.Empty:
+        container = self._container(request.id)
+        if not request.exec_id:
+            raise InvalidArgument("exec id must not be empty")
+        if request.exec_id in container.execs:
+            raise AlreadyExists(f"id {request.exec_id}")
+        container.init.check(Op.EXEC)
+        spec = exec_process(request.spec, request.terminal)
+        stdio = Stdio(request.stdin, request.stdout, request.stderr, spec.Terminal)
+        process = Process(container.id, request.exec_id, uuid.uuid4().hex, stdio)
+        process.spec = spec
+        container.execs[request.exec_id] = process
+        event = events_pb2.TaskExecAdded(container_id=container.id, exec_id=request.exec_id)
+        self.env.publish(Topic.EXEC_ADDED, event)
+        return EMPTY
+
+    # stdio -----------------------------------------------------------------------------
+    async def ResizePty(
+        self, ctx: RequestContext, request: task_pb2.ResizePtyRequest
+    ) -> empty_pb2.Empty:
+        container, process = self._process(request.id, request.exec_id)
+        await lifecycle.resize(self.env, container, process, request.width, request.height)
+        return EMPTY
+
+    async def CloseIO(
+        self, ctx: RequestContext, request: task_pb2.CloseIORequest
+    ) -> empty_pb2.Empty:
+        _, process = self._process(request.id, request.exec_id)
+        if request.stdin:
+            await lifecycle.close_io(self.env, process)
+        return EMPTY
+
+    # container-wide ----------------------------------------------------------------------
+    async def Pids(
+        self, ctx: RequestContext, request: task_pb2.PidsRequest
+    ) -> task_pb2.PidsResponse:
+        container = self._container(request.id)
+        return task_pb2.PidsResponse(processes=[task_types_pb2.ProcessInfo(pid=container.pid)])
+
+    async def Pause(self, ctx: RequestContext, request: task_pb2.PauseRequest) -> empty_pb2.Empty:
+        await lifecycle.pause(self.env, self._container(request.id))
+        return EMPTY
+
+    async def Resume(self, ctx: RequestContext, request: task_pb2.ResumeRequest) -> empty_pb2.Empty:
+        await lifecycle.resume(self.env, self._container(request.id))
+        return EMPTY
+
+    async def Update(
+        self, ctx: RequestContext, request: task_pb2.UpdateTaskRequest
+    ) -> empty_pb2.Empty:
+        container = self._container(request.id)
+        container.init.check(Op.UPDATE)
+        resources = linux_resources(request.resources)
+        update = agent_pb2.UpdateContainerRequest(container_id=container.id, resources=resources)
+        await container.pod.agent.UpdateContainer(update, timeout=self.env.tuning.agent_timeout)
+        return EMPTY
+
+    async def Stats(
+        self, ctx: RequestContext, request: task_pb2.StatsRequest
+    ) -> task_pb2.StatsResponse:
+        container = self._container(request.id)
+        query = agent_pb2.StatsContainerRequest(container_id=container.id)
+        reply = await container.pod.agent.StatsContainer(
+            query, timeout=self.env.tuning.agent_timeout
+        )
+        return task_pb2.StatsResponse(stats=stats_any(reply.cgroup_stats))
+
+    async def Checkpoint(
+        self, ctx: RequestContext, request: task_pb2.CheckpointTaskRequest
+    ) -> empty_pb2.Empty:
+        raise Unimplemented("checkpoint is not supported by this runtime")
+
+    # shim --------------------------------------------------------------------------------
+    async def Connect(
+        self, ctx: RequestContext, request: task_pb2.ConnectRequest
+    ) -> task_pb2.ConnectResponse:
+        container = self._containers.get(request.id)
+        return task_pb2.ConnectResponse(
+            shim_pid=self._shim_pid,
+            task_pid=container.pid if container is not None else 0,
+            version=__version__,
+        )
+
+    async def Shutdown(
+        self, ctx: RequestContext, request: task_pb2.ShutdownRequest
+    ) -> empty_pb2.Empty:
+        if self._containers or self._creating:
+            return EMPTY
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.get_running_loop().create_task(self._finish())
+        # shielded: containerd gives up after 3 s and closes the connection, which
+        # cancels this handler — the shim must still finish tearing down and exit.
+        await asyncio.shield(self._shutdown_task)
+        return EMPTY
+
+    async def _finish(self) -> None:
+        """Wait (bounded) for sandbox teardowns, then ask the caller to exit, once."""
+        await self._pods.wait_teardowns(self.env.tuning.teardown_timeout)
+        if self._containers or self._creating:  # a Create arrived meanwhile: keep serving
+            self._shutdown_task = None
+            return
+        self._on_shutdown()
+
+    async def close(self) -> None:
+        """Tear everything down (SIGTERM path): running processes exit 255, sandboxes stop."""
+        containers = list(self._containers.values())
+        for pod in self._pods:
+            pod.mark_dead("shim closing", logging.INFO)
+        monitors = {p.monitor for c in containers for p in c.processes() if p.monitor is not None}
+        if monitors:
+            _, late = await asyncio.wait(monitors, timeout=self.env.tuning.drain_abandon)
+            for monitor in late:
+                monitor.cancel()
+        await self._pods.close(self.env.tuning.teardown_timeout)
+        for container in containers:
+            await lifecycle.release_host(container)

@@ -1,0 +1,161 @@
+"""What the task service reads from containerd's requests: bundle spec, pod placement, options.
+
+* `load_bundle_spec` / `host_rootfs`: the bundle's config.json and its root path
+  (relative paths are relative to the bundle).
+* `placement`: sandbox, pod container or single container, from the CRI,
+  CRI-O and dockershim annotations.
+* `agent_spec`: the OCI JSON spec → `grpc.Spec` for CreateContainer, with the
+  guest rootfs path and the constraints a VM imposes (Kata's behaviour): host
+  hooks dropped, network and cgroup namespaces left to the sandbox, other
+  namespace paths emptied, the cgroups path chosen by the agent.
+* `exec_process` / `linux_resources` / `config_path`: the Any payloads.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.protobuf.message import DecodeError
+
+from kata_shim import oci
+from kata_shim.errors import InvalidArgument, NotFound
+from kata_shim.proto import oci_pb2, runtimeoptions_pb2
+
+__all__ = [
+    "Placement",
+    "Role",
+    "agent_spec",
+    "config_path",
+    "exec_process",
+    "host_rootfs",
+    "linux_resources",
+    "load_bundle_spec",
+    "placement",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Role(enum.Enum):
+    SANDBOX = "sandbox"  #: the pod's sandbox (pause) container: boots the VM
+    CONTAINER = "container"  #: a container of an existing pod: reuses its VM
+    SINGLE = "single"  #: no pod annotations: a VM of its own
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    role: Role
+    sandbox_id: str
+
+
+# (type annotation, sandbox-id annotation, value meaning "sandbox", value meaning "container")
+_POD_ANNOTATIONS = (
+    ("io.kubernetes.cri.container-type", "io.kubernetes.cri.sandbox-id", "sandbox", "container"),
+    ("io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID", "sandbox", "container"),
+    ("io.kubernetes.docker.type", "io.kubernetes.sandbox.id", "podsandbox", "container"),
+)
+
+
+def placement(container_id: str, annotations: Mapping[str, str]) -> Placement:
+    """Which sandbox a container belongs to, from its spec annotations."""
+    for type_key, id_key, sandbox_value, container_value in _POD_ANNOTATIONS:
+        kind = annotations.get(type_key)
+        if kind == sandbox_value:
+            return Placement(Role.SANDBOX, container_id)
+        if kind == container_value:
+            sandbox_id = annotations.get(id_key, "")
+            if not sandbox_id:
+                raise InvalidArgument(f"container {container_id}: {type_key} without {id_key}")
+            return Placement(Role.CONTAINER, sandbox_id)
+    return Placement(Role.SINGLE, container_id)
+
+
+def load_bundle_spec(bundle: str) -> dict[str, Any]:
+    """The bundle's config.json (NotFound if absent, InvalidArgument if not an object)."""
+    path = Path(bundle) / "config.json"
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotFound(f"bundle {bundle}: no config.json") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"bundle {bundle}: cannot read config.json: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise InvalidArgument(f"bundle {bundle}: config.json is not a JSON object")
+    return spec
+
+
+def host_rootfs(bundle: str, spec: Mapping[str, Any]) -> Path:
+    """The spec's root.path, relative to the bundle unless absolute."""
+    root = (spec.get("root") or {}).get("path") or "rootfs"
+    return Path(bundle) / root
+
+
+def agent_spec(spec: Mapping[str, Any], guest_root: str) -> oci_pb2.Spec:
+    """`spec` as the agent's grpc.Spec, rooted at `guest_root`, constrained for a guest."""
+    data = copy.deepcopy(dict(spec))
+    data["root"] = {**(data.get("root") or {}), "path": guest_root}
+    if data.pop("hooks", None):
+        log.warning("OCI hooks are not run by this shim; dropped from the guest spec")
+    linux = data.get("linux")
+    if isinstance(linux, dict):
+        linux.pop("cgroupsPath", None)
+        linux["namespaces"] = [
+            {"type": ns.get("type", "")}
+            for ns in linux.get("namespaces") or []
+            if ns.get("type") not in ("network", "cgroup")
+        ]
+    unknown: list[str] = []
+    message = oci.spec_from_json(data, unknown)
+    if unknown:
+        log.debug("spec keys the agent protocol cannot carry: %s", ", ".join(unknown))
+    return message
+
+
+def _json_payload(payload: AnyMessage, what: str) -> Any:
+    try:
+        return json.loads(payload.value)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what}: not valid JSON: {exc}") from exc
+
+
+def exec_process(payload: AnyMessage, terminal: bool) -> oci_pb2.Process:
+    """Exec's JSON OCI Process (containerd and iSulad alike) as grpc.Process."""
+    data = _json_payload(payload, "exec spec")
+    if not isinstance(data, dict) or not data.get("args"):
+        raise InvalidArgument("exec spec: a process with args is required")
+    process = oci.process_from_json(data)
+    process.Terminal = process.Terminal or terminal
+    return process
+
+
+def linux_resources(payload: AnyMessage) -> oci_pb2.LinuxResources:
+    """Update's JSON OCI LinuxResources as grpc.LinuxResources."""
+    data = _json_payload(payload, "update resources")
+    if not isinstance(data, dict):
+        raise InvalidArgument("update resources: a JSON object is required")
+    return oci.resources_from_json(data)
+
+
+_OPTION_TYPES = ("runtimeoptions.v1.Options", "cri.runtimeoptions.v1.Options")
+
+
+def config_path(options: AnyMessage | None) -> str | None:
+    """`config_path` of Create's runtime options (either Options type), if given."""
+    if options is None or not options.type_url:
+        return None
+    if options.type_url.rsplit("/", 1)[-1] not in _OPTION_TYPES:
+        return None
+    parsed = runtimeoptions_pb2.Options()
+    try:
+        parsed.ParseFromString(options.value)
+    except DecodeError as exc:
+        raise InvalidArgument(f"cannot decode runtime options: {exc}") from exc
+    return parsed.config_path or None

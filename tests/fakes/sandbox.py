@@ -1,0 +1,132 @@
+"""FakeSandbox: the Sandbox ABC over an in-process FakeAgent (no VM, no processes).
+
+`start` serves the fake agent on a unix socket in the sandbox's state dir;
+`crash()` makes `wait()` resolve (the VM died) and, by default, kills the
+agent's connections too; `stop` can be made slow (`stop_delay`) to check that
+nothing waits for teardown. `SandboxFarm` is a `sandbox_factory` for
+TaskService that builds one FakeSandbox (and FakeAgent) per sandbox id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kata_shim.errors import Unavailable
+from kata_shim.sandbox.base import Sandbox, SandboxSpec
+from kata_shim.ttrpc.client import Client
+from tests.fakes.agent import FakeAgent, Program, stop_all
+
+_PIDS = itertools.count(40000)
+GUEST_SHARE = "/run/kata-containers/shared/containers"
+
+
+class FakeSandbox(Sandbox):
+    backend = "fake"
+
+    def __init__(self, spec: SandboxSpec, agent: FakeAgent | None = None) -> None:
+        super().__init__(spec)
+        self.agent = agent or FakeAgent()
+        self.socket = spec.state_dir / "agent.sock"
+        self.events: list[str] = []
+        self.shared: dict[str, Path] = {}
+        self.clients: list[Client] = []
+        self.stop_delay = 0.0
+        self.fail_start: Exception | None = None
+        self._pid = 0
+        self._died: asyncio.Future[int] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def _died_future(self) -> asyncio.Future[int]:
+        if self._died is None:
+            self._died = asyncio.get_running_loop().create_future()
+        return self._died
+
+    async def start(self) -> None:
+        self.events.append("start")
+        if self.fail_start is not None:
+            raise self.fail_start
+        self.spec.state_dir.mkdir(parents=True, exist_ok=True)
+        await self.agent.serve(str(self.socket))
+        self._pid = next(_PIDS)
+
+    async def connect_agent(self) -> Client:
+        if self.agent.dead:
+            raise Unavailable("agent is dead")
+        client = await Client.connect_unix(str(self.socket), timeout=5)
+        self.clients.append(client)
+        return client
+
+    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
+        self.events.append(f"share {container_id}")
+        self.shared[container_id] = host_rootfs
+        return f"{GUEST_SHARE}/{container_id}/rootfs"
+
+    async def unshare_rootfs(self, container_id: str) -> None:
+        self.events.append(f"unshare {container_id}")
+        self.shared.pop(container_id, None)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._died_future())
+
+    def crash(self, status: int = 137, close_agent: bool = True) -> None:
+        """The VM died. With close_agent=False the agent connection stays (hung transport)."""
+        self.events.append("crash")
+        if close_agent:
+            self.agent.die()
+        if not self._died_future().done():
+            self._died_future().set_result(status)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self.events.append("stop")
+        await asyncio.sleep(self.stop_delay)
+        self.agent.die()
+        stop_all(self.agent)
+        if not self._died_future().done():
+            self._died_future().set_result(0)
+        self.events.append("stopped")
+
+    async def cleanup(self) -> None:
+        self.events.append("cleanup")
+        for client in self.clients:
+            client.close()
+        shutil.rmtree(self.spec.state_dir, ignore_errors=True)
+
+
+class SandboxFarm:
+    """A TaskService `sandbox_factory` building FakeSandboxes that share `programs`."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or Path(tempfile.mkdtemp(prefix="ks-fake-"))
+        self.programs: dict[str, Program] = {}
+        self.sandboxes: dict[str, FakeSandbox] = {}
+        self.configs: list[Mapping[str, Any]] = []
+        self.stop_delay = 0.0
+
+    def __call__(self, sandbox_id: str, config: Mapping[str, Any]) -> FakeSandbox:
+        self.configs.append(config)
+        state = self.root / f"{sandbox_id}-{len(self.configs)}"
+        sandbox = FakeSandbox(SandboxSpec(sandbox_id=sandbox_id, state_dir=state))
+        sandbox.agent.programs = self.programs
+        sandbox.stop_delay = self.stop_delay
+        self.sandboxes[sandbox_id] = sandbox
+        return sandbox
+
+    def agent(self, sandbox_id: str) -> FakeAgent:
+        return self.sandboxes[sandbox_id].agent
+
+    async def cleanup(self) -> None:
+        for sandbox in self.sandboxes.values():
+            for client in sandbox.clients:
+                client.close()
+                await client.wait_closed()
+            await sandbox.agent.shutdown()
+        shutil.rmtree(self.root, ignore_errors=True)
