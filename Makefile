@@ -3,7 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo proto proto-check lint typecheck bench wheel clean
+
+.PHONY: setup test demo demo-vm proto proto-check lint typecheck bench wheel clean
 
 setup:
 	scripts/dev.sh setup
@@ -13,6 +14,9 @@ test:
 
 demo:
 	scripts/dev.sh demo
+
+demo-vm:
+	scripts/dev.sh demo --vm
 
 proto:
 	$(PY) -m kata_shim.plugin.regen
@@ -30,6 +34,7 @@ typecheck:
 bench:
 	$(PY) bench/ttrpc_rate.py
 	$(PY) bench/copy_loop.py
+	$(PY) bench/vm_boot.py
 
 wheel:
 	$(PY) -m build --wheel --no-isolation --outdir dist .

@@ -38,6 +38,7 @@ setup(
         "console_scripts": [
             "protoc-gen-kata-ttrpc = kata_shim.plugin.protoc_gen_ttrpc:main",
             "kata-agent-py = kata_shim.guest.main:main",
+            "containerd-shim-kata-v2 = kata_shim.shim.main:main",
         ],
     },
     zip_safe=False,

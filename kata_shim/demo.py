@@ -1,86 +1,90 @@
 """The README's main job: `scripts/dev.sh demo` → `python -m kata_shim.demo`.
 
-Current stage (foundation): start a private containerd 1.6, subscribe with
-`ctr events`, and forward a `/tasks/exit` event to containerd's ttrpc socket with
-our own ttrpc client — proving our wire format against the real peer. Stops
-containerd by PID and removes its scratch directory, also on failure.
+Starts a private containerd 1.6, puts `containerd-shim-kata-v2` (this checkout)
+on its PATH and runs a busybox container through it:
+`ctr run --rm --runtime io.containerd.kata.v2 ... /bin/sh -c '...'`.
+By default the shim uses its embedded default configuration (the `local`
+sandbox: the agent runs on the host, no VM). `--vm` builds the guest image
+if needed and runs the container in a QEMU VM (TCG here), showing the guest
+kernel and QEMU's CPU model. containerd is stopped by PID and its scratch
+directory removed, also on failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
-import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from kata_shim.devenv.containerd import PrivateContainerd
-from kata_shim.events.envelope import make_forward_request
-from kata_shim.proto import events_pb2
-from kata_shim.proto.events_service_ttrpc import EventsClient
-from kata_shim.ttrpc.client import Client
+from kata_shim.devenv.shim import KataContainerd, install_shim
+from kata_shim.devenv.specs import shared_rootfs
+
+SCRIPT = "echo hello from kata-shim; uname -r; grep -m1 'model name' /proc/cpuinfo"
 
 
 def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-async def forward_exit(ttrpc_address: str, container_id: str) -> float:
-    """Forward one TaskExit over ttrpc; return the round-trip time in seconds."""
-    event = events_pb2.TaskExit(container_id=container_id, id=container_id, pid=1, exit_status=0)
-    event.exited_at.GetCurrentTime()
-    client = await Client.connect_unix(ttrpc_address, timeout=5)
-    try:
-        started = time.perf_counter()
-        await EventsClient(client).Forward(
-            make_forward_request("default", "/tasks/exit", event), timeout=5
-        )
-        return time.perf_counter() - started
-    finally:
-        client.close()
-        await client.wait_closed()
+def vm_config(work: Path, image_dir: Path) -> Path:
+    """A configuration.toml selecting the QEMU backend with the built guest image."""
+    from kata_shim.image.builder import build
+
+    say(f"guest image: {image_dir} (built if missing or stale)")
+    build(image_dir)
+    config = work / "configuration.toml"
+    config.write_text(
+        "[hypervisor.qemu]\n"
+        f'kernel = "{image_dir}/vmlinux"\n'
+        f'initrd = "{image_dir}/kata-shim-initrd.img"\n'
+        'machine_type = "microvm"\naccel = "auto"\ndefault_memory = 512\n\n'
+        "[agent.kata]\ndial_timeout = 120\n"
+    )
+    return config
 
 
-def read_event_line(events: subprocess.Popen[bytes], needle: str, timeout: float) -> str:
-    """Return the first `ctr events` line containing `needle`."""
-    assert events.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = events.stdout.readline().decode(errors="replace").strip()
-        if needle in line:
-            return line
-    raise TimeoutError(f"ctr events did not show {needle!r} within {timeout}s")
-
-
-def run(keep: bool) -> int:
-    ctd = PrivateContainerd()
+def run(vm: bool, image_dir: Path, keep: bool) -> int:
+    work = Path(tempfile.mkdtemp(prefix="ksdemo-", dir="/tmp"))
+    env = {"KATA_CONF_FILE": str(vm_config(work, image_dir))} if vm else {}
+    ctd = KataContainerd(str(work / "ctd"), env=env)
     say(f"starting a private containerd under {ctd.work}")
     try:
         ctd.start()
-        version = ctd.ctr("version").stdout.decode().split("Server:")[-1].split()
-        say(f"containerd up (pid {ctd.pid}, server {' '.join(version[:2])})")
-        events = ctd.popen_ctr("events")
-        time.sleep(1.0)
-        rtt = asyncio.run(forward_exit(ctd.ttrpc_address, "kata-shim-demo"))
-        say(f"forwarded /tasks/exit over our ttrpc client in {rtt * 1000:.1f} ms")
-        line = read_event_line(events, "kata-shim-demo", timeout=10)
-        events.kill()
-        events.communicate()
-        say(f"ctr events shows: {line}")
+        install_shim(ctd.bin_dir)
+        say(f"containerd pid {ctd.pid}; runtime io.containerd.kata.v2 → {ctd.bin_dir}")
+        mode = "a QEMU VM (guest image)" if vm else "the local sandbox (embedded default config)"
+        say(f"ctr run --rm --runtime io.containerd.kata.v2 busybox: {SCRIPT!r} in {mode}")
+        started = time.monotonic()
+        result = ctd.ctr(
+            "run", "--rm", "--runtime", "io.containerd.kata.v2", "--fifo-dir", str(ctd.fifo_dir),
+            "--rootfs", "--env", "PATH=/bin:/usr/bin", str(shared_rootfs()),
+            "kata-shim-demo", "/bin/sh", "-c", SCRIPT, timeout=300, check=False,
+        )  # fmt: skip
+        for line in result.stdout.decode(errors="replace").splitlines():
+            print(f"    {line}")
+        if result.returncode != 0:
+            error = result.stderr.decode(errors="replace").strip()
+            say(f"ctr failed ({result.returncode}): {error}")
+            return result.returncode or 1
+        say(f"container exited 0 after {time.monotonic() - started:.2f} s")
         return 0
     finally:
         ctd.stop()
         if not keep:
-            shutil.rmtree(ctd.work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
         say("containerd stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kata-shim-demo", description=__doc__)
-    parser.add_argument("--keep", action="store_true", help="keep containerd's scratch dir")
+    parser.add_argument("--vm", action="store_true", help="run the container in a QEMU VM")
+    parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kata"))
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
-    return run(args.keep)
+    return run(args.vm, args.image_dir, args.keep)
 
 
 if __name__ == "__main__":

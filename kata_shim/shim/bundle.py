@@ -17,7 +17,6 @@ import select
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 __all__ = ["POD_ANNOTATIONS", "BundleError", "Placement", "read_options", "sandbox_of", "spec_of"]
 
@@ -34,11 +33,18 @@ class BundleError(RuntimeError):
     """The bundle is unusable (no or bad config.json, contradictory annotations)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Placement:
-    sandbox_id: str
-    #: True for a container joining an existing pod: its shim is the sandbox's
-    pod_container: bool
+    """Which sandbox a task belongs to (a plain class: `typing`/`dataclasses` cost ms here)."""
+
+    __slots__ = ("pod_container", "sandbox_id")
+
+    def __init__(self, sandbox_id: str, pod_container: bool) -> None:
+        self.sandbox_id = sandbox_id
+        #: True for a container joining an existing pod: its shim is the sandbox's
+        self.pod_container = pod_container
+
+    def __repr__(self) -> str:
+        return f"Placement({self.sandbox_id!r}, pod_container={self.pod_container})"
 
 
 def spec_of(bundle: str) -> dict[str, object]:

@@ -150,7 +150,7 @@ def _unmount_rootfs(bundle: str) -> None:
 
 def delete(flags: Flags) -> bytes:
     """Run the cleanup (errors become notes); return the DeleteResponse bytes."""
-    bundle = flags.bundle or os.getcwd()
+    bundle = os.path.abspath(flags.bundle or os.getcwd())
     sandbox_id, pod_container = _placement(bundle, flags.id)
     if not pod_container and not _shim_still_serving(bundle, flags.id):
         _clean_state_dir(Path(_state_root(bundle)) / sandbox_id)

@@ -45,7 +45,7 @@ def _catch_early_signals() -> list[int]:
 
 def run_serve(flags: Flags) -> int:
     """Run the daemon until Shutdown or a signal; return the exit status."""
-    bundle = flags.bundle or os.getcwd()
+    bundle = os.path.abspath(flags.bundle or os.getcwd())
     if flags.bundle:
         os.chdir(bundle)
     _detach_stdout()

@@ -123,9 +123,8 @@ def _close_inherited_fds(keep: int) -> None:
                 os.set_inheritable(fd, False)
 
 
-def spawn_daemon(flags: Flags, listener: socket.socket) -> int:
-    """Start the daemon (listener as fd 3, new session, stdio /dev/null); return its pid."""
-    argv = daemon_argv(flags)
+def spawn_daemon(argv: list[str], listener: socket.socket) -> int:
+    """Start `argv` (listener as fd 3, new session, stdio /dev/null); return its pid."""
     listen_fd = listener.fileno()
     _close_inherited_fds(listen_fd)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -175,7 +174,7 @@ def _abandon(pid: int, path: str) -> None:
 
 def start(flags: Flags) -> str:
     """Run the start action; return the address to print."""
-    bundle = flags.bundle or os.getcwd()
+    bundle = os.path.abspath(flags.bundle or os.getcwd())
     options = read_options(0)
     where = sandbox_of(flags.id, annotations_of(spec_of(bundle)))
     if options:
@@ -190,9 +189,10 @@ def start(flags: Flags) -> str:
         _write_files(bundle, address, running)
         return address
     try:
+        argv = daemon_argv(flags)  # before chdir: argv[0] may be relative
         if flags.bundle:
             os.chdir(bundle)  # the daemon's cwd is the bundle
-        pid = spawn_daemon(flags, listener)
+        pid = spawn_daemon(argv, listener)
     except BaseException:
         os.unlink(path)
         raise
