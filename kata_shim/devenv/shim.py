@@ -80,14 +80,16 @@ def write_config(
     *,
     state_dir: Path,
     hypervisor: str = "local",
+    hypervisor_keys: Mapping[str, str] | None = None,
     debug: bool = False,
     extra: str = "",
 ) -> Path:
     """A configuration.toml selecting `hypervisor` with sandboxes under `state_dir`."""
     flag = "true" if debug else "false"
+    keys = "".join(f'{key} = "{value}"\n' for key, value in (hypervisor_keys or {}).items())
     path.write_text(
-        f"[hypervisor.{hypervisor}]\nenable_debug = {flag}\n\n"
-        f"[agent.kata]\ndial_timeout = 30\n\n"
+        f"[hypervisor.{hypervisor}]\nenable_debug = {flag}\n{keys}\n"
+        f"[agent.kata]\ndial_timeout = 60\n\n"
         f'[runtime]\nenable_debug = {flag}\nstate_dir = "{state_dir}"\n{extra}'
     )
     return path
@@ -147,11 +149,22 @@ class KataRig:
     leftover processes (by pid), shim sockets, mounts and the directory.
     """
 
-    def __init__(self, *, debug: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        debug: bool = False,
+        hypervisor: str = "local",
+        hypervisor_keys: Mapping[str, str] | None = None,
+    ) -> None:
         self.marker = f"ks{os.getpid()}{secrets.token_hex(3)}"
         self.work = Path(tempfile.mkdtemp(prefix=f"{self.marker}-", dir="/tmp"))
         self.state_dir = self.work / "sbs"
-        self.config = write_config(self.work / "configuration.toml", state_dir=self.state_dir)
+        self.config = write_config(
+            self.work / "configuration.toml",
+            state_dir=self.state_dir,
+            hypervisor=hypervisor,
+            hypervisor_keys=hypervisor_keys,
+        )
         self.containerd = KataContainerd(
             str(self.work / "ctd"), env={"KATA_CONF_FILE": str(self.config)}, debug=debug
         )
