@@ -74,11 +74,14 @@ class Client:
 
     @classmethod
     async def from_socket(cls, sock: socket.socket) -> Client:
-        """Use an already connected stream socket (ownership passes to the client)."""
+        """Use an already connected stream socket, unix or vsock (the client takes ownership)."""
         client = cls()
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        await loop.create_unix_connection(lambda: _ClientProtocol(client), sock=sock)
+        if sock.family == socket.AF_UNIX:
+            await loop.create_unix_connection(lambda: _ClientProtocol(client), sock=sock)
+        else:
+            await loop.create_connection(lambda: _ClientProtocol(client), sock=sock)
         return client
 
     # state --------------------------------------------------------------------

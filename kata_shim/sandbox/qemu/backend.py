@@ -24,9 +24,16 @@ from kata_shim.devenv.vm import host_tsc_khz
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
 from kata_shim.proto import health_pb2
 from kata_shim.proto.health_ttrpc import HealthClient
+from kata_shim.sandbox import vsock
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.qemu.accel import choose_accel
-from kata_shim.sandbox.qemu.cmdline import QemuConfig, SandboxPaths, build_command
+from kata_shim.sandbox.qemu.cmdline import (
+    AGENT_VSOCK_PORT,
+    QemuConfig,
+    SandboxPaths,
+    VsockChannel,
+    build_command,
+)
 from kata_shim.ttrpc.client import Client
 
 __all__ = ["GUEST_SHARED", "QemuSandbox"]
@@ -50,6 +57,20 @@ class QemuSandbox(Sandbox):
         )
         self._proc: asyncio.subprocess.Process | None = None
         self.accel = ""
+        self.vsock: VsockChannel | None = None  # set when the agent channel is vhost-vsock
+
+    def _claim_channel(self) -> None:
+        """vhost-vsock when configured (or `auto` and the host has it), else virtio-serial."""
+        wanted = self.config.agent_channel
+        if wanted == "vsock" or (wanted == "auto" and vsock.vhost_vsock_available()):
+            fd, cid = vsock.allocate_guest_cid()
+            self.vsock = VsockChannel(fd, cid)
+            log.info("sandbox %s: agent over vhost-vsock, guest CID %d", self.spec.sandbox_id, cid)
+
+    def _release_channel(self) -> None:
+        if self.vsock is not None:
+            os.close(self.vsock.vhost_fd)
+            self.vsock = None
 
     @property
     def pid(self) -> int:
@@ -62,7 +83,8 @@ class QemuSandbox(Sandbox):
     async def start(self) -> None:
         self.paths.share.mkdir(parents=True, exist_ok=True)
         self.accel = choose_accel(self.config.accel)
-        argv = build_command(self.config, self.paths, self.accel, host_tsc_khz())
+        self._claim_channel()
+        argv = build_command(self.config, self.paths, self.accel, host_tsc_khz(), self.vsock)
         log.info("sandbox %s: starting %s", self.spec.sandbox_id, " ".join(argv))
         with open(self.spec.state_dir / "qemu.log", "ab") as qemu_log:
             self._proc = await asyncio.create_subprocess_exec(
@@ -71,6 +93,7 @@ class QemuSandbox(Sandbox):
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=qemu_log,
                 start_new_session=True,
+                pass_fds=(self.vsock.vhost_fd,) if self.vsock is not None else (),
             )
         try:
             await self._check_qmp()
@@ -130,7 +153,16 @@ class QemuSandbox(Sandbox):
         )
 
     async def _dial(self) -> Client:
-        client = await Client.connect_unix(str(self.paths.agent), timeout=2)
+        if self.vsock is not None:
+            from kata_shim.native import vsock as native_vsock
+
+            loop = asyncio.get_running_loop()
+            sock = await loop.run_in_executor(
+                None, native_vsock.connect, self.vsock.cid, AGENT_VSOCK_PORT, 2.0
+            )
+            client = await Client.from_socket(sock)
+        else:
+            client = await Client.connect_unix(str(self.paths.agent), timeout=2)
         try:
             await HealthClient(client).Check(health_pb2.CheckRequest(), timeout=2)
         except BaseException:
@@ -169,6 +201,7 @@ class QemuSandbox(Sandbox):
 
     async def cleanup(self) -> None:
         await self.stop(timeout=5)
+        self._release_channel()
         if self.paths.share.is_dir():
             for entry in self.paths.share.iterdir():
                 await self.unshare_rootfs(entry.name)

@@ -16,7 +16,7 @@ from typing import Any
 
 from kata_shim.errors import InvalidArgument
 
-__all__ = ["QemuConfig", "SandboxPaths", "build_command"]
+__all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command"]
 
 SHARE_TAG = "kataShared"
 AGENT_PORT = "agent.channel.0"
@@ -33,6 +33,7 @@ class QemuConfig:
     kernel_params: str = ""
     accel: str = "auto"
     shared_fs: str = "virtio-9p"
+    agent_channel: str = "auto"  # auto (vsock when /dev/vhost-vsock exists), vsock, virtio-serial
     enable_debug: bool = False
 
     @classmethod
@@ -42,6 +43,10 @@ class QemuConfig:
         config = cls(**values)
         if config.machine_type not in ("microvm", "pc", "q35"):
             raise InvalidArgument(f"machine_type {config.machine_type!r}: use microvm, pc or q35")
+        if config.agent_channel not in ("auto", "vsock", "virtio-serial"):
+            raise InvalidArgument(
+                f"agent_channel {config.agent_channel!r}: use auto, vsock or virtio-serial"
+            )
         if config.shared_fs not in ("virtio-9p", "none"):
             raise InvalidArgument(f"shared_fs {config.shared_fs!r}: use virtio-9p or none")
         if config.default_memory < 128 or config.default_vcpus < 1:
@@ -57,16 +62,36 @@ class SandboxPaths:
     share: Path
 
 
-def _devices(config: QemuConfig, paths: SandboxPaths) -> list[str]:
-    mmio = config.machine_type == "microvm"
+AGENT_VSOCK_PORT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class VsockChannel:
+    """A claimed vhost-vsock guest CID and the open vhost fd QEMU inherits."""
+
+    vhost_fd: int
+    cid: int
+
+
+def _agent_devices(mmio: bool, paths: SandboxPaths, vsock: VsockChannel | None) -> list[str]:
+    if vsock is not None:
+        device = "vhost-vsock-device" if mmio else "vhost-vsock-pci"
+        return ["-device", f"{device},guest-cid={vsock.cid},vhostfd={vsock.vhost_fd}"]
     serial_bus = "virtio-serial-device" if mmio else "virtio-serial-pci"
-    args = [
+    return [
         "-chardev",
         f"socket,id=agent,path={paths.agent},server=on,wait=off",
         "-device",
         serial_bus,
         "-device",
         f"virtserialport,chardev=agent,name={AGENT_PORT}",
+    ]
+
+
+def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None) -> list[str]:
+    mmio = config.machine_type == "microvm"
+    args = [
+        *_agent_devices(mmio, paths, vsock),
         "-device",
         "virtio-rng-device" if mmio else "virtio-rng-pci",
     ]
@@ -81,8 +106,11 @@ def _devices(config: QemuConfig, paths: SandboxPaths) -> list[str]:
     return args
 
 
-def kernel_command_line(config: QemuConfig, accel: str, tsc_khz: int) -> str:
-    params = ["console=ttyS0", "panic=-1", f"kata_shim.agent=vport:{AGENT_PORT}"]
+def kernel_command_line(
+    config: QemuConfig, accel: str, tsc_khz: int, *, vsock: bool = False
+) -> str:
+    agent = f"vsock:{AGENT_VSOCK_PORT}" if vsock else f"vport:{AGENT_PORT}"
+    params = ["console=ttyS0", "panic=-1", f"kata_shim.agent={agent}"]
     if not config.enable_debug:
         params.append("quiet")
     if config.shared_fs == "virtio-9p":
@@ -92,7 +120,13 @@ def kernel_command_line(config: QemuConfig, accel: str, tsc_khz: int) -> str:
     return " ".join([*params, config.kernel_params]).strip()
 
 
-def build_command(config: QemuConfig, paths: SandboxPaths, accel: str, tsc_khz: int) -> list[str]:
+def build_command(
+    config: QemuConfig,
+    paths: SandboxPaths,
+    accel: str,
+    tsc_khz: int,
+    vsock: VsockChannel | None = None,
+) -> list[str]:
     cpu = ["-cpu", "host"] if accel == "kvm" else []  # TCG: QEMU's default model boots fastest
     return [
         config.path,
@@ -120,6 +154,6 @@ def build_command(config: QemuConfig, paths: SandboxPaths, accel: str, tsc_khz: 
         "-initrd",
         config.initrd,
         "-append",
-        kernel_command_line(config, accel, tsc_khz),
-        *_devices(config, paths),
+        kernel_command_line(config, accel, tsc_khz, vsock=vsock is not None),
+        *_devices(config, paths, vsock),
     ]
