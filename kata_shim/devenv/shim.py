@@ -82,6 +82,7 @@ def write_config(
     hypervisor: str = "local",
     hypervisor_keys: Mapping[str, str] | None = None,
     debug: bool = False,
+    dial_timeout: int = 30,
     extra: str = "",
 ) -> Path:
     """A configuration.toml selecting `hypervisor` with sandboxes under `state_dir`."""
@@ -89,7 +90,7 @@ def write_config(
     keys = "".join(f'{key} = "{value}"\n' for key, value in (hypervisor_keys or {}).items())
     path.write_text(
         f"[hypervisor.{hypervisor}]\nenable_debug = {flag}\n{keys}\n"
-        f"[agent.kata]\ndial_timeout = 60\n\n"
+        f"[agent.kata]\ndial_timeout = {dial_timeout}\n\n"
         f'[runtime]\nenable_debug = {flag}\nstate_dir = "{state_dir}"\n{extra}'
     )
     return path
@@ -164,6 +165,7 @@ class KataRig:
             state_dir=self.state_dir,
             hypervisor=hypervisor,
             hypervisor_keys=hypervisor_keys,
+            dial_timeout=30 if hypervisor == "local" else 120,  # VMs boot slowly under TCG
         )
         self.containerd = KataContainerd(
             str(self.work / "ctd"), env={"KATA_CONF_FILE": str(self.config)}, debug=debug
