@@ -1,51 +1,73 @@
 """cffi (API mode) build of kata_shim._native from csrc/native.c.
 
-Used by setup.py (`cffi_modules=["csrc/build_native.py:ffibuilder"]`); run
-directly (`python csrc/build_native.py` from the repo root) to build the module
-in place for development.
+Two ways in:
+* setup.py: `cffi_modules=["csrc/build_native.py:ffibuilder"]` runs this file with the
+  repository (or unpacked sdist) as the working directory; the sources are given relative
+  to it, as setuptools wants. Used by `pip install -e . --no-build-isolation` and by
+  `python -m build --wheel --no-isolation`.
+* In place, for development (from any directory):
+      .venv/bin/python csrc/build_native.py
+  compiles in build/cffi-inplace/ and moves kata_shim/_native*.so next to the sources.
+The cdef repeats csrc/native.h (cffi cannot parse preprocessor directives).
 """
 
+from __future__ import annotations
+
+import os
+import sys
 from pathlib import Path
 
 from cffi import FFI
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = "kata_shim._native"
+CDEF = """
+int ks_epoll_create(int cloexec);
+int ks_epoll_ctl(int epfd, int op, int fd, uint32_t events);
+int ks_epoll_wait(int epfd, int *fds, uint32_t *events, int maxevents, int timeout_ms);
+int ks_poll_one(int fd, int events, int timeout_ms);
+int ks_vsock_connect_start(uint32_t cid, uint32_t port);
+int ks_vsock_connect_finish(int fd);
+int ks_vsock_listen(uint32_t cid, uint32_t port, int backlog);
+int ks_vsock_accept(int fd, uint32_t *peer_cid, uint32_t *peer_port);
+"""
 
-ffibuilder = FFI()
-ffibuilder.cdef(
-    """
-    int ks_epoll_create(int cloexec);
-    int ks_epoll_ctl(int epfd, int op, int fd, uint32_t events);
-    int ks_epoll_wait(int epfd, int *fds, uint32_t *events, int maxevents, int timeout_ms);
-    int ks_vsock_connect(uint32_t cid, uint32_t port, int timeout_ms);
-    int ks_vsock_listen(uint32_t cid, uint32_t port, int backlog);
-    int ks_vsock_accept(int fd, int timeout_ms, uint32_t *peer_cid, uint32_t *peer_port);
-    """
-)
 
-
-def configure(root: str = "") -> None:
-    """Declare the module; `root` prefixes the source paths (setup.py runs from the repo)."""
-    prefix = f"{root}/" if root else ""
-    ffibuilder.set_source(
-        "kata_shim._native",
+def make_builder(absolute: bool) -> FFI:
+    """The FFI builder; source paths absolute (in-place build) or relative to the cwd."""
+    csrc = ROOT / "csrc"
+    if not absolute:
+        csrc = Path(os.path.relpath(csrc))
+    builder = FFI()
+    builder.cdef(CDEF)
+    builder.set_source(
+        MODULE,
         '#include "native.h"',
-        sources=[f"{prefix}csrc/native.c"],
-        include_dirs=[f"{prefix}csrc"],
+        sources=[str(csrc / "native.c")],
+        include_dirs=[str(csrc)],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
     )
+    return builder
 
 
-# setup.py imports this module from the repo root and wants relative paths;
-# run as a script, ffi.compile() changes directory, so paths must be absolute.
-configure(str(HERE.parent) if __name__ == "__main__" else "")
+def build_in_place() -> list[Path]:
+    """Compile into build/cffi-inplace, then move the module into kata_shim/ (over stale ones)."""
+    tmpdir = ROOT / "build" / "cffi-inplace"
+    # cffi's C targets the limited API, and setup.py names the module .abi3.so: do the same,
+    # or a stale in-place build would shadow a newer setup.py one (or the other way round)
+    name = "_native.abi3.so"
+    builder = make_builder(absolute=True)
+    built = Path(builder.compile(tmpdir=str(tmpdir), target=name, verbose=False))
+    target = ROOT / "kata_shim" / name
+    for stale in target.parent.glob("_native.*so"):
+        if stale.name != name:
+            stale.unlink()
+    built.replace(target)
+    return [target]
+
+
+ffibuilder = make_builder(absolute=False)
 
 if __name__ == "__main__":
-    import os
-
-    os.chdir(HERE.parent)
-    ffibuilder.compile(tmpdir="build/cffi", verbose=False)
-    built = sorted(Path("build/cffi/kata_shim").glob("_native*.so"))
-    for so in built:
-        so.replace(Path("kata_shim") / so.name)
-    print("built", [str(Path("kata_shim") / so.name) for so in built])
+    for path in build_in_place():
+        print(f"built {path}", file=sys.stderr)

@@ -1,9 +1,13 @@
-/* kata-shim native helpers: epoll and AF_VSOCK with timeouts.
- * Small and syscall-shaped on purpose: policy lives in Python. */
+/* kata-shim native helpers: epoll, poll and AF_VSOCK, one syscall-shaped step each.
+ *
+ * Small on purpose: policy (validation, deadlines, EINTR retries, socket objects)
+ * lives in the kata_shim.native wrappers, which have a pure-Python twin for every function
+ * here. Conventions in native.h: >= 0 on success, -errno on failure, CLOEXEC fds. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -27,24 +31,33 @@ int ks_epoll_ctl(int epfd, int op, int fd, uint32_t events)
     return epoll_ctl(epfd, op, fd, &ev) < 0 ? -errno : 0;
 }
 
+/* One epoll_wait(2) into the caller's parallel arrays (fds[i], events[i]). */
 int ks_epoll_wait(int epfd, int *fds, uint32_t *events, int maxevents, int timeout_ms)
 {
-    struct epoll_event evs[256];
-    int n;
+    struct epoll_event *evs;
+    int n, err;
     if (maxevents <= 0)
         return -EINVAL;
-    if (maxevents > 256)
-        maxevents = 256;
-    do {
-        n = epoll_wait(epfd, evs, maxevents, timeout_ms);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
+    evs = calloc((size_t)maxevents, sizeof(*evs));
+    if (evs == NULL)
+        return -ENOMEM;
+    n = epoll_wait(epfd, evs, maxevents, timeout_ms);
+    err = errno;
     for (int i = 0; i < n; i++) {
         fds[i] = evs[i].data.fd;
         events[i] = evs[i].events;
     }
-    return n;
+    free(evs);
+    return n < 0 ? -err : n;
+}
+
+int ks_poll_one(int fd, int events, int timeout_ms)
+{
+    struct pollfd p = { .fd = fd, .events = (short)events, .revents = 0 };
+    int n = poll(&p, 1, timeout_ms);
+    if (n < 0)
+        return -errno;
+    return n == 0 ? -ETIMEDOUT : p.revents;
 }
 
 static void vsock_addr(struct sockaddr_vm *addr, uint32_t cid, uint32_t port)
@@ -55,54 +68,42 @@ static void vsock_addr(struct sockaddr_vm *addr, uint32_t cid, uint32_t port)
     addr->svm_port = port;
 }
 
-/* Wait until fd is ready for `events` within timeout_ms (-1 = forever). */
-static int wait_ready(int fd, short events, int timeout_ms)
-{
-    struct pollfd p = { .fd = fd, .events = events };
-    int n;
-    do {
-        n = poll(&p, 1, timeout_ms);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
-    return n == 0 ? -ETIMEDOUT : 0;
-}
-
-int ks_vsock_connect(uint32_t cid, uint32_t port, int timeout_ms)
+/* A non-blocking socket whose connect is done or in progress (EINPROGRESS/EINTR). */
+int ks_vsock_connect_start(uint32_t cid, uint32_t port)
 {
     struct sockaddr_vm addr;
-    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int rc = 0, soerr = 0;
-    socklen_t len = sizeof(soerr);
+    int rc, fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
     vsock_addr(&addr, cid, port);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        if (errno != EINPROGRESS) {
-            rc = -errno;
-            goto fail;
-        }
-        rc = wait_ready(fd, POLLOUT, timeout_ms);
-        if (rc < 0)
-            goto fail;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0 || soerr) {
-            rc = soerr ? -soerr : -errno;
-            goto fail;
-        }
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 && errno != EINPROGRESS &&
+        errno != EINTR) {
+        rc = -errno;
+        close(fd);
+        return rc;
     }
-    /* hand back a blocking fd; callers set their own mode */
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     return fd;
-fail:
-    close(fd);
-    return rc;
+}
+
+/* After poll said writable: the connect's outcome (SO_ERROR); on success fd turns blocking. */
+int ks_vsock_connect_finish(int fd)
+{
+    int soerr = 0, flags;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        return -errno;
+    if (soerr)
+        return -soerr;
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
 }
 
 int ks_vsock_listen(uint32_t cid, uint32_t port, int backlog)
 {
     struct sockaddr_vm addr;
-    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int rc;
+    int rc, fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     vsock_addr(&addr, cid, port);
@@ -114,16 +115,14 @@ int ks_vsock_listen(uint32_t cid, uint32_t port, int backlog)
     return fd;
 }
 
-int ks_vsock_accept(int fd, int timeout_ms, uint32_t *peer_cid, uint32_t *peer_port)
+/* One accept4(2): a blocking CLOEXEC fd plus the peer's address. */
+int ks_vsock_accept(int fd, uint32_t *peer_cid, uint32_t *peer_port)
 {
     struct sockaddr_vm addr;
     socklen_t len = sizeof(addr);
-    int conn, rc = wait_ready(fd, POLLIN, timeout_ms);
-    if (rc < 0)
-        return rc;
-    do {
-        conn = accept4(fd, (struct sockaddr *)&addr, &len, SOCK_CLOEXEC);
-    } while (conn < 0 && errno == EINTR);
+    int conn;
+    memset(&addr, 0, sizeof(addr));
+    conn = accept4(fd, (struct sockaddr *)&addr, &len, SOCK_CLOEXEC);
     if (conn < 0)
         return -errno;
     *peer_cid = addr.svm_cid;

@@ -1,16 +1,26 @@
-/* kata-shim native helpers (cffi API mode module kata_shim._native).
- * Every function returns >= 0 on success and -errno on failure; the Python
- * wrappers in kata_shim/native/ turn that into OSError. All fds are CLOEXEC. */
+/* kata-shim native helpers: the C side of the cffi API-mode module kata_shim._native.
+ *
+ * Every function is one syscall-shaped step and returns >= 0 on success or -errno on
+ * failure (thread-safe: no errno handoff); the Python wrappers in kata_shim/native/ turn
+ * that into OSError and own all policy: argument validation, timeouts as deadlines, and
+ * EINTR (returned, never retried here, so Python signal handlers run between steps).
+ * Every fd created here is CLOEXEC. build_native.py repeats these prototypes for cdef. */
 #ifndef KATA_SHIM_NATIVE_H
 #define KATA_SHIM_NATIVE_H
 #include <stdint.h>
 
+/* epoll */
 int ks_epoll_create(int cloexec);
 int ks_epoll_ctl(int epfd, int op, int fd, uint32_t events);
 int ks_epoll_wait(int epfd, int *fds, uint32_t *events, int maxevents, int timeout_ms);
 
-int ks_vsock_connect(uint32_t cid, uint32_t port, int timeout_ms);
+/* one poll(2) on one fd: revents (> 0), -ETIMEDOUT, or -errno (-EINTR included) */
+int ks_poll_one(int fd, int events, int timeout_ms);
+
+/* AF_VSOCK stream sockets */
+int ks_vsock_connect_start(uint32_t cid, uint32_t port);
+int ks_vsock_connect_finish(int fd);
 int ks_vsock_listen(uint32_t cid, uint32_t port, int backlog);
-int ks_vsock_accept(int fd, int timeout_ms, uint32_t *peer_cid, uint32_t *peer_port);
+int ks_vsock_accept(int fd, uint32_t *peer_cid, uint32_t *peer_port);
 
 #endif

@@ -1,187 +1,177 @@
-"""The Cython copy loop and its pure-Python fallback give the same results."""
+"""copy_fd: the Cython loop and its pure-Python twin give the same results on the same cases.
+
+Every case runs both implementations (`run_both`) and checks that they agree, then
+checks the expected result. Pairings cover the copy paths: splice from a non-pipe into a
+pipe (file→pipe, socket→pipe), read/write for every other pairing, and the read/write
+fallback when splice refuses the fds.
+"""
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
-import threading
-import time
+import signal
+from pathlib import Path
 
 import pytest
 
-from kata_shim import _fastio
-from kata_shim.io import copy
+from tests.io.endpoints import IMPLS, Impl, Sink, Source, run_both, transfer
 
-COPY = [_fastio.copy_fd, copy.py_copy_fd]
-WRITE = [_fastio.write_all, copy.py_write_all]
-READ = [_fastio.read_some, copy.py_read_some]
-DRAIN = [_fastio.drain_into, copy.py_drain_into]
+pytestmark = pytest.mark.timeout(120)
 
-pytestmark = pytest.mark.timeout(60)
-
-
-def feed_pipe(data: bytes, delay: float = 0.0) -> tuple[int, threading.Thread]:
-    """A pipe whose read end yields `data` then EOF (written by a thread)."""
-    r, w = os.pipe()
-
-    def writer() -> None:
-        if delay:
-            time.sleep(delay)
-        copy.py_write_all(w, data)
-        os.close(w)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    return r, thread
+PAIRINGS = [
+    ("pipe", "pipe"),  # read/write (splice measured slower with a pipe source)
+    ("file", "pipe"),  # splice into the pipe
+    ("socket", "pipe"),  # splice into the pipe
+    ("pipe", "file"),  # read/write
+    ("file", "file"),  # read/write
+    ("socket", "file"),  # read/write
+    ("file", "socket"),  # read/write
+    ("pipe", "append"),  # read/write into an O_APPEND file
+    ("file", "append"),  # read/write into an O_APPEND file
+]
 
 
-def collect_pipe() -> tuple[int, threading.Thread, bytearray]:
-    """A pipe whose read end is drained by a thread into the returned buffer."""
-    r, w = os.pipe()
-    out = bytearray()
-
-    def reader() -> None:
-        while chunk := os.read(r, 1 << 16):
-            out.extend(chunk)
-        os.close(r)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    return w, thread, out
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize("copy_fd", COPY)
-@pytest.mark.parametrize("size", [0, 1, 65535, 3 << 20])
-def test_pipe_to_pipe(copy_fd, size: int) -> None:
+@pytest.mark.parametrize(("src", "dst"), PAIRINGS)
+@pytest.mark.parametrize("size", [0, 1, 65537, 3 << 20])
+def test_pairings_copy_everything(src: str, dst: str, size: int, tmp_path: Path) -> None:
     data = os.urandom(size)
-    src, writer = feed_pipe(data)
-    dst, reader, out = collect_pipe()
-    assert copy_fd(src, dst) == size
-    os.close(dst)
-    writer.join()
-    reader.join()
-    os.close(src)
-    assert bytes(out) == data
+    assert run_both(lambda impl: transfer(impl, src, dst, data, tmp_path)) == (
+        "ok",
+        (size, data, b""),
+    )
 
 
-@pytest.mark.parametrize("copy_fd", COPY)
-def test_file_to_file_and_limit(copy_fd, tmp_path) -> None:
-    data = os.urandom(1 << 20)
-    (tmp_path / "in").write_bytes(data)
-    with open(tmp_path / "in", "rb") as src, open(tmp_path / "out", "wb") as dst:
-        assert copy_fd(src.fileno(), dst.fileno(), limit=1000) == 1000
-        assert copy_fd(src.fileno(), dst.fileno()) == len(data) - 1000
-    assert (tmp_path / "out").read_bytes() == data
+@pytest.mark.parametrize(("src", "dst"), PAIRINGS)
+@pytest.mark.parametrize("limit", [1, 4095, 100_000, 1 << 20])
+def test_limit_stops_early_and_leaves_the_rest(
+    src: str, dst: str, limit: int, tmp_path: Path
+) -> None:
+    data = os.urandom(1 << 20 | 123)
+    outcome = run_both(
+        lambda impl: transfer(impl, src, dst, data, tmp_path, limit=limit, bufsize=65536)
+    )
+    assert outcome == ("ok", (limit, data[:limit], data[limit:]))
 
 
-@pytest.mark.parametrize("copy_fd", COPY)
-def test_file_to_pipe_and_pipe_to_file(copy_fd, tmp_path) -> None:
-    data = os.urandom(200_000)
-    (tmp_path / "in").write_bytes(data)
-    dst, reader, out = collect_pipe()
-    with open(tmp_path / "in", "rb") as src:
-        assert copy_fd(src.fileno(), dst) == len(data)
-    os.close(dst)
-    reader.join()
-    src_pipe, writer = feed_pipe(bytes(out))
-    with open(tmp_path / "out", "wb") as sink:
-        assert copy_fd(src_pipe, sink.fileno()) == len(data)
-    writer.join()
-    os.close(src_pipe)
-    assert (tmp_path / "out").read_bytes() == data
+@pytest.mark.parametrize(("src", "dst"), PAIRINGS)
+def test_small_bufsize(src: str, dst: str, tmp_path: Path) -> None:
+    data = os.urandom(300_001)
+    outcome = run_both(lambda impl: transfer(impl, src, dst, data, tmp_path, bufsize=1000))
+    assert outcome == ("ok", (len(data), data, b""))
 
 
-def test_64_mib_identical_sha256_both_ways() -> None:
+def test_limit_zero_touches_nothing() -> None:
+    assert run_both(lambda impl: impl.copy_fd(-1, -1, 0)) == ("ok", 0)
+
+
+@pytest.mark.parametrize(("src", "dst"), [("pipe", "pipe"), ("file", "file")])
+def test_64_mib_random_sha256(src: str, dst: str, tmp_path: Path) -> None:
     data = os.urandom(64 << 20)
-    digests = []
-    for copy_fd in COPY:
-        src, writer = feed_pipe(data)
-        dst, reader, out = collect_pipe()
-        copy_fd(src, dst)
-        os.close(dst)
-        writer.join()
-        reader.join()
-        os.close(src)
-        digests.append(hashlib.sha256(out).hexdigest())
-    assert digests == [hashlib.sha256(data).hexdigest()] * 2
+
+    def case(impl: Impl) -> tuple[int, str]:
+        count, received, _ = transfer(impl, src, dst, data, tmp_path)
+        return count, hashlib.sha256(received).hexdigest()
+
+    assert run_both(case) == ("ok", (len(data), hashlib.sha256(data).hexdigest()))
 
 
-@pytest.mark.parametrize("write_all", WRITE)
-def test_write_all_to_slow_nonblocking_reader(write_all) -> None:
-    r, w = os.pipe()
-    fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)
-    data = os.urandom(1 << 20)  # far more than the 64 KiB pipe buffer: EAGAIN path
-    out = bytearray()
-
-    def slow_reader() -> None:
-        while chunk := os.read(r, 4096):
-            out.extend(chunk)
-            time.sleep(0.0005)
-
-    thread = threading.Thread(target=slow_reader)
-    thread.start()
-    assert write_all(w, memoryview(data)) == len(data)
-    os.close(w)
-    thread.join()
-    os.close(r)
-    assert bytes(out) == data
+@pytest.mark.parametrize(("src", "dst"), [("file", "pipe"), ("pipe", "pipe"), ("file", "socket")])
+def test_nonblocking_destination_slow_reader(src: str, dst: str, tmp_path: Path) -> None:
+    data = os.urandom(2 << 20)  # far beyond the pipe/socket buffers: EAGAIN, then poll
+    outcome = run_both(
+        lambda impl: transfer(impl, src, dst, data, tmp_path, nonblock=True, slow=True)
+    )
+    assert outcome == ("ok", (len(data), data, b""))
 
 
-def test_closed_reader_gives_the_same_errno() -> None:
-    results = []
-    for impl in (*COPY, *WRITE):
-        r, w = os.pipe()
-        os.close(r)
-        src, writer = feed_pipe(b"x" * 10)
+@pytest.mark.parametrize(
+    ("src", "dst", "slow"),
+    [
+        ("pipe", "pipe", False),
+        ("pipe", "pipe", True),
+        ("pipe", "append", False),
+        ("socket", "file", False),
+    ],
+)
+def test_nonblocking_source_trickling_writer(
+    src: str, dst: str, slow: bool, tmp_path: Path
+) -> None:
+    """An empty non-blocking source (EAGAIN) is waited for, also when the sink is full too."""
+    data = os.urandom(256 << 10)
+    outcome = run_both(
+        lambda impl: transfer(
+            impl, src, dst, data, tmp_path, src_nonblock=True, trickle=True, slow=slow
+        )
+    )
+    assert outcome == ("ok", (len(data), data, b""))
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        ("pipe", "closed"),
+        ("file", "closed"),
+        ("socket", "closed"),
+        ("pipe", "closed-socket"),
+        ("file", "closed-socket"),
+    ],
+)
+def test_closed_reader_raises_epipe(src: str, dst: str, tmp_path: Path) -> None:
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # as Python sets it up
+    data = os.urandom(200_000)
+    outcome = run_both(lambda impl: transfer(impl, src, dst, data, tmp_path))
+    assert outcome == ("raised", "BrokenPipeError", errno.EPIPE)
+
+
+def test_eof_right_away(tmp_path: Path) -> None:
+    for src in ("pipe", "socket", "file"):
+        assert run_both(lambda impl, src=src: transfer(impl, src, "pipe", b"", tmp_path)) == (
+            "ok",
+            (0, b"", b""),
+        )
+
+
+@pytest.mark.parametrize(("src", "dst"), [("file", "file"), ("file", "append"), ("file", "closed")])
+def test_private_pipe_is_closed_afterwards(src: str, dst: str, tmp_path: Path) -> None:
+    def case(impl: Impl) -> bool:
+        source, sink = Source(src, os.urandom(100_000), tmp_path), Sink(dst, tmp_path)
+        before = open_fds()
         try:
-            if impl in COPY:
-                impl(src, w)
-            else:
-                impl(w, b"data")
-        except OSError as exc:
-            results.append(exc.errno)
-        writer.join()
-        os.close(src)
+            impl.copy_fd(source.fd, sink.fd)
+        except OSError:
+            pass
+        finally:
+            after = open_fds()
+            sink.finish()
+            source.close()
+        return before == after
+
+    assert run_both(case) == ("ok", True)
+
+
+@pytest.mark.parametrize("bad", [(-1, 1), (1 << 20, 1)])
+def test_bad_fds_give_the_same_errno(bad: tuple[int, int], tmp_path: Path) -> None:
+    src, dst = bad
+    assert run_both(lambda impl: impl.copy_fd(src, dst)) == ("raised", "OSError", errno.EBADF)
+
+
+def test_wrong_direction_gives_the_same_errno(tmp_path: Path) -> None:
+    """Copying from a write-only fd: the same errno in both."""
+    r, w = os.pipe()
+    try:
+        assert run_both(lambda impl: impl.copy_fd(w, r)) == ("raised", "OSError", errno.EBADF)
+    finally:
+        os.close(r)
         os.close(w)
-    assert results == [errno.EPIPE] * 4
 
 
-@pytest.mark.parametrize("read_some", READ)
-def test_read_some_eof_and_eagain(read_some) -> None:
-    r, w = os.pipe()
-    os.write(w, b"hello")
-    assert read_some(r, 3) == b"hel"
-    assert read_some(r, 100) == b"lo"
-    fcntl.fcntl(r, fcntl.F_SETFL, os.O_NONBLOCK)
-    with pytest.raises(BlockingIOError):
-        read_some(r, 10)
-    os.close(w)
-    assert read_some(r, 10) == b""
-    os.close(r)
-
-
-@pytest.mark.parametrize("drain_into", DRAIN)
-def test_drain_into_appends(drain_into) -> None:
-    r, w = os.pipe()
-    os.write(w, b"abcdef")
-    buf = bytearray(b">")
-    assert drain_into(r, buf, 4) == 4
-    assert drain_into(r, buf, 100) == 2
-    os.close(w)
-    assert drain_into(r, buf, 100) == 0
-    assert buf == b">abcdef"
-    os.close(r)
-
-
-@pytest.mark.parametrize("impl", [*READ, *DRAIN])
-def test_negative_lengths_rejected(impl) -> None:
-    with pytest.raises(ValueError):
-        impl(0, -1) if impl in READ else impl(0, bytearray(), -1)
-
-
-@pytest.mark.parametrize("copy_fd", COPY)
-def test_bad_bufsize_rejected(copy_fd) -> None:
-    with pytest.raises(ValueError):
-        copy_fd(0, 1, -1, 0)
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda impl: impl.name)
+def test_bad_bufsize_rejected(impl: Impl) -> None:
+    with pytest.raises(ValueError, match="bufsize must be positive"):
+        impl.copy_fd(0, 1, -1, 0)
