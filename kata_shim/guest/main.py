@@ -22,7 +22,7 @@ from kata_shim.errors import ShimError
 from kata_shim.guest.channel import parse_listen, serve_channel
 from kata_shim.guest.containers import ContainerManager
 from kata_shim.guest.reaper import Reaper
-from kata_shim.guest.service import AgentService, HealthService
+from kata_shim.guest.service import MAX_READ, AgentService, HealthService
 from kata_shim.guest.spawn import wake
 from kata_shim.proto.agent_ttrpc import AGENT_SERVICE_DESC
 from kata_shim.proto.health_ttrpc import HEALTH_DESC
@@ -34,6 +34,7 @@ __all__ = ["from_cmdline", "listen_from_cmdline", "main", "serve"]
 log = logging.getLogger("kata_shim.guest")
 
 LISTEN_KEYS = ("agent.server_addr=", "kata_shim.channel=", "kata_shim.agent=")
+SEND_BUFFER = 4 * MAX_READ  # a full ReadStdout reply (plus skb overhead) fits in one send()
 
 
 def from_cmdline(cmdline: str, keys: tuple[str, ...]) -> str | None:
@@ -59,7 +60,7 @@ async def serve(listen: str, state_dir: Path, runc: str = "runc", sandbox_id: st
     dispatcher = Dispatcher()
     dispatcher.register(AGENT_SERVICE_DESC, AgentService(manager))
     dispatcher.register(HEALTH_DESC, HealthService())
-    server = Server(dispatcher)
+    server = Server(dispatcher, send_buffer=SEND_BUFFER)
     stop: asyncio.Future[None] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, wake, stop)

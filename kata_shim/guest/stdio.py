@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kata_shim.guest.spawn import wake
+from kata_shim.io.copy import grow_pipe
 
 __all__ = ["DRAIN_GRACE", "ConsoleSocket", "InputStream", "OutputStream", "ProcessIO"]
 
@@ -162,6 +163,8 @@ class ProcessIO:
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        for fd in (in_w, out_w, err_w):
+            grow_pipe(fd)  # large reads per ReadStdout; the process writes ahead meanwhile
         io = cls(InputStream(in_w), OutputStream(out_r, exited), OutputStream(err_r, exited))
         io._child_fds = [in_r, out_w, err_w]
         return io, {0: in_r, 1: out_w, 2: err_w}

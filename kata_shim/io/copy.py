@@ -14,6 +14,7 @@ read_some/drain_into raise BlockingIOError on EAGAIN, like os.read.
 from __future__ import annotations
 
 import errno
+import fcntl
 import importlib
 import os
 import select
@@ -24,6 +25,7 @@ __all__ = [
     "IMPLEMENTATION",
     "copy_fd",
     "drain_into",
+    "grow_pipe",
     "py_copy_fd",
     "py_drain_into",
     "py_read_some",
@@ -162,6 +164,27 @@ def py_drain_into(fd: int, buf: bytearray, maxlen: int) -> int:
     chunk = os.read(fd, maxlen)  # copies only what was read (a zeroed readv target costs more)
     buf += chunk
     return len(chunk)
+
+
+PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size
+
+
+def grow_pipe(fd: int, size: int = PIPE_SIZE) -> int:
+    """Best effort: enlarge the pipe/FIFO behind fd (fewer, larger copies); return its size.
+
+    Never shrinks it. Not a pipe (0 is returned), or over the caller's limits
+    (pipe-max-size, EPERM): left as it is.
+    """
+    try:
+        current = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except OSError:
+        return 0
+    if current >= size or size >= 1 << 31:  # F_SETPIPE_SZ takes an int
+        return current
+    try:
+        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except OSError:
+        return current
 
 
 def _compiled() -> ModuleType | None:

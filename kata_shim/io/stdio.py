@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kata_shim.errors import InvalidArgument
+from kata_shim.io.copy import grow_pipe
 
 __all__ = ["BinaryLogger", "HostStdio", "Sink", "open_host_stdio", "wait_event", "wake"]
 
@@ -61,7 +62,7 @@ class Sink:
         self._users += 1
         return self
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         """Write all of `data`, or drop it once in discard mode."""
         view = memoryview(data)
         while view and not self.discarding and self.fd >= 0:
@@ -173,7 +174,9 @@ def _open_output(location: str) -> int:
     if kind == "file":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    grow_pipe(fd)  # a FIFO: room for a whole agent reply, so one write rarely waits
+    return fd
 
 
 def _logger_argv(uri: str) -> list[str]:

@@ -176,6 +176,11 @@ def _base(svc: str, desc: str, full: str, rpcs: list[Rpc]) -> list[str]:
 def _client(svc: str, full: str, rpcs: list[Rpc]) -> list[str]:
     lines = ["", "", f"class {svc}Client:", f'    """Typed client for {full}."""', ""]
     lines += ["    def __init__(self, client: Client) -> None:", "        self._client = client"]
+    lines += ["", "    @property", "    def client(self) -> Client:"]
+    lines += [
+        '        """The ttrpc connection these calls go over."""',
+        "        return self._client",
+    ]
     for name, req, resp in rpcs:
         lines += ["", f"    async def {name}(", "        self,", f"        request: {req},"]
         lines += ["        *,", "        timeout: float | None = None,"]

@@ -396,6 +396,11 @@ class AgentServiceClient:
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @property
+    def client(self) -> Client:
+        """The ttrpc connection these calls go over."""
+        return self._client
+
     async def CreateContainer(
         self,
         request: agent_pb2.CreateContainerRequest,

@@ -47,6 +47,11 @@ class EventsClient:
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @property
+    def client(self) -> Client:
+        """The ttrpc connection these calls go over."""
+        return self._client
+
     async def Forward(
         self,
         request: events_service_pb2.ForwardRequest,

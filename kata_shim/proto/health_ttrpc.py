@@ -52,6 +52,11 @@ class HealthClient:
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @property
+    def client(self) -> Client:
+        """The ttrpc connection these calls go over."""
+        return self._client
+
     async def Check(
         self,
         request: health_pb2.CheckRequest,

@@ -153,6 +153,11 @@ class TaskClient:
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @property
+    def client(self) -> Client:
+        """The ttrpc connection these calls go over."""
+        return self._client
+
     async def State(
         self,
         request: task_pb2.StateRequest,

@@ -117,6 +117,26 @@ class Client:
         metadata: Mapping[str, str] | None = None,
     ) -> M:
         """Send one unary request and return the decoded response."""
+        payload = await self.call_encoded(
+            service, method, request, timeout=timeout, metadata=metadata
+        )
+        message: M = response_type()
+        try:
+            message.ParseFromString(payload)
+        except DecodeError as exc:
+            raise Unavailable(f"cannot decode {response_type.__name__}: {exc}") from exc
+        return message
+
+    async def call_encoded(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bytes | memoryview:
+        """Like `call`, but return the response message still encoded (a view, no copy)."""
         if self._closed or self._transport is None:
             raise Unavailable(CLOSED_MESSAGE)
         timeout_nano = int(timeout * 1e9) if timeout else 0
@@ -134,18 +154,9 @@ class Client:
         finally:
             self._pending.pop(stream_id, None)
             self._conn.abandon(stream_id)
-        return self._decode(response, response_type)
-
-    @staticmethod
-    def _decode(response: ResponseReceived, response_type: type[M]) -> M:
         if response.code:
             raise error_from_status(response.code, response.message)
-        message: M = response_type()
-        try:
-            message.ParseFromString(response.payload)
-        except DecodeError as exc:
-            raise Unavailable(f"cannot decode {response_type.__name__}: {exc}") from exc
-        return message
+        return response.payload
 
     # protocol callbacks ---------------------------------------------------------
     def _data_received(self, data: bytes) -> None:

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from kata_shim.errors import Code
-from kata_shim.proto import ttrpc_pb2
+from kata_shim.proto import status_pb2, ttrpc_pb2
+from kata_shim.ttrpc.rawpb import WireError, len_field_header, split_response
 from kata_shim.ttrpc.wire import (
+    HEADER,
     MAX_PAYLOAD,
     NEED_DATA,
     Frame,
@@ -59,7 +61,10 @@ class ResponseReceived:
     stream_id: int
     code: int
     message: str
-    payload: bytes
+    payload: bytes | memoryview  # a view into the received frame (no copy)
+
+
+Buffer = bytes | bytearray | memoryview
 
 
 def _oversize_message(length: int, limit: int) -> str:
@@ -120,6 +125,18 @@ class ServerConnection:
             )
         return encode_frame(stream_id, FrameType.RESPONSE, body)
 
+    def respond_parts(self, stream_id: int, parts: tuple[Buffer, ...]) -> list[Buffer]:
+        """An OK Response frame whose payload is `parts` concatenated, as buffers to send
+        in order without joining them (the payload bytes are never copied here)."""
+        size = sum(len(part) for part in parts)
+        prefix = len_field_header(2, size) if size else b""  # Response.payload = 2
+        body_size = len(prefix) + size
+        if body_size > self.max_payload:
+            message = _oversize_message(body_size, self.max_payload)
+            return [self.respond(stream_id, Code.RESOURCE_EXHAUSTED, message, b"")]
+        header = HEADER.pack(body_size, stream_id, FrameType.RESPONSE, 0)
+        return [header + prefix, *parts]
+
 
 class ClientConnection:
     """Client side of one ttrpc connection."""
@@ -179,10 +196,11 @@ class ClientConnection:
         if isinstance(frame, OversizeFrame):
             message = _oversize_message(frame.length, self.max_payload)
             return ResponseReceived(frame.stream_id, Code.RESOURCE_EXHAUSTED, message, b"")
-        response = ttrpc_pb2.Response()
-        try:
-            response.ParseFromString(frame.payload)
-        except DecodeError as exc:
+        try:  # by hand: the payload stays a view into the frame (stdio chunks are large)
+            encoded_status, payload = split_response(frame.payload)
+            status = status_pb2.Status()
+            if encoded_status is not None:
+                status.ParseFromString(encoded_status)
+        except (WireError, DecodeError) as exc:
             return ResponseReceived(frame.stream_id, Code.INTERNAL, f"bad response: {exc}", b"")
-        status = response.status
-        return ResponseReceived(frame.stream_id, status.code, status.message, response.payload)
+        return ResponseReceived(frame.stream_id, status.code, status.message, payload)

@@ -4,7 +4,8 @@ Owns listeners, transports and handler tasks. Each request runs as its own task
 (a blocked handler never blocks others on the connection); `timeout_nano` is
 enforced here and only here; handler outcomes become statuses through
 kata_shim.errors.status_for_exception. Frames are written whole, one
-transport.write per frame, so writes never interleave. Serves unix listening
+transport.write per frame (back-to-back writes of its parts for `Encoded`
+replies), so writes never interleave. Serves unix listening
 sockets (path, inherited fd, socket object) and already-open duplex character
 devices (a virtio-serial port = one connection).
 """
@@ -22,12 +23,13 @@ from collections.abc import Callable
 
 from kata_shim.errors import Code, status_for_exception
 from kata_shim.ttrpc.connection import (
+    Buffer,
     ProtocolError,
     RequestReceived,
     ServerConnection,
     StreamError,
 )
-from kata_shim.ttrpc.service import Dispatcher, PeerCredentials, RequestContext
+from kata_shim.ttrpc.service import Dispatcher, Encoded, PeerCredentials, RequestContext
 from kata_shim.ttrpc.wire import MAX_PAYLOAD
 
 __all__ = ["Server"]
@@ -49,6 +51,18 @@ def peer_credentials(sock: socket.socket | None) -> PeerCredentials | None:
     return PeerCredentials(pid=pid, uid=uid, gid=gid)
 
 
+def grow_send_buffer(sock: socket.socket, size: int) -> None:
+    """Best effort: a send buffer that takes a whole large reply in one send() (no partial
+    write left for the loop to buffer and copy). Over net.core.wmem_max only with
+    CAP_NET_ADMIN (SO_SNDBUFFORCE); otherwise the kernel's cap applies."""
+    for option in (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            return
+        except OSError:
+            continue
+
+
 def _metadata(request_metadata: object) -> dict[str, tuple[str, ...]]:
     merged: dict[str, list[str]] = {}
     for item in request_metadata:  # type: ignore[attr-defined]
@@ -62,7 +76,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._device_writer = device_writer
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._conn = ServerConnection(server.max_payload)
-        self._write: Callable[[bytes], None] | None = None
+        self._write: Callable[[Buffer], None] | None = None
         self._close: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._peer: PeerCredentials | None = None
@@ -72,23 +86,25 @@ class _ServerProtocol(asyncio.Protocol):
         writer = self._device_writer
         if writer is None:  # a socket: one transport for both directions
             sock = transport.get_extra_info("socket")
-            self.attach(transport.write, transport.close, sock)  # type: ignore[attr-defined]
+            if self._server.send_buffer and sock is not None:
+                grow_send_buffer(sock, self._server.send_buffer)
+            self.attach(transport, transport.close, sock)  # type: ignore[arg-type]
             return
 
         def close_both() -> None:
             transport.close()
             writer.close()
 
-        self.attach(writer.write, close_both)
+        self.attach(writer, close_both)
 
     def attach(
         self,
-        write: Callable[[bytes], None],
+        writer: asyncio.WriteTransport,
         close: Callable[[], None],
         sock: socket.socket | None = None,
     ) -> None:
-        """Start serving over the given write/close callables (socket or char device)."""
-        self._write, self._close = write, close
+        """Start serving over `writer` and the `close` callable (socket or char device)."""
+        self._write, self._close = writer.write, close
         self._peer = peer_credentials(sock)
         if self._server.require_same_uid and not self._peer_allowed():
             log.warning("rejecting ttrpc peer %s: uid/gid differ from ours", self._peer)
@@ -153,6 +169,12 @@ class _ServerProtocol(asyncio.Protocol):
             code, message = status_for_exception(exc)
             self._send(event.stream_id, code, message, b"")
             return
+        if isinstance(payload, Encoded):
+            write = self._write
+            if write is not None:  # back to back, no await: the frame stays whole
+                for part in self._conn.respond_parts(event.stream_id, payload.parts):
+                    write(part)  # (writelines would join them: a copy on asyncio's loop)
+            return
         self._send(event.stream_id, Code.OK, "", payload)
 
     def _send(self, stream_id: int, code: int, message: str, payload: bytes) -> None:
@@ -173,10 +195,12 @@ class Server:
         *,
         require_same_uid: bool = False,
         max_payload: int = MAX_PAYLOAD,
+        send_buffer: int = 0,
     ) -> None:
         self.dispatcher = dispatcher
         self.require_same_uid = require_same_uid
         self.max_payload = max_payload
+        self.send_buffer = send_buffer  # > 0: SO_SNDBUF of accepted sockets (large replies)
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[_ServerProtocol] = set()
         self._devices: list[asyncio.BaseTransport] = []

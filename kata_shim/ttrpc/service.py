@@ -2,7 +2,8 @@
 
 Owns the descriptor types the generated `*_ttrpc.py` modules fill in, the
 per-request `RequestContext`, and `Dispatcher`, which decodes the request
-payload, runs the handler and encodes the reply. It knows nothing about
+payload, runs the handler and encodes the reply (or passes on the `Encoded`
+buffers of an encoded handler, for replies too large to copy around). It knows nothing about
 sockets or frames; errors leave it as `ShimError` for the server to turn into a
 status (see kata_shim.errors).
 """
@@ -19,6 +20,8 @@ from kata_shim.errors import InvalidArgument, Unimplemented
 
 __all__ = [
     "Dispatcher",
+    "Encoded",
+    "EncodedHandler",
     "MethodDesc",
     "PeerCredentials",
     "RequestContext",
@@ -26,6 +29,16 @@ __all__ = [
 ]
 
 Handler = Callable[["RequestContext", Any], Awaitable[Message]]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A reply already encoded: the response message is `parts` concatenated."""
+
+    parts: tuple[bytes | bytearray | memoryview, ...]
+
+
+EncodedHandler = Callable[["RequestContext", Any], Awaitable[Encoded]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +86,22 @@ class Dispatcher:
     """Maps (service, method) to a bound handler of a registered implementation."""
 
     def __init__(self) -> None:
-        self._routes: dict[tuple[str, str], tuple[MethodDesc, Handler]] = {}
+        self._routes: dict[tuple[str, str], tuple[MethodDesc, Handler | EncodedHandler]] = {}
         self._services: set[str] = set()
 
     def register(self, desc: ServiceDesc, impl: object) -> None:
-        """Serve every method of `desc` with the same-named coroutine method of `impl`."""
+        """Serve every method of `desc` with the same-named coroutine method of `impl`.
+
+        `impl.encoded_handlers()`, when it exists, maps method names to handlers
+        that return `Encoded` replies instead; those take precedence.
+        """
+        encoded: Mapping[str, EncodedHandler] = getattr(impl, "encoded_handlers", dict)()
         for name, method in desc.methods.items():
-            handler = getattr(impl, name)
+            handler = encoded.get(name) or getattr(impl, name)
             self._routes[(desc.name, name)] = (method, handler)
         self._services.add(desc.name)
 
-    def lookup(self, service: str, method: str) -> tuple[MethodDesc, Handler]:
+    def lookup(self, service: str, method: str) -> tuple[MethodDesc, Handler | EncodedHandler]:
         """Return the route or raise Unimplemented the way Go ttrpc words it."""
         route = self._routes.get((service, method))
         if route is not None:
@@ -92,7 +110,7 @@ class Dispatcher:
             raise Unimplemented(f"service {service}")
         raise Unimplemented(f"method {method}")
 
-    async def dispatch(self, ctx: RequestContext, payload: bytes) -> bytes:
+    async def dispatch(self, ctx: RequestContext, payload: bytes) -> bytes | Encoded:
         """Decode `payload`, run the handler, and return the encoded response."""
         method, handler = self.lookup(ctx.service, ctx.method)
         request = method.request_type()
@@ -101,5 +119,7 @@ class Dispatcher:
         except DecodeError as exc:
             raise InvalidArgument(f"cannot decode {method.request_type.__name__}: {exc}") from exc
         response = await handler(ctx, request)
+        if isinstance(response, Encoded):
+            return response
         encoded: bytes = response.SerializeToString()
         return encoded

@@ -175,3 +175,17 @@ def test_wrong_direction_gives_the_same_errno(tmp_path: Path) -> None:
 def test_bad_bufsize_rejected(impl: Impl) -> None:
     with pytest.raises(ValueError, match="bufsize must be positive"):
         impl.copy_fd(0, 1, -1, 0)
+
+
+def test_grow_pipe_enlarges_pipes_and_leaves_other_fds(tmp_path: Path) -> None:
+    from kata_shim.io.copy import PIPE_SIZE, grow_pipe
+
+    r, w = os.pipe()
+    try:
+        assert grow_pipe(w) == PIPE_SIZE  # root here: within pipe-max-size
+        assert grow_pipe(r, 1 << 40) == PIPE_SIZE  # refused: the size stays, and is reported
+    finally:
+        os.close(r)
+        os.close(w)
+    with open(tmp_path / "f", "wb") as regular:
+        assert grow_pipe(regular.fileno()) == 0
