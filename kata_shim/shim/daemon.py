@@ -74,6 +74,8 @@ class Daemon:
             exit_fifo_dir=exit_fifo_dir(),
             config_loader=runtime.load,
             shim_pid=os.getpid(),
+            # containerd always passes -address; iSulad (lib-shim-v2) never does
+            lib_shim_v2_stats=not flags.address,
         )
         dispatcher = Dispatcher()
         dispatcher.register(TASK_DESC, service)

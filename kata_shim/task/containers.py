@@ -10,7 +10,7 @@ containerd-style messages.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,8 @@ class Container:
     order: ExitOrder = field(default_factory=ExitOrder)
     #: iSulad's exit fifo, opened at Start of the init, closed after the exit is written
     exit_fifo: int | None = None
+    #: for a pod's sandbox container: the pod's other containers (their exits go first)
+    siblings: Callable[[], list[Container]] | None = None
 
     @property
     def pid(self) -> int:

@@ -3,14 +3,18 @@
 Sequence per process (docs/exits.md): drain stdout/stderr to EOF → WaitProcess
 (an error means the agent/sandbox is gone → 255) → close the host stdio (clients
 see EOF) → for the init, hold the exit until the container's execs have
-reported theirs (killing them first) → record the exit and queue TaskExit in
-one step under the process lock (`report_exit`). iSulad's exit fifo gets the
-init's status in that same step. Nothing here tears a sandbox down.
+reported theirs (killing them first); for a pod's sandbox container, also
+until the pod's other containers reported theirs (killing them first, as Kata
+stops the sandbox) → record the exit and queue TaskExit in one step under the
+process lock (`report_exit`). iSulad's exit fifo gets the init's status in that
+same step. Every hold is bounded (`exec_exit_bound`; a straggler is reported
+255). Nothing here tears a sandbox down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -62,6 +66,8 @@ async def monitor(env: TaskEnv, container: Container, process: Process) -> None:
         await process.pumps.close()
     if process.is_init:
         await _hold_init_exit(env, container)
+        if container.siblings is not None:
+            await _hold_sandbox_exit(env, container)
     await report_exit(env, container, process, status)
 
 
@@ -112,6 +118,38 @@ async def _hold_init_exit(env: TaskEnv, container: Container) -> None:
             process.log.warning("no exit %gs after the init's", env.tuning.exec_exit_bound)
             await report_exit(env, container, process, UNKNOWN_EXIT)
         order.end_exec(exec_id)
+
+
+async def _hold_sandbox_exit(env: TaskEnv, sandbox: Container) -> None:
+    """The pod's sandbox container exited: stop the pod's containers, report them first."""
+    assert sandbox.siblings is not None
+    others = [c for c in sandbox.siblings() if not c.init.exited]
+    if not others:
+        return
+    sandbox.init.log.info("sandbox exited; stopping %d container(s) of the pod first", len(others))
+    for other in others:
+        await _kill_container(env, other)
+    waits = {asyncio.ensure_future(other.init.wait()): other for other in others}
+    _, late = await asyncio.wait(waits, timeout=env.tuning.exec_exit_bound)
+    for future in late:
+        future.cancel()
+        other = waits[future]
+        other.init.log.warning("no exit %gs after its sandbox's", env.tuning.exec_exit_bound)
+        await report_exit(env, other, other.init, UNKNOWN_EXIT)
+
+
+async def _kill_container(env: TaskEnv, container: Container) -> None:
+    """SIGKILL every process of `container` (Kill(SIGKILL, all) without the service)."""
+    for process in container.processes():
+        if not process.exited:
+            process.delivered_signals.add(signal.SIGKILL)
+            if process.pumps is not None:
+                process.pumps.abort(env.tuning.drain_grace, env.tuning.drain_abandon)
+    request = agent_pb2.SignalProcessRequest(
+        container_id=container.id, exec_id="", signal=signal.SIGKILL
+    )
+    with contextlib.suppress(ShimError):
+        await container.pod.agent.SignalProcess(request, timeout=env.tuning.agent_timeout)
 
 
 async def kill_execs(env: TaskEnv, container: Container, exec_ids: Iterable[str]) -> None:

@@ -35,6 +35,7 @@ from kata_shim.task.monitor import abort_pod_processes
 from kata_shim.task.pod import Pod
 from kata_shim.task.pods import PodRegistry, SandboxFactory
 from kata_shim.task.spec import (
+    Role,
     config_path,
     exec_process,
     linux_resources,
@@ -71,8 +72,11 @@ class TaskService(TaskBase):
         config_loader: ConfigLoader | None = None,
         shim_pid: int | None = None,
         tuning: Tuning | None = None,
+        lib_shim_v2_stats: bool = False,
     ) -> None:
         self.env = TaskEnv(namespace, publisher, tuning or Tuning(), exit_fifo_dir)
+        #: Stats for iSulad's lib-shim-v2: always v1 Metrics, blkio as read/write (stats.py)
+        self._lib_shim_v2_stats = lib_shim_v2_stats
         self._on_shutdown = on_shutdown
         self._config_loader = config_loader or _default_config_loader
         self._config: Mapping[str, Any] | None = None  # loaded once, at the first Create
@@ -130,8 +134,17 @@ class TaskService(TaskBase):
                 self._pods.release(pod, request.id)
                 raise
             self._containers[request.id] = container
+            if where.role is Role.SANDBOX:
+                container.siblings = self._siblings_of(container)
             self.env.publish(Topic.CREATE, self._create_event(request, container))
         return container
+
+    def _siblings_of(self, sandbox: Container) -> Callable[[], list[Container]]:
+        def siblings() -> list[Container]:
+            pod = sandbox.pod
+            return [c for c in self._containers.values() if c.pod is pod and c is not sandbox]
+
+        return siblings
 
     def _load_config(self, request: task_pb2.CreateTaskRequest) -> Mapping[str, Any]:
         if self._config is None:
@@ -282,7 +295,8 @@ class TaskService(TaskBase):
         reply = await container.pod.agent.StatsContainer(
             query, timeout=self.env.tuning.agent_timeout
         )
-        return task_pb2.StatsResponse(stats=stats_any(reply.cgroup_stats))
+        payload = stats_any(reply.cgroup_stats, for_lib_shim_v2=self._lib_shim_v2_stats)
+        return task_pb2.StatsResponse(stats=payload)
 
     async def Checkpoint(
         self, ctx: RequestContext, request: task_pb2.CheckpointTaskRequest

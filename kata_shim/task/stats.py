@@ -5,6 +5,13 @@ the Any's type URL: `io.containerd.cgroups.v1.Metrics` on cgroup-v1 hosts,
 `io.containerd.cgroups.v2.Metrics` on cgroup-v2 hosts, bare names. The guest
 may run either cgroup version, so memory.stat keys of both are understood
 (v1 `rss`/`cache`, v2 `anon`/`file`).
+
+lib-shim-v2 (iSulad) is different: it decodes the value as v1 Metrics whatever
+the host or the type URL, and sums blkio `io_service_bytes_recursive` as
+op == "read" vs everything else. For it (`for_lib_shim_v2`), the Any is
+always v1 and that list holds exactly one lowercase "read" and one "write"
+entry per device, so `isula stats` neither shows read 0 nor counts
+Sync/Async/Total bytes as written.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from google.protobuf.any_pb2 import Any as AnyMessage
 from kata_shim.events.envelope import bare_any
 from kata_shim.proto import agent_pb2, cgroups_v1_pb2, cgroups_v2_pb2
 
-__all__ = ["host_cgroup_version", "stats_any", "to_v1", "to_v2"]
+__all__ = ["host_cgroup_version", "lib_shim_v2_blkio", "stats_any", "to_v1", "to_v2"]
 
 
 @functools.cache
@@ -155,8 +162,29 @@ def _v2_io(out: cgroups_v2_pb2.Metrics, item: agent_pb2.BlkioStatsEntry) -> None
         entry.wbytes = item.value
 
 
-def stats_any(stats: agent_pb2.CgroupStats, version: int | None = None) -> AnyMessage:
-    """Stats as the Any containerd expects on this host (v1 or v2 Metrics, bare type URL)."""
+def lib_shim_v2_blkio(metrics: cgroups_v1_pb2.Metrics) -> None:
+    """Reduce io_service_bytes_recursive to one "read" and one "write" entry per device."""
+    entries = metrics.blkio.io_service_bytes_recursive
+    devices: dict[tuple[int, int], dict[str, int]] = {}
+    for entry in entries:
+        totals = devices.setdefault((entry.major, entry.minor), {"read": 0, "write": 0})
+        op = entry.op.lower()
+        if op in totals:
+            totals[op] += entry.value
+    del entries[:]
+    for (major, minor), totals in sorted(devices.items()):
+        for op in ("read", "write"):
+            entries.add(op=op, major=major, minor=minor, value=totals[op])
+
+
+def stats_any(
+    stats: agent_pb2.CgroupStats, version: int | None = None, *, for_lib_shim_v2: bool = False
+) -> AnyMessage:
+    """Stats as the Any the client expects (v1 or v2 Metrics by host; v1 for lib-shim-v2)."""
+    if for_lib_shim_v2:
+        metrics = to_v1(stats)
+        lib_shim_v2_blkio(metrics)
+        return bare_any(metrics)
     if (version or host_cgroup_version()) == 2:
         return bare_any(to_v2(stats))
     return bare_any(to_v1(stats))

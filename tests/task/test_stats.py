@@ -98,3 +98,29 @@ def test_host_cgroup_version(tmp_path: Path) -> None:
     assert host_cgroup_version(str(unified)) == 2
     assert host_cgroup_version(str(legacy)) == 1
     assert host_cgroup_version(str(tmp_path / "missing")) == 1
+
+
+def test_lib_shim_v2_gets_v1_with_read_and_write_per_device_even_on_a_v2_host() -> None:
+    """lib-shim-v2 decodes v1 regardless of type URL; sums op == "read" vs the rest."""
+    stats = sample()
+    blkio = stats.blkio_stats.io_service_bytes_recursive
+    blkio.add(major=8, minor=0, op="Sync", value=300)
+    blkio.add(major=8, minor=0, op="Total", value=300)
+    blkio.add(major=8, minor=16, op="Read", value=7)
+    blkio.add(major=8, minor=16, op="Total", value=7)
+    payload = stats_any(stats, version=2, for_lib_shim_v2=True)
+    assert payload.type_url == "io.containerd.cgroups.v1.Metrics"
+    metrics = cgroups_v1_pb2.Metrics.FromString(payload.value)
+    entries = [(e.major, e.minor, e.op, e.value) for e in metrics.blkio.io_service_bytes_recursive]
+    assert entries == [
+        (8, 0, "read", 100),
+        (8, 0, "write", 200),
+        (8, 16, "read", 7),
+        (8, 16, "write", 0),
+    ]
+    read = sum(e.value for e in metrics.blkio.io_service_bytes_recursive if e.op == "read")
+    written = sum(e.value for e in metrics.blkio.io_service_bytes_recursive if e.op != "read")
+    assert (read, written) == (107, 200)
+    assert metrics.pids.current == 4 and metrics.memory.rss == 11
+    # the other lists keep the kernel's names: only lib-shim-v2's one is reshaped
+    assert stats_any(stats, version=1) != payload

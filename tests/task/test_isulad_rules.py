@@ -1,0 +1,98 @@
+"""Rules the iSulad / lib-shim-v2 emulation (tests/isulad) made us add to the task service.
+
+* A pod's sandbox container exits only after the pod's other containers: they are
+  SIGKILLed and their exits reported first (bounded: a straggler is 255), as Kata
+  stops the sandbox before reporting its exit. Both annotation dialects iSulad
+  uses (dockershim keys from `isula run --annotation`, CRI keys) are covered.
+* Stats for lib-shim-v2 is v1 Metrics with blkio as one read/write pair per device.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from kata_shim.proto import agent_pb2, cgroups_v1_pb2, task_pb2
+from tests.task.harness import CTX, harness
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
+
+DOCKER = ("io.kubernetes.docker.type", "io.kubernetes.sandbox.id", "podsandbox")
+CRI = ("io.kubernetes.cri.container-type", "io.kubernetes.cri.sandbox-id", "sandbox")
+
+
+def pod_annotations(dialect: tuple[str, str, str], sandbox: str, role: str) -> dict[str, str]:
+    type_key, id_key, sandbox_value = dialect
+    if role == "sandbox":
+        return {type_key: sandbox_value, id_key: sandbox}
+    return {type_key: "container", id_key: sandbox}
+
+
+@pytest.mark.parametrize("dialect", [DOCKER, CRI], ids=["dockershim", "cri"])
+async def test_sandbox_exit_is_reported_after_its_containers(
+    dialect: tuple[str, str, str],
+) -> None:
+    async with harness() as h:
+        h.program("pause", runtime=None)
+        h.program("app", runtime=None)
+        await h.create("sb", ["pause"], pod_annotations(dialect, "sb", "sandbox"))
+        await h.start("sb")
+        for cid in ("c1", "c2"):
+            await h.create(cid, ["app"], pod_annotations(dialect, "sb", "container"))
+            await h.start(cid)
+        assert len(h.farm.sandboxes) == 1  # one sandbox for the pod
+        await h.kill("sb", signal.SIGKILL)
+        assert (await h.wait("sb")).exit_status == 137
+        exits = h.publisher.exits()
+        assert exits[-1] == ("sb", "sb", 137)
+        assert sorted(exits[:-1]) == [("c1", "c1", 137), ("c2", "c2", 137)]
+        for cid in ("c1", "c2"):
+            assert (await h.state(cid)).status == 3  # STOPPED before the sandbox's Wait returned
+
+
+async def test_a_pod_container_that_does_not_die_is_reported_255_before_the_sandbox() -> None:
+    async with harness() as h:
+        h.program("pause", runtime=None)
+        h.program("stubborn", runtime=None, ignore=frozenset({signal.SIGKILL}))
+        await h.create("sb", ["pause"], pod_annotations(DOCKER, "sb", "sandbox"))
+        await h.start("sb")
+        await h.create("c1", ["stubborn"], pod_annotations(DOCKER, "sb", "container"))
+        await h.start("c1")
+        await h.kill("sb", signal.SIGKILL)
+        assert (await h.wait("sb")).exit_status == 137
+        assert (await h.wait("c1")).exit_status == 255
+        assert h.publisher.exits() == [("c1", "c1", 255), ("sb", "sb", 137)]
+
+
+async def test_containers_that_exited_already_do_not_delay_the_sandbox() -> None:
+    async with harness() as h:
+        h.program("pause", runtime=None)
+        h.program("quick", exit_code=3)
+        await h.create("sb", ["pause"], pod_annotations(CRI, "sb", "sandbox"))
+        await h.start("sb")
+        await h.create("c1", ["quick"], pod_annotations(CRI, "sb", "container"))
+        await h.start("c1")
+        assert (await h.wait("c1")).exit_status == 3
+        await h.kill("sb", signal.SIGKILL)
+        assert (await h.wait("sb")).exit_status == 137
+        kills = [c for c in h.agent("sb").calls if c[0] == "SignalProcess"]
+        assert all(call[1] != "c1" for call in kills), kills  # nothing sent to the dead one
+
+
+async def test_stats_for_lib_shim_v2_are_v1_with_read_write_pairs() -> None:
+    async with harness(lib_shim_v2_stats=True) as h:
+        h.program("sleep", runtime=None)
+        await h.create("c1", ["sleep"])
+        await h.start("c1")
+        stats = h.agent("c1").stats
+        stats.pids_stats.current = 2
+        blkio = stats.blkio_stats.io_service_bytes_recursive
+        for op, value in (("Read", 10), ("Write", 20), ("Sync", 30), ("Total", 30)):
+            blkio.append(agent_pb2.BlkioStatsEntry(major=254, minor=0, op=op, value=value))
+        reply = await h.service.Stats(CTX, task_pb2.StatsRequest(id="c1"))
+        assert reply.stats.type_url == "io.containerd.cgroups.v1.Metrics"
+        metrics = cgroups_v1_pb2.Metrics.FromString(reply.stats.value)
+        assert metrics.pids.current == 2
+        pairs = [(e.op, e.value) for e in metrics.blkio.io_service_bytes_recursive]
+        assert pairs == [("read", 10), ("write", 20)]
