@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 
-.PHONY: setup test demo demo-vm proto proto-check lint typecheck bench wheel clean
+.PHONY: setup test demo demo-local proto proto-check lint typecheck bench wheel clean
 
 setup:
 	scripts/dev.sh setup
@@ -15,8 +15,8 @@ test:
 demo:
 	scripts/dev.sh demo
 
-demo-vm:
-	scripts/dev.sh demo --vm
+demo-local:
+	scripts/dev.sh demo --local
 
 proto:
 	$(PY) -m kata_shim.plugin.regen

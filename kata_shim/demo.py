@@ -3,11 +3,12 @@
 Starts a private containerd 1.6, puts `containerd-shim-kata-v2` (this checkout)
 on its PATH and runs a busybox container through it:
 `ctr run --rm --runtime io.containerd.kata.v2 ... /bin/sh -c '...'`.
-By default the shim uses its embedded default configuration (the `local`
-sandbox: the agent runs on the host, no VM). `--vm` builds the guest image
-if needed and runs the container in a QEMU VM (TCG here), showing the guest
-kernel and QEMU's CPU model. containerd is stopped by PID and its scratch
-directory removed, also on failure.
+By default the shim uses its embedded default configuration: the container
+runs in a QEMU VM (TCG on hosts without usable KVM) booted from the guest image
+in /var/lib/kata, which is built first if missing or stale; the output (guest
+kernel release, QEMU's CPU model) proves where it ran. `--local` uses the
+`local` sandbox instead (agent on the host, no VM). containerd is stopped by
+PID and its scratch directory removed, also on failure.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from kata_shim.config import EMBEDDED_CONFIG
 from kata_shim.devenv.shim import KataContainerd, install_shim
 from kata_shim.devenv.specs import shared_rootfs
 
+DEFAULT_IMAGE_DIR = Path("/var/lib/kata")
 SCRIPT = "echo hello from kata-shim; uname -r; grep -m1 'model name' /proc/cpuinfo"
 
 
@@ -30,11 +33,13 @@ def say(text: str) -> None:
 
 
 def vm_config(work: Path, image_dir: Path) -> Path:
-    """A configuration.toml selecting the QEMU backend with the built guest image."""
+    """The embedded default (QEMU, /var/lib/kata image), or one for another image dir."""
     from kata_shim.image.builder import build
 
     say(f"guest image: {image_dir} (built if missing or stale)")
     build(image_dir)
+    if image_dir == DEFAULT_IMAGE_DIR:
+        return EMBEDDED_CONFIG
     config = work / "configuration.toml"
     config.write_text(
         "[hypervisor.qemu]\n"
@@ -46,16 +51,24 @@ def vm_config(work: Path, image_dir: Path) -> Path:
     return config
 
 
+def local_config(work: Path) -> Path:
+    config = work / "configuration.toml"
+    config.write_text("[hypervisor.local]\n")
+    return config
+
+
 def run(vm: bool, image_dir: Path, keep: bool) -> int:
     work = Path(tempfile.mkdtemp(prefix="ksdemo-", dir="/tmp"))
-    env = {"KATA_CONF_FILE": str(vm_config(work, image_dir))} if vm else {}
+    config = vm_config(work, image_dir) if vm else local_config(work)
+    say(f"shim configuration: {config}")
+    env = {"KATA_CONF_FILE": str(config)}  # also when /etc/kata-containers has one
     ctd = KataContainerd(str(work / "ctd"), env=env)
     say(f"starting a private containerd under {ctd.work}")
     try:
         ctd.start()
         install_shim(ctd.bin_dir)
         say(f"containerd pid {ctd.pid}; runtime io.containerd.kata.v2 → {ctd.bin_dir}")
-        mode = "a QEMU VM (guest image)" if vm else "the local sandbox (embedded default config)"
+        mode = "a QEMU VM (guest image)" if vm else "the local sandbox (no VM)"
         say(f"ctr run --rm --runtime io.containerd.kata.v2 busybox: {SCRIPT!r} in {mode}")
         started = time.monotonic()
         result = ctd.ctr(
@@ -80,11 +93,14 @@ def run(vm: bool, image_dir: Path, keep: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kata-shim-demo", description=__doc__)
-    parser.add_argument("--vm", action="store_true", help="run the container in a QEMU VM")
-    parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kata"))
+    parser.add_argument(
+        "--local", action="store_true", help="use the local sandbox (no VM) instead of QEMU"
+    )
+    parser.add_argument("--vm", action="store_true", help="the default; kept for old scripts")
+    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGE_DIR)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
-    return run(args.vm, args.image_dir, args.keep)
+    return run(not args.local, args.image_dir, args.keep)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class SandboxSpec:
 
 
 class Sandbox(abc.ABC):
-    """One pod's sandbox. Lifecycle: start → (share_rootfs/unshare_rootfs)* → stop → cleanup."""
+    """One pod's sandbox. Lifecycle: start → (share/unshare)* → stop → cleanup."""
 
     #: backend name in the registry and in configuration.toml
     backend: str = ""
@@ -74,12 +74,13 @@ class Sandbox(abc.ABC):
         """Dial the guest agent (retrying until the configured dial timeout) and return a client."""
 
     @abc.abstractmethod
-    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
-        """Make `host_rootfs` visible to the guest; return the path the agent must use."""
+    async def share(self, container_id: str, name: str, host_path: Path) -> str:
+        """Make `host_path` (a container's rootfs, `name` = "rootfs", or a bind-mount source)
+        visible to the guest; return the path the agent must use for it."""
 
     @abc.abstractmethod
-    async def unshare_rootfs(self, container_id: str) -> None:
-        """Undo `share_rootfs` for one container (idempotent)."""
+    async def unshare(self, container_id: str) -> None:
+        """Undo every `share` of one container (idempotent)."""
 
     @abc.abstractmethod
     async def wait(self) -> int:

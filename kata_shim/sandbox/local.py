@@ -214,10 +214,10 @@ class LocalSandbox(Sandbox):
             raise
         return client
 
-    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
-        return str(host_rootfs)  # same kernel, same filesystem
+    async def share(self, container_id: str, name: str, host_path: Path) -> str:
+        return str(host_path)  # same kernel, same filesystem
 
-    async def unshare_rootfs(self, container_id: str) -> None:
+    async def unshare(self, container_id: str) -> None:
         return None
 
     async def wait(self) -> int:

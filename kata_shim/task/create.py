@@ -1,4 +1,5 @@
-"""Create of one task inside an acquired pod: rootfs, guest share, CreateContainer, stdio, monitor.
+"""Create of one task inside an acquired pod: rootfs, guest shares (rootfs and volumes),
+CreateContainer, stdio, monitor.
 
 Rule: on any failure (or cancellation by containerd's deadline) everything
 done so far is undone, in reverse, shielded from the cancellation; the pod
@@ -25,6 +26,7 @@ from kata_shim.task.monitor import spawn_monitor
 from kata_shim.task.mounts import mount_rootfs, unmount_rootfs
 from kata_shim.task.pod import Pod
 from kata_shim.task.spec import agent_spec, host_rootfs
+from kata_shim.task.volumes import share_volumes
 
 __all__ = ["create_container"]
 
@@ -49,9 +51,12 @@ async def create_container(
     host: HostStdio | None = None
     try:
         host = await open_stdio(env, container, init)
-        guest_root = await pod.sandbox.share_rootfs(container.id, container.host_rootfs)
+        guest_root = await pod.sandbox.share(container.id, "rootfs", container.host_rootfs)
+        volumes = await share_volumes(pod.sandbox, container.id, spec)
         create = agent_pb2.CreateContainerRequest(
-            container_id=container.id, exec_id=container.id, OCI=agent_spec(spec, guest_root)
+            container_id=container.id,
+            exec_id=container.id,
+            OCI=agent_spec(spec, guest_root, volumes),
         )
         await pod.agent.CreateContainer(create, timeout=env.tuning.agent_timeout)
         created = True
@@ -76,7 +81,7 @@ async def _undo(env: TaskEnv, container: Container, created: bool, host: HostStd
         with contextlib.suppress(ShimError):
             await pod.agent.RemoveContainer(request, timeout=env.tuning.agent_timeout)
     try:
-        await pod.sandbox.unshare_rootfs(container.id)
+        await pod.sandbox.unshare(container.id)
     except Exception:
         log.exception("create of %s failed; unsharing its rootfs failed too", container.id)
     if container.host_rootfs is not None and container.mounted_layers:

@@ -242,7 +242,7 @@ async def _release(env: TaskEnv, container: Container) -> None:
 async def release_host(container: Container) -> None:
     """Undo the host side: guest share, bundle rootfs mounts, exit fifo. Idempotent."""
     try:
-        await container.pod.sandbox.unshare_rootfs(container.id)
+        await container.pod.sandbox.unshare(container.id)
     except Exception:
         container.init.log.exception("unshare rootfs")
     if container.host_rootfs is not None and container.mounted_layers:

@@ -98,10 +98,17 @@ def host_rootfs(bundle: str, spec: Mapping[str, Any]) -> Path:
     return Path(bundle) / root
 
 
-def agent_spec(spec: Mapping[str, Any], guest_root: str) -> oci_pb2.Spec:
-    """`spec` as the agent's grpc.Spec, rooted at `guest_root`, constrained for a guest."""
+def agent_spec(
+    spec: Mapping[str, Any],
+    guest_root: str,
+    mounts: Mapping[int, Mapping[str, Any]] | None = None,
+) -> oci_pb2.Spec:
+    """`spec` as the agent's grpc.Spec, rooted at `guest_root`, constrained for a guest;
+    `mounts` replaces spec mounts by index (volumes shared into the VM, task/volumes.py)."""
     data = copy.deepcopy(dict(spec))
     data["root"] = {**(data.get("root") or {}), "path": guest_root}
+    if mounts:
+        data["mounts"] = [dict(mounts.get(i, m)) for i, m in enumerate(data.get("mounts") or [])]
     if data.pop("hooks", None):
         log.warning("OCI hooks are not run by this shim; dropped from the guest spec")
     linux = data.get("linux")

@@ -79,16 +79,22 @@ def test_explicit_choice_must_exist(
         load_config(config_path, env=env, defaults=[])
 
 
-def test_embedded_default_is_the_local_hypervisor() -> None:
+def test_embedded_default_is_qemu_with_the_built_image() -> None:
     config = load_config(None, env={}, defaults=[])
     assert config.source == str(EMBEDDED_CONFIG)
-    assert config.hypervisor.type == "local"
+    assert config.hypervisor.type == "qemu"
     assert config.runtime.state_dir == "/run/kata-shim"
-    assert config.agent.dial_timeout == 45.0
+    assert config.agent.dial_timeout == 120.0
     assert config.warnings == ()  # the embedded file uses only known keys
     mapping = config.as_mapping()
-    assert mapping["hypervisor_type"] == "local"
-    assert mapping["agent"]["dial_timeout"] == 45.0
+    assert mapping["hypervisor_type"] == "qemu"
+    table = mapping["hypervisor"]
+    assert (table["kernel"], table["initrd"]) == (
+        "/var/lib/kata/vmlinux",
+        "/var/lib/kata/kata-shim-initrd.img",
+    )
+    assert (table["accel"], table["machine_type"]) == ("auto", "microvm")
+    assert mapping["agent"]["dial_timeout"] == 120.0
     assert mapping["runtime"]["state_dir"] == "/run/kata-shim"
 
 

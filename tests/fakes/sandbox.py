@@ -65,14 +65,15 @@ class FakeSandbox(Sandbox):
         self.clients.append(client)
         return client
 
-    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
-        self.events.append(f"share {container_id}")
-        self.shared[container_id] = host_rootfs
-        return f"{GUEST_SHARE}/{container_id}/rootfs"
+    async def share(self, container_id: str, name: str, host_path: Path) -> str:
+        self.events.append(f"share {container_id}" + ("" if name == "rootfs" else f" {name}"))
+        self.shared[f"{container_id}/{name}"] = host_path
+        return f"{GUEST_SHARE}/{container_id}/{name}"
 
-    async def unshare_rootfs(self, container_id: str) -> None:
+    async def unshare(self, container_id: str) -> None:
         self.events.append(f"unshare {container_id}")
-        self.shared.pop(container_id, None)
+        for key in [k for k in self.shared if k.startswith(f"{container_id}/")]:
+            del self.shared[key]
 
     async def wait(self) -> int:
         return await asyncio.shield(self._died_future())

@@ -1,12 +1,14 @@
 """Containers in a QEMU VM (TCG) driven by a real containerd through our shim.
 
-run + exit code (proving the guest kernel ran it), exec, kill, a two-container
+run + exit code (proving the guest kernel ran it), a volume and exact stdout, exec,
+kill, a two-container
 pod in one VM, and `kill -9` of QEMU: every task ends with 255, Delete still
 works and nothing (QEMU, shim, agent, sockets, mounts) is left behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -75,6 +77,31 @@ def test_run_exit_code_and_guest_kernel(vm_rig: KataRig) -> None:
     assert result.returncode == 7, _out(result)
     assert out.splitlines()[0] != os.uname().release, out
     assert "QEMU" in out
+    assert_clean(vm_rig)
+    assert not mounts_of(vm_rig)
+
+
+def test_volume_and_exact_stdout_in_the_vm(vm_rig: KataRig) -> None:
+    """A host directory bind-mounted into the container crosses the VM boundary (9p share,
+    rewritten spec) read-write, and 32 MiB of random stdout arrive with the same sha256."""
+    volume = vm_rig.work / "volume"
+    volume.mkdir()
+    (volume / "in.txt").write_text("from the host\n")
+    task = vm_rig.id("vol")
+    script = (
+        "cat /data/in.txt; uname -r > /data/out.txt; "
+        "dd if=/dev/urandom iflag=fullblock bs=1048576 count=32 2>/dev/null | tee /data/blob"
+    )
+    mount = f"type=bind,src={volume},dst=/data,options=rbind:rw"
+    args = vm_rig.run_args(task, ["/bin/sh", "-c", script], "--rm", "--mount", mount)
+    result = vm_rig.ctr(*args, timeout=180)
+    assert result.returncode == 0, _out(result) + vm_rig.containerd.log_tail()
+    head = b"from the host\n"
+    assert result.stdout.startswith(head), result.stdout[:200]
+    blob = (volume / "blob").read_bytes()
+    assert len(blob) == 32 << 20
+    assert hashlib.sha256(result.stdout[len(head) :]).digest() == hashlib.sha256(blob).digest()
+    assert (volume / "out.txt").read_text().strip() != os.uname().release  # the guest kernel
     assert_clean(vm_rig)
     assert not mounts_of(vm_rig)
 

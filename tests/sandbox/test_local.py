@@ -49,7 +49,7 @@ def test_start_warns_not_isolated_and_stop_cleanup_are_idempotent(tmp_path, capl
         assert "containers are NOT isolated in a VM (development/CI only)" in caplog.text
         assert sandbox.pid > 0 and (tmp_path / "state" / "agent.sock").exists()
         assert os.getpgid(sandbox.pid) == sandbox.pid  # its own process group
-        assert await sandbox.share_rootfs("c", Path("/some/rootfs")) == "/some/rootfs"
+        assert await sandbox.share("c", "rootfs", Path("/some/rootfs")) == "/some/rootfs"
         client = await sandbox.connect_agent()
         client.close()
         await client.wait_closed()

@@ -41,7 +41,7 @@ async def test_create_boots_a_sandbox_and_creates_the_container_in_the_agent() -
         assert spec.Root.Path == f"{GUEST_SHARE}/c1/rootfs"
         assert [ns.Type for ns in spec.Linux.Namespaces] == ["pid"]  # network left to the VM
         assert spec.Linux.CgroupsPath == ""
-        assert sandbox.shared["c1"] == h.root / "bundles" / "c1" / "rootfs"
+        assert sandbox.shared["c1/rootfs"] == h.root / "bundles" / "c1" / "rootfs"
         (event,) = h.publisher.of("/tasks/create")
         assert isinstance(event, events_pb2.TaskCreate)
         assert (event.container_id, event.pid, event.io.stdout) == ("c1", reply.pid, "/dev/null")

@@ -23,8 +23,8 @@ from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
 from kata_shim.sandbox.qemu.accel import choose_accel
-from kata_shim.sandbox.qemu.backend import GUEST_SHARED, _mount
 from kata_shim.sandbox.qemu.cmdline import QemuConfig, kernel_command_line
+from kata_shim.sandbox.share import SharedDir, run_mount
 from kata_shim.ttrpc.client import Client
 
 __all__ = ["LibvirtSandbox"]
@@ -46,7 +46,7 @@ class LibvirtSandbox(Sandbox):
             {**table, "machine_type": table.get("machine_type", "pc")}
         )
         self.vm_dir = spec.state_dir / "vm"
-        self.share = spec.state_dir / "shared"
+        self.share_dir = spec.state_dir / "shared"
         self.name = f"kata-shim-{spec.sandbox_id}"
         self._conn: Any = None
         self._domain: Any = None
@@ -61,16 +61,16 @@ class LibvirtSandbox(Sandbox):
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     async def _prepare_dirs(self) -> None:
-        for directory in (self.vm_dir, self.share):
+        for directory in (self.vm_dir, self.share_dir):
             directory.mkdir(parents=True, exist_ok=True)
         # libvirt gives QEMU its own mount namespace; rootfs bind mounts made later
         # reach it only through a shared mount point (the QEMU side is a slave copy).
-        await _mount(["mount", "--bind", str(self.share), str(self.share)])
-        await _mount(["mount", "--make-shared", str(self.share)])
+        await run_mount(["mount", "--bind", str(self.share_dir), str(self.share_dir)])
+        await run_mount(["mount", "--make-shared", str(self.share_dir)])
 
     def _domain_spec(self, accel: str) -> DomainSpec:
         cmdline = kernel_command_line(self.config, accel, tsc_khz=0)
-        share = self.share if self.config.shared_fs == "virtio-9p" else None
+        share = self.share_dir if self.config.shared_fs == "virtio-9p" else None
         return DomainSpec(
             name=self.name,
             emulator=self.config.path,
@@ -138,17 +138,11 @@ class LibvirtSandbox(Sandbox):
                 await asyncio.sleep(0.1)
         raise DeadlineExceeded(f"timed out connecting to the agent of {self.name}: {last}")
 
-    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
-        target = self.share / container_id / "rootfs"
-        target.mkdir(parents=True, exist_ok=True)
-        await _mount(["mount", "--bind", str(host_rootfs), str(target)])
-        return f"{GUEST_SHARED}/{container_id}/rootfs"
+    async def share(self, container_id: str, name: str, host_path: Path) -> str:
+        return await SharedDir(self.share_dir).share(container_id, name, host_path)
 
-    async def unshare_rootfs(self, container_id: str) -> None:
-        share = self.share / container_id
-        for point in mounts.mount_points_under(share):
-            await _mount(["umount", "-l", str(point)])
-        mounts.remove_tree(share)
+    async def unshare(self, container_id: str) -> None:
+        await SharedDir(self.share_dir).unshare(container_id)
 
     async def wait(self) -> int:
         return await asyncio.shield(self._ended) if self._ended is not None else 0
@@ -170,10 +164,7 @@ class LibvirtSandbox(Sandbox):
             with contextlib.suppress(Exception):
                 await self._call(self._conn.close)
             self._conn = None
-        if self.share.is_dir():
-            for entry in self.share.iterdir():
-                if entry.is_dir():
-                    await self.unshare_rootfs(entry.name)
+        await SharedDir(self.share_dir).unshare_all()
         mounts.unmount_all_under(self.spec.state_dir)
         mounts.remove_tree(self.spec.state_dir)
 

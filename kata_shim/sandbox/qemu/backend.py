@@ -2,8 +2,8 @@
 
 State lives in `<state_dir>` (default /run/kata-shim/<sandbox-id>/): qmp.sock,
 agent.sock (the virtio-serial channel's host end), console.log and `shared/`,
-the 9p-exported directory into which each container's rootfs is bind-mounted
-(guest path /run/kata-containers/shared/containers/<cid>/rootfs). The VM's
+the 9p-exported directory into which each container's rootfs and volumes are
+bind-mounted (sandbox/share.py). The VM's
 death is the QEMU process exit; `wait` resolves then. `cleanup` unmounts,
 kills a leftover QEMU and removes the state dir, idempotently.
 """
@@ -34,13 +34,13 @@ from kata_shim.sandbox.qemu.cmdline import (
     VsockChannel,
     build_command,
 )
+from kata_shim.sandbox.share import SharedDir
 from kata_shim.ttrpc.client import Client
 
-__all__ = ["GUEST_SHARED", "QemuSandbox"]
+__all__ = ["QemuSandbox"]
 
 log = logging.getLogger(__name__)
 
-GUEST_SHARED = "/run/kata-containers/shared/containers"
 DEFAULT_DIAL_TIMEOUT = 45.0
 
 
@@ -55,6 +55,7 @@ class QemuSandbox(Sandbox):
         self.paths = SandboxPaths(
             state / "qmp.sock", state / "agent.sock", state / "console.log", state / "shared"
         )
+        self.shared = SharedDir(self.paths.share)
         self._proc: asyncio.subprocess.Process | None = None
         self.accel = ""
         self.vsock: VsockChannel | None = None  # set when the agent channel is vhost-vsock
@@ -81,7 +82,7 @@ class QemuSandbox(Sandbox):
         return float(self.spec.agent.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
 
     async def start(self) -> None:
-        self.paths.share.mkdir(parents=True, exist_ok=True)
+        self.shared.create()
         self.accel = choose_accel(self.config.accel)
         self._claim_channel()
         argv = build_command(self.config, self.paths, self.accel, host_tsc_khz(), self.vsock)
@@ -170,17 +171,11 @@ class QemuSandbox(Sandbox):
             raise
         return client
 
-    async def share_rootfs(self, container_id: str, host_rootfs: Path) -> str:
-        target = self.paths.share / container_id / "rootfs"
-        target.mkdir(parents=True, exist_ok=True)
-        await _mount(["mount", "--bind", str(host_rootfs), str(target)])
-        return f"{GUEST_SHARED}/{container_id}/rootfs"
+    async def share(self, container_id: str, name: str, host_path: Path) -> str:
+        return await self.shared.share(container_id, name, host_path)
 
-    async def unshare_rootfs(self, container_id: str) -> None:
-        share = self.paths.share / container_id
-        for point in mounts.mount_points_under(share):
-            await _mount(["umount", "-l", str(point)])
-        mounts.remove_tree(share)
+    async def unshare(self, container_id: str) -> None:
+        await self.shared.unshare(container_id)
 
     async def wait(self) -> int:
         return await self._proc.wait() if self._proc is not None else 0
@@ -202,18 +197,9 @@ class QemuSandbox(Sandbox):
     async def cleanup(self) -> None:
         await self.stop(timeout=5)
         self._release_channel()
-        if self.paths.share.is_dir():
-            for entry in self.paths.share.iterdir():
-                await self.unshare_rootfs(entry.name)
+        await self.shared.unshare_all()
         mounts.unmount_all_under(self.spec.state_dir)
         mounts.remove_tree(self.spec.state_dir)
-
-
-async def _mount(argv: list[str]) -> None:
-    proc = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise ShimError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
 
 
 register_backend("qemu", QemuSandbox)

@@ -9,6 +9,7 @@ under TCG, `tsc_early_khz` (the guest cannot calibrate its TSC otherwise).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +39,15 @@ class QemuConfig:
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> QemuConfig:
+        if table.get("image"):
+            raise InvalidArgument(
+                "image (a guest disk image) is not supported by this shim: set initrd to the "
+                "initramfs `kata-shim image build` writes (/var/lib/kata/kata-shim-initrd.img)"
+            )
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in table.items() if k in known}
+        if "default_vcpus" in values:  # a number in Kata's schema (e.g. 1.5): whole vCPUs here
+            values["default_vcpus"] = math.ceil(values["default_vcpus"])
         config = cls(**values)
         if config.machine_type not in ("microvm", "pc", "q35"):
             raise InvalidArgument(f"machine_type {config.machine_type!r}: use microvm, pc or q35")

@@ -77,7 +77,7 @@ def test_container_runs_in_a_libvirt_domain(guest_image, libvirtd) -> None:
             assert sandbox.pid > 0
             client = await sandbox.connect_agent()
             agent = AgentServiceClient(client)
-            root = await sandbox.share_rootfs("c1", shared_rootfs())
+            root = await sandbox.share("c1", "rootfs", shared_rootfs())
             spec = container_spec(["/bin/sh", "-c", "uname -r; exit 5"])
             spec["root"] = {"path": root, "readonly": True}
             await agent.CreateContainer(

@@ -70,3 +70,9 @@ def test_accel_choice(tmp_path) -> None:
 
 def test_this_host_falls_back_to_tcg() -> None:
     assert choose_accel("auto") == "tcg"
+
+
+def test_disk_image_is_refused_with_the_fix_and_fractional_vcpus_round_up() -> None:
+    with pytest.raises(errors.InvalidArgument, match="initrd"):
+        QemuConfig.from_table({"image": "/var/lib/kata/kata-containers.img", "initrd": ""})
+    assert QemuConfig.from_table({"default_vcpus": 1.5}).default_vcpus == 2

@@ -29,7 +29,7 @@ def vm_spec(image: Path, sandbox_id: str) -> SandboxSpec:
 async def run_in_vm(
     agent: AgentServiceClient, sandbox, cid: str, args: list[str]
 ) -> tuple[bytes, int]:
-    root = await sandbox.share_rootfs(cid, shared_rootfs())
+    root = await sandbox.share(cid, "rootfs", shared_rootfs())
     spec = container_spec(args)
     spec["root"] = {"path": root, "readonly": True}
     await agent.CreateContainer(
@@ -82,7 +82,7 @@ def test_killed_qemu_is_detected_and_cleaned_up(guest_image) -> None:
         await sandbox.start()
         client = await sandbox.connect_agent()
         agent = AgentServiceClient(client)
-        root = await sandbox.share_rootfs("k1", shared_rootfs())
+        root = await sandbox.share("k1", "rootfs", shared_rootfs())
         spec = container_spec(["/bin/sleep", "600"])
         spec["root"] = {"path": root, "readonly": True}
         await agent.CreateContainer(

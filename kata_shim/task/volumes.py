@@ -1,0 +1,71 @@
+"""Volumes: the OCI spec's host bind mounts, made visible inside a VM sandbox.
+
+A bind mount's source is a host path the guest cannot see. For an isolated
+sandbox each one is shared (`Sandbox.share`, name `mount-<index>`) and the
+agent's spec gets the guest path instead. Rules (Kata's behaviour):
+* system destinations (/proc, /sys, /dev and below) are never shared; a bind
+  onto /dev/shm becomes a private tmpfs in the guest (the host's shm cannot
+  cross the VM boundary);
+* a missing source is refused before anything is created in the guest;
+* the local sandbox shares nothing (same kernel, same paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from kata_shim.errors import InvalidArgument
+from kata_shim.sandbox.base import Sandbox
+
+__all__ = ["SHM_TMPFS", "VolumePlan", "host_binds", "share_volumes"]
+
+SYSTEM_DESTINATIONS = ("/proc", "/sys", "/dev")
+SHM_TMPFS = {
+    "destination": "/dev/shm",
+    "type": "tmpfs",
+    "source": "shm",
+    "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+}
+
+#: spec mount index → replacement mount object for the guest spec
+VolumePlan = dict[int, dict[str, Any]]
+
+
+def _is_bind(mount: Mapping[str, Any]) -> bool:
+    options = mount.get("options") or []
+    return mount.get("type") in ("bind", "rbind") or "bind" in options or "rbind" in options
+
+
+def _is_system(destination: str) -> bool:
+    clean = "/" + destination.strip("/")
+    return any(clean == d or clean.startswith(d + "/") for d in SYSTEM_DESTINATIONS)
+
+
+def host_binds(spec: Mapping[str, Any]) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """(index, mount) of each bind mount in the spec, in order."""
+    for index, mount in enumerate(spec.get("mounts") or []):
+        if isinstance(mount, Mapping) and _is_bind(mount):
+            yield index, mount
+
+
+async def share_volumes(sandbox: Sandbox, container_id: str, spec: Mapping[str, Any]) -> VolumePlan:
+    """Share each host bind source with the sandbox; return the guest spec's replacements."""
+    if not sandbox.isolated:
+        return {}
+    plan: VolumePlan = {}
+    for index, mount in host_binds(spec):
+        destination = str(mount.get("destination") or "")
+        if _is_system(destination):
+            if "/" + destination.strip("/") == "/dev/shm":
+                plan[index] = dict(SHM_TMPFS)
+            continue
+        source = str(mount.get("source") or "")
+        if not source.startswith("/"):
+            raise InvalidArgument(
+                f"bind mount onto {destination}: source {source!r} is not absolute"
+            )
+        guest = await sandbox.share(container_id, f"mount-{index}", Path(source))
+        plan[index] = {**mount, "source": guest}
+    return plan
