@@ -75,7 +75,7 @@ class Daemon:
             config_loader=runtime.load,
             shim_pid=os.getpid(),
             # containerd always passes -address; iSulad (lib-shim-v2) never does
-            lib_shim_v2_stats=not flags.address,
+            lib_shim_v2=not flags.address,
         )
         dispatcher = Dispatcher()
         dispatcher.register(TASK_DESC, service)

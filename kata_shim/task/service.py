@@ -12,6 +12,7 @@ execs alike) is the sandbox's pid (Kata: the hypervisor's).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
@@ -22,7 +23,7 @@ from typing import Any
 from google.protobuf import empty_pb2
 
 from kata_shim import __version__
-from kata_shim.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
+from kata_shim.errors import AlreadyExists, InvalidArgument, NotFound, ShimError, Unimplemented
 from kata_shim.events.publisher import Publisher
 from kata_shim.process.process import Process, Stdio
 from kata_shim.process.states import Op, status_of
@@ -72,11 +73,13 @@ class TaskService(TaskBase):
         config_loader: ConfigLoader | None = None,
         shim_pid: int | None = None,
         tuning: Tuning | None = None,
-        lib_shim_v2_stats: bool = False,
+        lib_shim_v2: bool = False,
     ) -> None:
         self.env = TaskEnv(namespace, publisher, tuning or Tuning(), exit_fifo_dir)
-        #: Stats for iSulad's lib-shim-v2: always v1 Metrics, blkio as read/write (stats.py)
-        self._lib_shim_v2_stats = lib_shim_v2_stats
+        #: the client is iSulad's lib-shim-v2: Stats always as v1 Metrics with blkio as
+        #: read/write pairs (stats.py); exited execs are reaped (it never Deletes them)
+        self._lib_shim_v2 = lib_shim_v2
+        self._reapers: set[asyncio.Task[None]] = set()
         self._on_shutdown = on_shutdown
         self._config_loader = config_loader or _default_config_loader
         self._config: Mapping[str, Any] | None = None  # loaded once, at the first Create
@@ -180,7 +183,24 @@ class TaskService(TaskBase):
             pid = await lifecycle.start_init(self.env, container)
         else:
             pid = await lifecycle.start_exec(self.env, container, process)
+            if self._lib_shim_v2:
+                self._reap_later(container, process)
         return task_pb2.StartResponse(pid=pid)
+
+    def _reap_later(self, container: Container, process: Process) -> None:
+        """Drop an exec's record `exec_reap_delay` after its exit (lib-shim-v2 never Deletes
+        execs; without this every `isula exec` / CRI exec probe would stay in memory)."""
+
+        async def reap() -> None:
+            await process.wait()
+            await asyncio.sleep(self.env.tuning.exec_reap_delay)
+            if container.execs.get(process.exec_id) is process:
+                with contextlib.suppress(ShimError):
+                    await lifecycle.delete_exec(container, process)
+
+        task = asyncio.get_running_loop().create_task(reap())
+        self._reapers.add(task)
+        task.add_done_callback(self._reapers.discard)
 
     async def Wait(
         self, ctx: RequestContext, request: task_pb2.WaitRequest
@@ -295,7 +315,7 @@ class TaskService(TaskBase):
         reply = await container.pod.agent.StatsContainer(
             query, timeout=self.env.tuning.agent_timeout
         )
-        payload = stats_any(reply.cgroup_stats, for_lib_shim_v2=self._lib_shim_v2_stats)
+        payload = stats_any(reply.cgroup_stats, for_lib_shim_v2=self._lib_shim_v2)
         return task_pb2.StatsResponse(stats=payload)
 
     async def Checkpoint(
@@ -337,6 +357,8 @@ class TaskService(TaskBase):
     async def close(self) -> None:
         """Tear everything down (SIGTERM path): running processes exit 255, sandboxes stop."""
         containers = list(self._containers.values())
+        for reaper in list(self._reapers):
+            reaper.cancel()
         for pod in self._pods:
             pod.mark_dead("shim closing", logging.INFO)
         monitors = {p.monitor for c in containers for p in c.processes() if p.monitor is not None}

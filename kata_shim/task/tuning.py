@@ -35,3 +35,5 @@ class Tuning:
     sandbox_stop_timeout: float = 10.0
     #: Shutdown / close wait at most this long for sandbox teardowns
     teardown_timeout: float = 15.0
+    #: lib-shim-v2 never Deletes execs: an exited exec's record is dropped this long after its exit
+    exec_reap_delay: float = 30.0

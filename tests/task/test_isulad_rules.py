@@ -5,16 +5,20 @@
   stops the sandbox before reporting its exit. Both annotation dialects iSulad
   uses (dockershim keys from `isula run --annotation`, CRI keys) are covered.
 * Stats for lib-shim-v2 is v1 Metrics with blkio as one read/write pair per device.
+* lib-shim-v2 never Deletes an exec: its record is reaped after the exit (bounded memory).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import signal
 
 import pytest
 
+from kata_shim import errors
 from kata_shim.proto import agent_pb2, cgroups_v1_pb2, task_pb2
-from tests.task.harness import CTX, harness
+from tests.task.harness import CTX, FAST, harness
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 
@@ -81,7 +85,7 @@ async def test_containers_that_exited_already_do_not_delay_the_sandbox() -> None
 
 
 async def test_stats_for_lib_shim_v2_are_v1_with_read_write_pairs() -> None:
-    async with harness(lib_shim_v2_stats=True) as h:
+    async with harness(lib_shim_v2=True) as h:
         h.program("sleep", runtime=None)
         await h.create("c1", ["sleep"])
         await h.start("c1")
@@ -96,3 +100,31 @@ async def test_stats_for_lib_shim_v2_are_v1_with_read_write_pairs() -> None:
         assert metrics.pids.current == 2
         pairs = [(e.op, e.value) for e in metrics.blkio.io_service_bytes_recursive]
         assert pairs == [("read", 10), ("write", 20)]
+
+
+async def test_exited_execs_are_reaped_for_lib_shim_v2_only() -> None:
+    """iSulad never Deletes execs: their records go `exec_reap_delay` after the exit."""
+    tuning = dataclasses.replace(FAST, exec_reap_delay=0.2)
+    for lib_shim_v2 in (True, False):
+        async with harness(tuning, lib_shim_v2=lib_shim_v2) as h:
+            h.program("sleep", runtime=None)
+            h.program("quick", exit_code=4)
+            await h.create("c1", ["sleep"])
+            await h.start("c1")
+            await h.exec("c1", "e1", ["quick"])
+            await h.start("c1", "e1")
+            assert (await h.wait("c1", "e1")).exit_status == 4
+            await asyncio.sleep(0.5)
+            if lib_shim_v2:
+                with pytest.raises(errors.NotFound):
+                    await h.wait("c1", "e1")
+            else:
+                assert (await h.state("c1", "e1")).exit_status == 4
+            if lib_shim_v2:
+                await h.exec("c1", "e1", ["quick"])  # the id is free again
+            else:
+                with pytest.raises(errors.AlreadyExists):
+                    await h.exec("c1", "e1", ["quick"])
+            await h.kill("c1", signal.SIGKILL)
+            assert (await h.wait("c1")).exit_status == 137
+            await h.delete("c1")
