@@ -6,7 +6,10 @@ Under uvloop: build the publisher and the TaskService, serve ttrpc on fd 3 (or
     already written when we wake — it is sent in the same loop step), or
   * SIGTERM / SIGINT (the service is closed: running processes exit 255).
 Teardown: close the service, stop serving, flush the publisher (bounded),
-remove our socket if `./address` names it. Heavy imports (uvloop, protobuf,
+remove our socket if it is still the file we were started on (same inode:
+`start` replaces a dead shim's socket with a new file; the bundle, and with
+it `./address`, may already be gone — iSulad removes a pod sandbox's bundle
+while the pod's containers still use its shim). Heavy imports (uvloop, protobuf,
 the task service) live here; serve.py imports this module after logging is up.
 """
 
@@ -22,7 +25,6 @@ import socket
 from kata_shim.events.publisher import Publisher, make_publisher
 from kata_shim.proto.task_ttrpc import TASK_DESC
 from kata_shim.shim.flags import Flags
-from kata_shim.shim.paths import ADDRESS_FILE, read_text, socket_path
 from kata_shim.shim.runtime import ShimRuntime, exit_fifo_dir
 from kata_shim.task.service import TaskService
 from kata_shim.ttrpc.server import Server
@@ -47,6 +49,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.signalled: int | None = None
         self.listen_path: str | None = None
+        self._socket_file: tuple[int, int] | None = None  # (st_dev, st_ino) of listen_path
 
     def _on_signal(self, signum: int) -> None:
         log.info("received %s: shutting down", signal.Signals(signum).name)
@@ -89,6 +92,7 @@ class Daemon:
         sock = socket.socket(fileno=LISTEN_FD)
         name = sock.getsockname()
         self.listen_path = name if isinstance(name, str) and name else None
+        self._socket_file = _file_id(self.listen_path)
         await server.serve_socket(sock)
 
     async def run(self) -> None:
@@ -120,12 +124,22 @@ class Daemon:
             log.exception("closing the event publisher failed")
 
     def _remove_socket(self) -> None:
-        """Unlink our socket if ./address (or -socket) names it."""
+        """Unlink our socket (-socket, or the file `start` bound for us if it still is)."""
         path = self.listen_path
         if not path:
             return
-        address = read_text(os.path.join(self.bundle, ADDRESS_FILE))
-        named = socket_path(address) if address else None
-        if self.flags.socket or named == path:
+        if self.flags.socket or (
+            self._socket_file is not None and _file_id(path) == self._socket_file
+        ):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def _file_id(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino

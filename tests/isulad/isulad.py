@@ -121,7 +121,15 @@ class Isulad:
         return path
 
     # create / start ----------------------------------------------------------------------
-    def create(self, cid: str, spec: Mapping[str, Any], *, stdio: bool = True) -> Container:
+    def create(
+        self,
+        cid: str,
+        spec: Mapping[str, Any],
+        *,
+        stdio: bool = True,
+        task_address: str = "",
+    ) -> Container:
+        """rt_shim_create; with `task_address` (the sandbox API's params->task_addr) no `start`."""
         container = Container(cid, self.engines / cid, self.statepath / cid)
         container.bundle.mkdir(parents=True)
         (container.bundle / "config.json").write_text(json.dumps(spec))
@@ -135,7 +143,7 @@ class Isulad:
             container.outputs["out"] = OutputFifo(fifo_dir / "out-fifo")
             container.outputs["err"] = OutputFifo(fifo_dir / "err-fifo")
             out, err = str(fifo_dir / "out-fifo"), str(fifo_dir / "err-fifo")
-        address = self.launch_start(container)
+        address = task_address or self.launch_start(container)
         self.call("new", cid, lib.shim_v2_new, address)
         bundle = str(container.bundle)
         container.pid = self.call("create", cid, lib.shim_v2_create, bundle, False, "", out, err)
@@ -224,14 +232,22 @@ class Isulad:
 
     # operations ----------------------------------------------------------------------------
     def exec(
-        self, cid: str, exec_id: str, args: list[str], *, detach: bool = False
+        self,
+        cid: str,
+        exec_id: str,
+        args: list[str],
+        *,
+        detach: bool = False,
+        tty: tuple[int, int] | None = None,
     ) -> tuple[int | None, str, str]:
-        """rt_shim_exec: Exec, Start, and for a foreground exec Wait (its code goes to the CLI)."""
+        """rt_shim_exec: Exec, Start, and for a foreground exec Wait (its code goes to the CLI).
+        `tty=(height, width)`: `isula exec -t`, resized (ResizePty) right after Start."""
         container = self.containers[cid]
         fifo_dir = self._fifo_dir(container, "exec")
         out, err = OutputFifo(fifo_dir / "out-fifo"), OutputFifo(fifo_dir / "err-fifo")
+        terminal = tty is not None
         process = {
-            "terminal": False,
+            "terminal": terminal,
             "user": {"uid": 0, "gid": 0},
             "args": args,
             "env": ["PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=isula"],
@@ -240,8 +256,10 @@ class Isulad:
         spec = json.dumps(process).encode()
         try:
             paths = (str(out.path), str(err.path))
-            self.call("exec", cid, lib.shim_v2_exec, exec_id, False, "", *paths, spec)
+            self.call("exec", cid, lib.shim_v2_exec, exec_id, terminal, "", *paths, spec)
             self.call("start", cid, lib.shim_v2_start, exec_id)
+            if tty is not None:
+                self.call("resize", cid, lib.shim_v2_resize_pty, exec_id, *tty)
             code = None if detach else self.call("wait", cid, lib.shim_v2_wait, exec_id)
             return code, out.text(), err.text()
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 
 import pytest
 
@@ -90,10 +91,24 @@ def test_sandbox_exit_comes_after_its_containers(rig: IsuladRig, dialect: str) -
 
 
 def test_containers_stopped_first_then_the_sandbox(rig: IsuladRig) -> None:
-    """CRI's StopPodSandbox order: the shim keeps serving until the sandbox's Shutdown."""
+    """CRI's StopPodSandbox order: the shim keeps serving until the sandbox's Shutdown.
+    A third container comes the sandbox-API way: iSulad knows the task address, no `start`."""
     sandbox_id, app_ids = run_pod(rig, "cri")
     isulad = rig.isulad
     shim = rig.shims()[0][0]
+    sandbox = isulad.containers[sandbox_id]
+    third = rig.id("app3")
+    spec = rig.spec("echo from-third; sleep 600", pod_annotations("cri", sandbox_id, "container"))
+    address = (sandbox.bundle / "address").read_text()
+    isulad.create(third, spec, task_address=address)
+    isulad.start(third)
+    app_ids.append(third)
+    output = isulad.containers[third].outputs["out"]
+    deadline = time.monotonic() + 10
+    while b"from-third" not in output.data:
+        assert time.monotonic() < deadline, bytes(output.data)
+        time.sleep(0.05)
+    assert [pid for pid, _ in rig.shims()] == [shim]
     for app in app_ids:
         assert isulad.stop(app, timeout=1) == 137
         assert isulad.containers[app].cleaned.wait(30)
@@ -103,4 +118,25 @@ def test_containers_stopped_first_then_the_sandbox(rig: IsuladRig) -> None:
     assert isulad.stop(sandbox_id, timeout=1) == 137
     assert isulad.containers[sandbox_id].cleaned.wait(30)
     isulad.rm(sandbox_id)
+    rig.assert_clean()
+
+
+def test_sandbox_removed_before_its_containers_are_cleaned(rig: IsuladRig) -> None:
+    """`isula rm` of the sandbox can come before the containers' cleanup: the daemon's bundle
+    (its cwd, `address`, `log`) is gone when the last Shutdown arrives; nothing may leak."""
+    isulad = rig.new_isulad()
+    isulad.auto_clean = False
+    rig.isulad = isulad
+    sandbox_id, app_ids = run_pod(rig, "dockershim")
+    isulad.kill(sandbox_id, signal.SIGKILL)
+    for cid in (*app_ids, sandbox_id):
+        fifo = isulad.containers[cid].exit_fifo
+        assert fifo is not None and fifo.wait(30) == 137
+    isulad.clean(sandbox_id)
+    isulad.rm(sandbox_id)
+    assert len(rig.shims()) == 1  # still serving the two containers
+    for cid in app_ids:
+        isulad.clean(cid)
+        assert isulad.outcomes("delete", cid) == ["ok"], isulad.calls
+        isulad.rm(cid)
     rig.assert_clean()

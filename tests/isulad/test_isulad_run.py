@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.isulad import libshimv2 as lib
 from tests.isulad.fifos import EXIT_INT
 from tests.isulad.rig import IsuladRig
+from tests.isulad.ttrpc_sync import RpcError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -111,6 +113,10 @@ def test_exec_foreground_and_detached(rig: IsuladRig) -> None:
     assert (code, out, err) == (4, "in-exec\n", "to-err\n")
     code, _, _ = isulad.exec(cid, "e2", rig.sh("sleep 0.2"), detach=True)
     assert code is None and isulad.outcomes("start", cid) == ["ok", "ok", "ok"]
+    code, out, _ = isulad.exec(cid, "e3", rig.sh("sleep 0.5; stty size; exit 2"), tty=(33, 101))
+    assert (code, out.split()) == (2, ["33", "101"]), out
+    with pytest.raises(RpcError):  # the init has no terminal: an error, not a hang
+        lib.shim_v2_resize_pty(cid, None, 10, 10)
     state = isulad.state(cid)
     assert state.status == "running" and state.pid > 0
     assert isulad.stop(cid, timeout=2) == 137  # sh as pid 1 ignores SIGTERM → SIGKILL
