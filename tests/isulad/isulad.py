@@ -127,6 +127,7 @@ class Isulad:
         spec: Mapping[str, Any],
         *,
         stdio: bool = True,
+        terminal: bool = False,
         task_address: str = "",
     ) -> Container:
         """rt_shim_create; with `task_address` (the sandbox API's params->task_addr) no `start`."""
@@ -141,12 +142,15 @@ class Isulad:
         if stdio:
             fifo_dir = self._fifo_dir(container, "create")
             container.outputs["out"] = OutputFifo(fifo_dir / "out-fifo")
-            container.outputs["err"] = OutputFifo(fifo_dir / "err-fifo")
-            out, err = str(fifo_dir / "out-fifo"), str(fifo_dir / "err-fifo")
+            out = str(fifo_dir / "out-fifo")
+            if not terminal:  # a console merges stderr into stdout
+                container.outputs["err"] = OutputFifo(fifo_dir / "err-fifo")
+                err = str(fifo_dir / "err-fifo")
         address = task_address or self.launch_start(container)
         self.call("new", cid, lib.shim_v2_new, address)
         bundle = str(container.bundle)
-        container.pid = self.call("create", cid, lib.shim_v2_create, bundle, False, "", out, err)
+        args = (bundle, terminal, "", out, err)
+        container.pid = self.call("create", cid, lib.shim_v2_create, *args)
         self._save_address(container, address)
         return container
 
@@ -312,6 +316,10 @@ class Isulad:
             container.exit_fifo.close()
         shutil.rmtree(container.state, ignore_errors=True)
         container.cleaned.set()
+
+    def resize(self, cid: str, height: int, width: int) -> None:
+        """rt_shim_resize: the container's console (exec id "")."""
+        self.call("resize", cid, lib.shim_v2_resize_pty, None, height, width)
 
     def pause(self, cid: str) -> None:
         self.call("pause", cid, lib.shim_v2_pause)

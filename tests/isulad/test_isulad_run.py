@@ -15,7 +15,8 @@ import pytest
 
 from tests.isulad import libshimv2 as lib
 from tests.isulad.fifos import EXIT_INT
-from tests.isulad.rig import IsuladRig
+from tests.isulad.isulad import ShimStartError
+from tests.isulad.rig import DOCKER_SANDBOX, DOCKER_TYPE, IsuladRig
 from tests.isulad.ttrpc_sync import RpcError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -154,4 +155,31 @@ def test_kill_and_probe_after_the_exit_never_hang(rig: IsuladRig) -> None:
     assert (state.status, state.exit_status) == ("stopped", 0)
     isulad.clean(cid)
     isulad.rm(cid)
+    rig.assert_clean()
+
+
+def test_run_with_a_terminal_and_resize(rig: IsuladRig) -> None:
+    """`isula run -dt`: terminal Create (stdout only), ResizePty(id, "") after Start."""
+    cid = rig.id("tty")
+    isulad = rig.isulad
+    spec = rig.spec("sleep 1; stty size; tty; exit 9")
+    spec["process"]["terminal"] = True
+    container = isulad.create(cid, spec, terminal=True)
+    isulad.start(cid)
+    isulad.resize(cid, 40, 120)
+    assert container.exit_fifo is not None and container.exit_fifo.wait(30) == 9
+    lines = container.output("out").split()
+    assert lines[:2] == ["40", "120"] and lines[2].startswith("/dev/pts/"), lines
+    assert container.cleaned.wait(30)
+    isulad.rm(cid)
+    rig.assert_clean()
+
+
+def test_pod_container_without_its_sandbox_fails_start_cleanly(rig: IsuladRig) -> None:
+    cid = rig.id("orphan")
+    spec = rig.spec("true", {DOCKER_TYPE: "container", DOCKER_SANDBOX: rig.id("nosandbox")})
+    with pytest.raises(ShimStartError, match="has no shim listening"):
+        rig.isulad.create(cid, spec)
+    assert not rig.shims()
+    rig.isulad.rm(cid)
     rig.assert_clean()
