@@ -4,7 +4,8 @@ State lives in `<state_dir>` (default /run/kata-shim/<sandbox-id>/): qmp.sock,
 agent.sock (the virtio-serial channel's host end), console.log and `shared/`,
 the 9p-exported directory into which each container's rootfs and volumes are
 bind-mounted (sandbox/share.py). The VM's
-death is the QEMU process exit; `wait` resolves then. `cleanup` unmounts,
+death is the QEMU process exit, or a QMP death event (qemu/events.py), after
+which QEMU is killed; `wait` resolves then. `cleanup` unmounts,
 kills a leftover QEMU and removes the state dir, idempotently.
 """
 
@@ -34,6 +35,7 @@ from kata_shim.sandbox.qemu.cmdline import (
     VsockChannel,
     build_command,
 )
+from kata_shim.sandbox.qemu.events import events_socket, watch_for_death
 from kata_shim.sandbox.share import SharedDir
 from kata_shim.ttrpc.client import Client
 
@@ -57,6 +59,9 @@ class QemuSandbox(Sandbox):
         )
         self.shared = SharedDir(self.paths.share)
         self._proc: asyncio.subprocess.Process | None = None
+        self._death_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.death_event = ""  # the QMP event that ended the VM, if one did
         self.accel = ""
         self.vsock: VsockChannel | None = None  # set when the agent channel is vhost-vsock
 
@@ -98,12 +103,36 @@ class QemuSandbox(Sandbox):
             )
         try:
             await self._check_qmp()
+            self._start_death_watch()
             client = await self.connect_agent()
         except BaseException:
             await self.stop(timeout=1)
             raise
         client.close()
         await client.wait_closed()
+
+    def _start_death_watch(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._death_watch())
+        self._death_task = task
+
+    async def _death_watch(self) -> None:
+        """A death event from QMP: kill QEMU, so `wait` (its exit) resolves now."""
+        socket = events_socket(self.paths.qmp)
+        try:
+            event = await watch_for_death(socket, f"kata-shim-events-{self.spec.sandbox_id}")
+        except Exception as exc:  # QEMU gone (EOF), or no monitor: the exit watch remains
+            log.debug("sandbox %s: QMP event watch ended: %r", self.spec.sandbox_id, exc)
+            return
+        self.death_event = event
+        if not self._stopping:
+            log.warning("sandbox %s: QMP %s: the VM is gone", self.spec.sandbox_id, event)
+        self._kill()
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     async def _check_qmp(self) -> None:
         """The VM must be running; a QEMU that fails early surfaces its own error."""
@@ -184,18 +213,22 @@ class QemuSandbox(Sandbox):
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
+        self._stopping = True  # our quit's SHUTDOWN event is not a death
         with contextlib.suppress(Exception):
             await self.qmp("quit", timeout=min(timeout, 3))
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
             log.warning("sandbox %s: QEMU did not quit; killing it", self.spec.sandbox_id)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            self._kill()
             await proc.wait()
 
     async def cleanup(self) -> None:
         await self.stop(timeout=5)
+        if self._death_task is not None:
+            self._death_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._death_task
         self._release_channel()
         await self.shared.unshare_all()
         mounts.unmount_all_under(self.spec.state_dir)

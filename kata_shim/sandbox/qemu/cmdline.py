@@ -157,6 +157,8 @@ def build_command(
         f"file:{paths.console}",
         "-qmp",
         f"unix:{paths.qmp},server=on,wait=off",
+        "-qmp",  # a second monitor only for VM-death events (qemu/events.py)
+        f"unix:{paths.qmp.with_name('qmp-events.sock')},server=on,wait=off",
         "-kernel",
         config.kernel,
         "-initrd",

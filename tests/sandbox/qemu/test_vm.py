@@ -105,3 +105,21 @@ def test_killed_qemu_is_detected_and_cleaned_up(guest_image) -> None:
         assert leftover.stdout == b""
 
     asyncio.run(main())
+
+
+def test_qmp_death_event_ends_the_sandbox(guest_image) -> None:
+    """A VM that stops running while QEMU stays up (here: paused, as on an I/O error) is
+    reported dead from the QMP event stream, QEMU is killed and `wait` resolves."""
+
+    async def main() -> None:
+        sandbox = create_sandbox("qemu", vm_spec(guest_image, "vmqmp"))
+        try:
+            await sandbox.start()
+            await sandbox.qmp("stop")
+            assert await asyncio.wait_for(sandbox.wait(), 30) == -signal.SIGKILL
+            assert sandbox.death_event == "STOP"
+        finally:
+            await sandbox.cleanup()
+        assert not sandbox.spec.state_dir.exists()
+
+    asyncio.run(main())
