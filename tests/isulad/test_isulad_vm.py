@@ -76,3 +76,19 @@ def test_pod_in_a_vm_through_lib_shim_v2(vm_rig: IsuladRig) -> None:
     for cid in (app1, app2, sandbox):
         isulad.rm(cid)
     rig.assert_clean()
+
+
+def test_qemu_killed_under_isulad_reports_255_and_leaves_nothing(vm_rig: IsuladRig) -> None:
+    """No `delete` action under iSulad: Delete + Shutdown alone must clean a dead VM up."""
+    rig, isulad = vm_rig, vm_rig.isulad
+    cid = rig.id("vmdies")
+    isulad.create(cid, rig.spec("sleep 600"))
+    isulad.start(cid)
+    (qemu,) = qemus(rig)
+    os.kill(qemu, signal.SIGKILL)
+    container = isulad.containers[cid]
+    assert container.exit_fifo is not None and container.exit_fifo.wait(60) == 255
+    assert container.cleaned.wait(60)
+    assert isulad.outcomes("delete", cid) == ["ok"] and isulad.outcomes("shutdown", cid) == ["ok"]
+    isulad.rm(cid)
+    rig.assert_clean()
