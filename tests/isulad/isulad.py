@@ -132,7 +132,7 @@ class Isulad:
     ) -> Container:
         """rt_shim_create; with `task_address` (the sandbox API's params->task_addr) no `start`."""
         container = Container(cid, self.engines / cid, self.statepath / cid)
-        container.bundle.mkdir(parents=True)
+        container.bundle.mkdir(parents=True, exist_ok=True)  # `isula start` again: reused
         (container.bundle / "config.json").write_text(json.dumps(spec))
         log = os.open(container.bundle / "log", os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o640)
         os.close(log)

@@ -183,3 +183,21 @@ def test_pod_container_without_its_sandbox_fails_start_cleanly(rig: IsuladRig) -
     assert not rig.shims()
     rig.isulad.rm(cid)
     rig.assert_clean()
+
+
+def test_start_again_after_the_exit_gets_a_new_shim(rig: IsuladRig) -> None:
+    """`isula start` of an exited container: same bundle (stale address, shim.pid), new shim."""
+    cid = rig.id("again")
+    isulad = rig.isulad
+    first = isulad.create(cid, rig.spec("exit 1"))
+    isulad.start(cid)
+    assert first.exit_fifo is not None and first.exit_fifo.wait(30) == 1
+    assert first.cleaned.wait(30)
+    old_pid = shim_pid(first.bundle)
+    second = isulad.create(cid, rig.spec("exit 2"))
+    assert shim_pid(second.bundle) != old_pid
+    isulad.start(cid)
+    assert second.exit_fifo is not None and second.exit_fifo.wait(30) == 2
+    assert second.cleaned.wait(30)
+    isulad.rm(cid)
+    rig.assert_clean()
