@@ -8,6 +8,8 @@ and `remove_tree` refuses to delete anything that still has a mount below it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import shutil
@@ -19,6 +21,7 @@ __all__ = [
     "is_mount_point",
     "mount_points_under",
     "remove_tree",
+    "run_command",
     "unmount_all_under",
 ]
 
@@ -29,6 +32,24 @@ _OCTAL = re.compile(r"\\([0-7]{3})")
 
 class MountedError(OSError):
     """A directory still has file systems mounted below it."""
+
+
+async def run_command(argv: list[str], timeout: float) -> tuple[int, str]:
+    """Run mount(8)/umount(8)-like argv, bounded: (exit code or -1 on timeout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return -1, f"timed out after {timeout:g}s"
+    return proc.returncode or 0, err.decode(errors="replace").strip()
 
 
 def _unescape(field: str) -> str:

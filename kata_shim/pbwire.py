@@ -1,4 +1,8 @@
-"""Copy-free protobuf framing for the stdio hot path (sans-IO, standard library only).
+"""Protobuf wire format by hand, copy-free, standard library only (no protobuf import).
+
+Two users: the stdio hot path (below), and the shim's `start`/`delete` actions
+(shim/minipb.py), which must not pay protobuf's import time.
+
 
 The generic path (protobuf messages in, `SerializeToString` out) copies a stream
 chunk five or six times between the agent's read() and the shim's write(); a
@@ -16,7 +20,14 @@ Unknown fields of any wire type are skipped, as protobuf parsers do.
 
 from __future__ import annotations
 
-__all__ = ["WireError", "encode_varint", "last_len_field", "len_field_header", "split_response"]
+__all__ = [
+    "WireError",
+    "encode_varint",
+    "fields",
+    "last_len_field",
+    "len_field_header",
+    "split_response",
+]
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _FIXED_SIZE = {_I64: 8, _I32: 4}
@@ -28,6 +39,7 @@ class WireError(ValueError):
 
 
 def encode_varint(value: int) -> bytes:
+    """Unsigned varint; negative int32/int64 values must be passed as their uint64 form."""
     if value < 0:
         raise ValueError("varint must be >= 0")
     out = bytearray()
@@ -56,9 +68,11 @@ def _varint(buf: memoryview, index: int) -> tuple[int, int]:
             return value, index
 
 
-def _fields(buf: memoryview) -> list[tuple[int, memoryview | None]]:
-    """(field number, view for length-delimited values else None), in wire order."""
-    found: list[tuple[int, memoryview | None]] = []
+def fields(message: bytes | memoryview) -> list[tuple[int, int, int | memoryview]]:
+    """(field number, wire type, value) in wire order: an int for varints, a view of the
+    message for length-delimited and fixed-size values."""
+    buf = memoryview(message)
+    found: list[tuple[int, int, int | memoryview]] = []
     index, end = 0, len(buf)
     while index < end:
         key, index = _varint(buf, index)
@@ -66,8 +80,8 @@ def _fields(buf: memoryview) -> list[tuple[int, memoryview | None]]:
         if number == 0:
             raise WireError("field number 0")
         if wire_type == _VARINT:
-            _, index = _varint(buf, index)
-            found.append((number, None))
+            value, index = _varint(buf, index)
+            found.append((number, wire_type, value))
             continue
         if wire_type == _LEN:
             size, index = _varint(buf, index)
@@ -77,16 +91,24 @@ def _fields(buf: memoryview) -> list[tuple[int, memoryview | None]]:
             raise WireError(f"unsupported wire type {wire_type}")
         if index + size > end:
             raise WireError("truncated field")
-        found.append((number, buf[index : index + size] if wire_type == _LEN else None))
+        found.append((number, wire_type, buf[index : index + size]))
         index += size
     return found
+
+
+def _len_values(message: bytes | memoryview) -> list[tuple[int, memoryview]]:
+    return [
+        (number, value)
+        for number, wire_type, value in fields(message)
+        if wire_type == _LEN and isinstance(value, memoryview)
+    ]
 
 
 def last_len_field(message: bytes | memoryview, number: int) -> memoryview:
     """The last value of length-delimited field `number` (empty when absent), as a view."""
     value = _EMPTY
-    for field_number, view in _fields(memoryview(message)):
-        if field_number == number and view is not None:
+    for field_number, view in _len_values(message):
+        if field_number == number:
             value = view
     return value
 
@@ -95,9 +117,7 @@ def split_response(response: bytes | memoryview) -> tuple[memoryview | None, mem
     """A ttrpc Response as (encoded google.rpc.Status or None, payload view)."""
     status: memoryview | None = None
     payload = _EMPTY
-    for number, view in _fields(memoryview(response)):
-        if view is None:
-            continue
+    for number, view in _len_values(response):
         if number == 1:
             status = view
         elif number == 2:

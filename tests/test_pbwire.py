@@ -1,4 +1,4 @@
-"""rawpb: the hand-walked wire shapes agree with the generated protobuf classes."""
+"""pbwire: the hand-walked wire shapes agree with the generated protobuf classes."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kata_shim.proto import agent_pb2, status_pb2, ttrpc_pb2
-from kata_shim.ttrpc.rawpb import (
+from kata_shim.pbwire import (
     WireError,
     encode_varint,
     last_len_field,
     len_field_header,
     split_response,
 )
+from kata_shim.proto import agent_pb2, status_pb2, ttrpc_pb2
 
 
 @given(st.integers(min_value=0, max_value=(1 << 64) - 1))

@@ -17,10 +17,10 @@ from kata_shim.errors import InvalidArgument, Unavailable
 from kata_shim.guest import bundle
 from kata_shim.guest.containers import ContainerManager
 from kata_shim.guest.storage import StorageSpec
+from kata_shim.pbwire import len_field_header
 from kata_shim.proto import agent_pb2, health_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceBase
 from kata_shim.proto.health_ttrpc import HealthBase
-from kata_shim.ttrpc.rawpb import len_field_header
 from kata_shim.ttrpc.service import Encoded, EncodedHandler, RequestContext
 
 __all__ = ["AgentService", "HealthService"]

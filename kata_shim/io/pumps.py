@@ -26,9 +26,9 @@ import select
 from kata_shim.errors import ShimError, Unavailable
 from kata_shim.io.copy import read_some
 from kata_shim.io.stdio import HostStdio, Sink, wait_event, wake
+from kata_shim.pbwire import WireError, last_len_field
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
-from kata_shim.ttrpc.rawpb import WireError, last_len_field
 
 __all__ = ["CHUNK", "Pumps"]
 

@@ -11,8 +11,6 @@ directory, idempotently, and never deletes into a mounted file system.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
 
 from kata_shim import mounts
@@ -26,18 +24,9 @@ MOUNT_TIMEOUT = 30.0
 
 async def run_mount(argv: list[str], timeout: float = MOUNT_TIMEOUT) -> None:
     """Run mount(8)/umount(8); ShimError with its message when it fails or hangs."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise ShimError(f"{' '.join(argv)} timed out after {timeout:g}s") from None
-    if proc.returncode != 0:
-        raise ShimError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
+    code, err = await mounts.run_command(argv, timeout)
+    if code != 0:
+        raise ShimError(f"{' '.join(argv)} failed: {err}")
 
 
 def _check_component(value: str, what: str) -> None:

@@ -11,6 +11,8 @@ hence this module. Tests check it against the generated classes.
 
 from __future__ import annotations
 
+from kata_shim.pbwire import encode_varint, fields, len_field_header
+
 __all__ = [
     "OPTION_TYPES",
     "bytes_field",
@@ -22,20 +24,11 @@ __all__ = [
 
 OPTION_TYPES = ("runtimeoptions.v1.Options", "cri.runtimeoptions.v1.Options")
 
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_VARINT, _LEN = 0, 2
 
 
 def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int32/int64 values are sent as 10-byte varints
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
+    return encode_varint(value & (1 << 64) - 1)  # negative int32/int64: 10-byte varints
 
 
 def varint_field(number: int, value: int) -> bytes:
@@ -43,7 +36,7 @@ def varint_field(number: int, value: int) -> bytes:
 
 
 def bytes_field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | _LEN) + _varint(len(data)) + data
+    return len_field_header(number, len(data)) + data
 
 
 def delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
@@ -53,41 +46,13 @@ def delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
     return varint_field(1, pid) + varint_field(2, exit_status) + bytes_field(3, timestamp)
 
 
-def _read_varint(buf: bytes, index: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        if index >= len(buf) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        byte = buf[index]
-        index += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, index
-
-
 def parse_fields(buf: bytes) -> dict[int, list[int | bytes]]:
-    """Decode one message level: field number → values (ints, or bytes for LEN/fixed)."""
-    fields: dict[int, list[int | bytes]] = {}
-    index = 0
-    while index < len(buf):
-        key, index = _read_varint(buf, index)
-        number, wire_type = key >> 3, key & 7
-        value: int | bytes
-        if wire_type == _VARINT:
-            value, index = _read_varint(buf, index)
-        elif wire_type in (_LEN, _I64, _I32):
-            if wire_type == _LEN:
-                size, index = _read_varint(buf, index)
-            else:
-                size = 8 if wire_type == _I64 else 4
-            if index + size > len(buf):
-                raise ValueError("truncated field")
-            value, index = buf[index : index + size], index + size
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-        fields.setdefault(number, []).append(value)
-    return fields
+    """Decode one message level: field number → values (ints, or bytes for LEN/fixed).
+    Raises ValueError (pbwire.WireError) on malformed input."""
+    decoded: dict[int, list[int | bytes]] = {}
+    for number, _, value in fields(buf):
+        decoded.setdefault(number, []).append(value if isinstance(value, int) else bytes(value))
+    return decoded
 
 
 def _last_bytes(fields: dict[int, list[int | bytes]], number: int) -> bytes:

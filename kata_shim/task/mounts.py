@@ -8,13 +8,12 @@ Rules: a failed mount undoes the ones before it; unmounting never raises
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from kata_shim.errors import FailedPrecondition, InvalidArgument
+from kata_shim.mounts import run_command
 from kata_shim.proto import mount_pb2
 
 __all__ = ["MOUNT_TIMEOUT", "mount_argv", "mount_rootfs", "unmount_rootfs"]
@@ -40,20 +39,7 @@ def mount_argv(mount: mount_pb2.Mount, target: Path) -> list[str]:
 
 
 async def _run(argv: Sequence[str], timeout: float) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return -1, f"timed out after {timeout:g}s"
-    return proc.returncode or 0, err.decode(errors="replace").strip()
+    return await run_command(list(argv), timeout)
 
 
 async def mount_rootfs(

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from kata_shim.errors import Code
+from kata_shim.pbwire import WireError, len_field_header, split_response
 from kata_shim.proto import status_pb2, ttrpc_pb2
-from kata_shim.ttrpc.rawpb import WireError, len_field_header, split_response
 from kata_shim.ttrpc.wire import (
     HEADER,
     MAX_PAYLOAD,

@@ -17,8 +17,8 @@ import uvloop
 from google.protobuf import wrappers_pb2
 
 from kata_shim import errors
+from kata_shim.pbwire import len_field_header
 from kata_shim.ttrpc.client import Client
-from kata_shim.ttrpc.rawpb import len_field_header
 from kata_shim.ttrpc.server import Server
 from kata_shim.ttrpc.service import (
     Dispatcher,

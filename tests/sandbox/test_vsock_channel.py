@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_cid_allocation_gives_up_and_closes_its_fd(tmp_path) -> None:
 
 
 def test_vsock_channel_command_line() -> None:
-    paths = SandboxPaths(*(tempfile.gettempdir() + f"/{n}" for n in ("q", "a", "c", "s")))
+    paths = SandboxPaths(*(Path(tempfile.gettempdir()) / n for n in ("q", "a", "c", "s")))
     argv = build_command(QemuConfig(), paths, "tcg", 1, VsockChannel(vhost_fd=7, cid=42))
     joined = " ".join(argv)
     assert "vhost-vsock-device,guest-cid=42,vhostfd=7" in joined

@@ -76,3 +76,13 @@ def test_disk_image_is_refused_with_the_fix_and_fractional_vcpus_round_up() -> N
     with pytest.raises(errors.InvalidArgument, match="initrd"):
         QemuConfig.from_table({"image": "/var/lib/kata/kata-containers.img", "initrd": ""})
     assert QemuConfig.from_table({"default_vcpus": 1.5}).default_vcpus == 2
+
+
+def test_a_second_qmp_monitor_carries_the_death_events() -> None:
+    argv = build_command(QemuConfig(), PATHS, "tcg", 2_000_000)
+    monitors = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-qmp"]
+    assert monitors == [
+        "unix:/s/qmp.sock,server=on,wait=off",
+        "unix:/s/qmp-events.sock,server=on,wait=off",
+    ]
+    assert "-no-reboot" in argv and "panic=-1" in argv[argv.index("-append") + 1]
