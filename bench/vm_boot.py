@@ -68,7 +68,10 @@ async def sandbox_boot(table: dict[str, str]) -> tuple[float, float]:
         client = await sandbox.connect_agent()
         agent = AgentServiceClient(client)
         spec = container_spec(["/bin/echo", "first"])
-        spec["root"] = {"path": await sandbox.share_rootfs("c", shared_rootfs()), "readonly": True}
+        spec["root"] = {
+            "path": await sandbox.share("c", "rootfs", shared_rootfs()),
+            "readonly": True,
+        }
         await agent.CreateContainer(
             agent_pb2.CreateContainerRequest(container_id="c", OCI=oci.spec_from_json(spec))
         )
