@@ -12,7 +12,6 @@ execs alike) is the sandbox's pid (Kata: the hypervisor's).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import uuid
@@ -23,7 +22,7 @@ from typing import Any
 from google.protobuf import empty_pb2
 
 from kata_shim import __version__
-from kata_shim.errors import AlreadyExists, InvalidArgument, NotFound, ShimError, Unimplemented
+from kata_shim.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
 from kata_shim.events.publisher import Publisher
 from kata_shim.process.process import Process, Stdio
 from kata_shim.process.states import Op, status_of
@@ -32,6 +31,7 @@ from kata_shim.proto.task_ttrpc import TaskBase
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
+from kata_shim.task.libshimv2 import LibShimV2Care
 from kata_shim.task.monitor import abort_pod_processes
 from kata_shim.task.pod import Pod
 from kata_shim.task.pods import PodRegistry, SandboxFactory
@@ -77,9 +77,9 @@ class TaskService(TaskBase):
     ) -> None:
         self.env = TaskEnv(namespace, publisher, tuning or Tuning(), exit_fifo_dir)
         #: the client is iSulad's lib-shim-v2: Stats always as v1 Metrics with blkio as
-        #: read/write pairs (stats.py); exited execs are reaped (it never Deletes them)
+        #: read/write pairs (stats.py), exec reaping and idle exit (libshimv2.py)
         self._lib_shim_v2 = lib_shim_v2
-        self._reapers: set[asyncio.Task[None]] = set()
+        self._care = LibShimV2Care(self.env.tuning, self._idle) if lib_shim_v2 else None
         self._on_shutdown = on_shutdown
         self._config_loader = config_loader or _default_config_loader
         self._config: Mapping[str, Any] | None = None  # loaded once, at the first Create
@@ -117,11 +117,21 @@ class TaskService(TaskBase):
         if cid in self._containers or cid in self._creating:
             raise AlreadyExists(f"task {cid}: already exists")
         self._creating.add(cid)
+        if self._care is not None:
+            self._care.disarm_idle_exit()
         try:
             container = await self._create(request)
         finally:
             self._creating.discard(cid)
+            if self._care is not None and not self._containers and not self._creating:
+                self._care.arm_idle_exit()  # a failed Create left the shim without a task
         return task_pb2.CreateTaskResponse(pid=container.pid)
+
+    def _idle(self) -> None:
+        if self._containers or self._creating or self._shutdown_task is not None:
+            return
+        log.info("no task %gs after a failed Create: exiting", self.env.tuning.idle_exit_delay)
+        self._shutdown_task = asyncio.get_running_loop().create_task(self._finish())
 
     async def _create(self, request: task_pb2.CreateTaskRequest) -> Container:
         spec = load_bundle_spec(request.bundle)
@@ -183,24 +193,9 @@ class TaskService(TaskBase):
             pid = await lifecycle.start_init(self.env, container)
         else:
             pid = await lifecycle.start_exec(self.env, container, process)
-            if self._lib_shim_v2:
-                self._reap_later(container, process)
+            if self._care is not None:
+                self._care.reap_later(container, process)
         return task_pb2.StartResponse(pid=pid)
-
-    def _reap_later(self, container: Container, process: Process) -> None:
-        """Drop an exec's record `exec_reap_delay` after its exit (lib-shim-v2 never Deletes
-        execs; without this every `isula exec` / CRI exec probe would stay in memory)."""
-
-        async def reap() -> None:
-            await process.wait()
-            await asyncio.sleep(self.env.tuning.exec_reap_delay)
-            if container.execs.get(process.exec_id) is process:
-                with contextlib.suppress(ShimError):
-                    await lifecycle.delete_exec(container, process)
-
-        task = asyncio.get_running_loop().create_task(reap())
-        self._reapers.add(task)
-        task.add_done_callback(self._reapers.discard)
 
     async def Wait(
         self, ctx: RequestContext, request: task_pb2.WaitRequest
@@ -357,8 +352,8 @@ class TaskService(TaskBase):
     async def close(self) -> None:
         """Tear everything down (SIGTERM path): running processes exit 255, sandboxes stop."""
         containers = list(self._containers.values())
-        for reaper in list(self._reapers):
-            reaper.cancel()
+        if self._care is not None:
+            self._care.close()
         for pod in self._pods:
             pod.mark_dead("shim closing", logging.INFO)
         monitors = {p.monitor for c in containers for p in c.processes() if p.monitor is not None}

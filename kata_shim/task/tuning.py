@@ -37,3 +37,5 @@ class Tuning:
     teardown_timeout: float = 15.0
     #: lib-shim-v2 never Deletes execs: an exited exec's record is dropped this long after its exit
     exec_reap_delay: float = 30.0
+    #: lib-shim-v2 sends no Shutdown after a failed Create: with no task left, exit after this
+    idle_exit_delay: float = 10.0

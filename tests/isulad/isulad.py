@@ -150,7 +150,12 @@ class Isulad:
         self.call("new", cid, lib.shim_v2_new, address)
         bundle = str(container.bundle)
         args = (bundle, terminal, "", out, err)
-        container.pid = self.call("create", cid, lib.shim_v2_create, *args)
+        try:
+            container.pid = self.call("create", cid, lib.shim_v2_create, *args)
+        except Exception:
+            with contextlib.suppress(Exception):  # all iSulad does after a failed Create
+                self.kill(cid, signal.SIGKILL)
+            raise
         self._save_address(container, address)
         return container
 

@@ -201,3 +201,16 @@ def test_start_again_after_the_exit_gets_a_new_shim(rig: IsuladRig) -> None:
     assert second.cleaned.wait(30)
     isulad.rm(cid)
     rig.assert_clean()
+
+
+def test_failed_create_does_not_leave_the_shim_behind(rig: IsuladRig) -> None:
+    """After a failed Create iSulad only sends Kill(SIGKILL) (no Shutdown, no `delete`):
+    a shim left with no task must exit on its own."""
+    cid = rig.id("badroot")
+    spec = rig.spec("true")
+    spec["root"]["path"] = str(rig.work / "no-such-rootfs")
+    with pytest.raises(RpcError):
+        rig.isulad.create(cid, spec)
+    assert rig.isulad.outcomes("kill", cid)[0].startswith("RpcError")  # NotFound: no task
+    rig.isulad.rm(cid)
+    rig.assert_clean()

@@ -128,3 +128,29 @@ async def test_exited_execs_are_reaped_for_lib_shim_v2_only() -> None:
             await h.kill("c1", signal.SIGKILL)
             assert (await h.wait("c1")).exit_status == 137
             await h.delete("c1")
+
+
+async def test_a_shim_left_without_tasks_after_a_failed_create_exits_under_lib_shim_v2() -> None:
+    """iSulad follows a failed Create with Kill(SIGKILL) only: no Shutdown, no `delete`."""
+    tuning = dataclasses.replace(FAST, idle_exit_delay=0.2)
+    bad = task_pb2.CreateTaskRequest(id="c1", bundle="/nonexistent/bundle")
+    for lib_shim_v2 in (True, False):
+        async with harness(tuning, lib_shim_v2=lib_shim_v2) as h:
+            with pytest.raises(errors.NotFound):
+                await h.service.Create(CTX, bad)
+            with pytest.raises(errors.NotFound):
+                await h.kill("c1", signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            assert h.shutdowns == ([1] if lib_shim_v2 else [])
+    async with harness(tuning, lib_shim_v2=True) as h:  # a task created meanwhile: no exit
+        h.program("sleep", runtime=None)
+        with pytest.raises(errors.NotFound):
+            await h.service.Create(CTX, bad)
+        await h.create("c2", ["sleep"])
+        await asyncio.sleep(0.5)
+        assert h.shutdowns == []
+        await h.kill("c2", signal.SIGKILL)
+        await h.wait("c2")
+        await h.delete("c2")
+        await h.service.Shutdown(CTX, task_pb2.ShutdownRequest(id="c2"))
+        assert h.shutdowns == [1]

@@ -1,0 +1,68 @@
+"""What a lib-shim-v2 client (iSulad) needs beyond containerd's semantics (docs/isulad.md).
+
+Active when the shim runs without `-address` (containerd always passes one):
+  * exec reaping — iSulad never Deletes an exec, so an exited exec's record is
+    dropped `Tuning.exec_reap_delay` after its exit (later Wait/State: NotFound);
+  * idle exit — after a failed Create iSulad sends only Kill(SIGKILL): no
+    Shutdown, and it never runs `delete`. A shim left without any task asks the
+    service to finish `Tuning.idle_exit_delay` later (a new Create disarms it).
+Stats in v1 form for lib-shim-v2 live in stats.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from kata_shim.errors import ShimError
+from kata_shim.process.process import Process
+from kata_shim.task import lifecycle
+from kata_shim.task.containers import Container
+from kata_shim.task.tuning import Tuning
+
+__all__ = ["LibShimV2Care"]
+
+
+class LibShimV2Care:
+    """Exec reapers and the idle-exit timer of one TaskService (event loop only)."""
+
+    def __init__(self, tuning: Tuning, on_idle: Callable[[], None]) -> None:
+        self._tuning = tuning
+        self._on_idle = on_idle
+        self._reapers: set[asyncio.Task[None]] = set()
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def reap_later(self, container: Container, process: Process) -> None:
+        """Drop the started exec's record `exec_reap_delay` after its exit."""
+
+        async def reap() -> None:
+            await process.wait()
+            await asyncio.sleep(self._tuning.exec_reap_delay)
+            if container.execs.get(process.exec_id) is process:
+                with contextlib.suppress(ShimError):
+                    await lifecycle.delete_exec(container, process)
+
+        task = asyncio.get_running_loop().create_task(reap())
+        self._reapers.add(task)
+        task.add_done_callback(self._reapers.discard)
+
+    def arm_idle_exit(self) -> None:
+        """The service has no task (the caller checked): call on_idle after the delay."""
+        if self._idle_timer is None:
+            delay = self._tuning.idle_exit_delay
+            self._idle_timer = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def disarm_idle_exit(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _expired(self) -> None:
+        self._idle_timer = None
+        self._on_idle()
+
+    def close(self) -> None:
+        self.disarm_idle_exit()
+        for reaper in list(self._reapers):
+            reaper.cancel()
