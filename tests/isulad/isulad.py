@@ -253,8 +253,9 @@ class Isulad:
         `tty=(height, width)`: `isula exec -t`, resized (ResizePty) right after Start."""
         container = self.containers[cid]
         fifo_dir = self._fifo_dir(container, "exec")
-        out, err = OutputFifo(fifo_dir / "out-fifo"), OutputFifo(fifo_dir / "err-fifo")
         terminal = tty is not None
+        out = OutputFifo(fifo_dir / "out-fifo")
+        err = None if terminal else OutputFifo(fifo_dir / "err-fifo")  # a console merges them
         process = {
             "terminal": terminal,
             "user": {"uid": 0, "gid": 0},
@@ -264,16 +265,19 @@ class Isulad:
         }
         spec = json.dumps(process).encode()
         try:
-            paths = (str(out.path), str(err.path))
+            paths = (str(out.path), "" if err is None else str(err.path))
             self.call("exec", cid, lib.shim_v2_exec, exec_id, terminal, "", *paths, spec)
             self.call("start", cid, lib.shim_v2_start, exec_id)
             if tty is not None:
                 self.call("resize", cid, lib.shim_v2_resize_pty, exec_id, *tty)
-            code = None if detach else self.call("wait", cid, lib.shim_v2_wait, exec_id)
-            return code, out.text(), err.text()
+            if detach:  # `isula exec -d`: no Wait, nobody attached
+                return None, "", ""
+            code = self.call("wait", cid, lib.shim_v2_wait, exec_id)
+            return code, out.text(), "" if err is None else err.text()
         finally:
             out.close()
-            err.close()
+            if err is not None:
+                err.close()
 
     def detect_process(self, cid: str) -> bool:
         """rt_shim_detect_process: Kill(0); True while the init lives."""

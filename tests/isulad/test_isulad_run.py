@@ -112,15 +112,20 @@ def test_exec_foreground_and_detached(rig: IsuladRig) -> None:
     isulad.start(cid)
     code, out, err = isulad.exec(cid, "e1", rig.sh("echo in-exec; echo to-err >&2; exit 4"))
     assert (code, out, err) == (4, "in-exec\n", "to-err\n")
+    with pytest.raises(RpcError):  # Start fails: an error at once, like runc's "exec failed"
+        isulad.exec(cid, "bad", ["/no/such/binary"])
     code, _, _ = isulad.exec(cid, "e2", rig.sh("sleep 0.2"), detach=True)
-    assert code is None and isulad.outcomes("start", cid) == ["ok", "ok", "ok"]
+    starts = isulad.outcomes("start", cid)
+    assert code is None and starts[:2] == ["ok", "ok"] and starts[3] == "ok", starts
+    assert starts[2].startswith("RpcError"), starts
     code, out, _ = isulad.exec(cid, "e3", rig.sh("sleep 0.5; stty size; exit 2"), tty=(33, 101))
     assert (code, out.split()) == (2, ["33", "101"]), out
     with pytest.raises(RpcError):  # the init has no terminal: an error, not a hang
         lib.shim_v2_resize_pty(cid, None, 10, 10)
     state = isulad.state(cid)
     assert state.status == "running" and state.pid > 0
-    assert isulad.stop(cid, timeout=2) == 137  # sh as pid 1 ignores SIGTERM → SIGKILL
+    # SIGTERM to a pid 1 without a handler: the agent upgrades it to SIGKILL (as Kata's does)
+    assert isulad.stop(cid, timeout=2) == 137
     assert isulad.containers[cid].cleaned.wait(30)
     isulad.rm(cid)
     rig.assert_clean()

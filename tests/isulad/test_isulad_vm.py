@@ -3,7 +3,7 @@
 One VM boot for: `isula run -d` of a sandbox and two containers (dockershim
 annotations), `isula exec` proving the guest kernel, `isula stats` (v1 Metrics
 from the guest's cgroups), `isula top`, pause/unpause, `isula stop` of one
-container (SIGTERM ignored by the shell as pid 1 → SIGKILL), then the sandbox is
+container (SIGTERM to a pid 1 without a handler: the agent sends SIGKILL), then the sandbox is
 killed: the remaining container's exit is reported before the sandbox's, the
 supervisor's Delete + Shutdown tear the VM down, and nothing is left.
 """
