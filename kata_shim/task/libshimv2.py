@@ -2,7 +2,8 @@
 
 Active when the shim runs without `-address` (containerd always passes one):
   * exec reaping — iSulad never Deletes an exec, so an exited exec's record is
-    dropped `Tuning.exec_reap_delay` after its exit (later Wait/State: NotFound);
+    dropped `Tuning.exec_reap_delay` after its exit (later Wait/State: NotFound),
+    and one whose Start failed at once;
   * idle exit — after a failed Create iSulad sends only Kill(SIGKILL): no
     Shutdown, and it never runs `delete`. A shim left without any task asks the
     service to finish `Tuning.idle_exit_delay` later (a new Create disarms it).
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from kata_shim.errors import ShimError
 from kata_shim.process.process import Process
 from kata_shim.task import lifecycle
-from kata_shim.task.containers import Container
+from kata_shim.task.containers import Container, TaskEnv
 from kata_shim.task.tuning import Tuning
 
 __all__ = ["LibShimV2Care"]
@@ -32,6 +33,18 @@ class LibShimV2Care:
         self._on_idle = on_idle
         self._reapers: set[asyncio.Task[None]] = set()
         self._idle_timer: asyncio.TimerHandle | None = None
+
+    async def start_exec(self, env: TaskEnv, container: Container, process: Process) -> int:
+        """Start(exec); its record goes after the exit, or at once if Start failed."""
+        try:
+            pid = await lifecycle.start_exec(env, container, process)
+        except ShimError:
+            if container.execs.get(process.exec_id) is process:
+                with contextlib.suppress(ShimError):
+                    await lifecycle.delete_exec(container, process)
+            raise
+        self.reap_later(container, process)
+        return pid
 
     def reap_later(self, container: Container, process: Process) -> None:
         """Drop the started exec's record `exec_reap_delay` after its exit."""

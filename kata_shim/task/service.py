@@ -191,10 +191,10 @@ class TaskService(TaskBase):
         container, process = self._process(request.id, request.exec_id)
         if process.is_init:
             pid = await lifecycle.start_init(self.env, container)
-        else:
+        elif self._care is None:
             pid = await lifecycle.start_exec(self.env, container, process)
-            if self._care is not None:
-                self._care.reap_later(container, process)
+        else:
+            pid = await self._care.start_exec(self.env, container, process)
         return task_pb2.StartResponse(pid=pid)
 
     async def Wait(

@@ -154,3 +154,23 @@ async def test_a_shim_left_without_tasks_after_a_failed_create_exits_under_lib_s
         await h.delete("c2")
         await h.service.Shutdown(CTX, task_pb2.ShutdownRequest(id="c2"))
         assert h.shutdowns == [1]
+
+
+async def test_an_exec_whose_start_failed_is_forgotten_under_lib_shim_v2() -> None:
+    for lib_shim_v2 in (True, False):
+        async with harness(lib_shim_v2=lib_shim_v2) as h:
+            h.program("sleep", runtime=None)
+            await h.create("c1", ["sleep"])
+            await h.start("c1")
+            await h.exec("c1", "bad", ["nope"])
+            h.agent("c1").fail["ExecProcess"] = errors.ShimError("exec failed: no such file")
+            with pytest.raises(errors.ShimError, match="exec failed"):
+                await h.start("c1", "bad")
+            if lib_shim_v2:
+                with pytest.raises(errors.NotFound):
+                    await h.state("c1", "bad")
+            else:  # containerd Deletes it itself
+                assert (await h.state("c1", "bad")).status == 1  # CREATED
+            await h.kill("c1", signal.SIGKILL)
+            await h.wait("c1")
+            await h.delete("c1")
