@@ -71,6 +71,7 @@ def test_pause_unpause_stats_top(rig: IsuladRig) -> None:
     script = (
         "dd if=/dev/zero of=/data/f bs=64k count=32 oflag=direct 2>/dev/null; "
         "dd if=/data/f of=/dev/null bs=64k iflag=direct 2>/dev/null; "
+        "dd if=/dev/zero of=/data/cached bs=64k count=32 2>/dev/null; "  # page cache
         "echo io-done; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 600"
     )
     spec = rig.spec(script)
@@ -100,6 +101,7 @@ def test_pause_unpause_stats_top(rig: IsuladRig) -> None:
     assert metrics.memory.total_inactive_file == sample.inactive_file_total
     assert metrics.memory.swap.usage == sample.swap_used
     assert metrics.memory.rss == sample.rss_bytes and sample.rss_bytes > 0
+    assert sample.inactive_file_total > 0 and sample.mem_used > sample.rss_bytes
     # what lib-shim-v2 can tell apart: "read" and everything else (counted as written)
     assert {e.op for e in metrics.blkio.io_service_bytes_recursive} <= {"read", "write"}
     kernel = kernel_blkio(cid)  # the local sandbox's container cgroup on this host
