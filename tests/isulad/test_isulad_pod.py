@@ -57,6 +57,7 @@ def exit_order(log: str) -> list[str]:
 def assert_one_shim(rig: IsuladRig, sandbox: Container, apps: list[Container]) -> None:
     shims = rig.shims()
     assert len(shims) == 1 and f"-id {sandbox.id}" in shims[0][1], shims
+    assert [p.name for p in rig.state_dir.iterdir()] == [sandbox.id]  # one sandbox
     address = (sandbox.bundle / "address").read_text()
     for app in apps:
         assert app.start_stdout.decode() == address
