@@ -17,19 +17,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.isulad.rig import IsuladRig
+from tests.isulad.rig import DOCKER_SANDBOX, DOCKER_TYPE, IsuladRig
+from tests.isulad.test_isulad_pod import exit_order
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_in_child(rig: IsuladRig, cid: str, script: str) -> subprocess.Popen[bytes]:
-    spec_file = rig.work / f"{cid}.json"
-    spec_file.write_text(json.dumps(rig.spec(script)))
+def start_in_child(rig: IsuladRig, *containers: tuple[str, object]) -> subprocess.Popen[bytes]:
+    """An iSulad process that creates and starts (id, spec) in order, then waits to be killed."""
+    args: list[str] = []
+    for task_id, spec in containers:
+        spec_file = rig.work / f"{task_id}.json"
+        spec_file.write_text(json.dumps(spec))
+        args += [task_id, str(spec_file)]
     module = "tests.isulad.daemon_child"
     child = subprocess.Popen(
-        [sys.executable, "-m", module, str(rig.isulad.root), cid, str(spec_file)],
+        [sys.executable, "-m", module, str(rig.isulad.root), *args],
         cwd=ROOT,
         env=rig.env,
         stdout=subprocess.PIPE,
@@ -49,7 +54,7 @@ def kill_child(child: subprocess.Popen[bytes]) -> None:
 
 def test_exit_while_isulad_is_down_is_reported_after_restore(rig: IsuladRig) -> None:
     cid = rig.id("down")
-    child = start_in_child(rig, cid, "sleep 1; exit 6")
+    child = start_in_child(rig, (cid, rig.spec("sleep 1; exit 6")))
     bundle = rig.isulad.engines / cid
     shim = int((bundle / "shim.pid").read_text())
     kill_child(child)
@@ -69,7 +74,7 @@ def test_exit_while_isulad_is_down_is_reported_after_restore(rig: IsuladRig) -> 
 
 def test_restore_while_running_then_the_exit(rig: IsuladRig) -> None:
     cid = rig.id("up")
-    child = start_in_child(rig, cid, "sleep 600")
+    child = start_in_child(rig, (cid, rig.spec("sleep 600")))
     kill_child(child)
 
     isulad = rig.isulad
@@ -83,4 +88,25 @@ def test_restore_while_running_then_the_exit(rig: IsuladRig) -> None:
     assert container.cleaned.wait(30)
     assert container.monitor_status == 137  # the Wait started on the new connection returned
     isulad.rm(cid)
+    rig.assert_clean()
+
+
+def test_pod_restored_after_a_restart_still_exits_in_order(rig: IsuladRig) -> None:
+    sandbox, app = rig.id("sb"), rig.id("app")
+    app_spec = rig.spec("sleep 600", {DOCKER_TYPE: "container", DOCKER_SANDBOX: sandbox})
+    sandbox_spec = rig.spec("sleep 600", {DOCKER_TYPE: "podsandbox"})
+    kill_child(start_in_child(rig, (sandbox, sandbox_spec), (app, app_spec)))
+    isulad = rig.isulad
+    for cid in (sandbox, app):
+        assert isulad.restore(cid).status == "running"
+    assert len(rig.shims()) == 1
+    isulad.kill(sandbox, signal.SIGKILL)
+    for cid in (app, sandbox):
+        container = isulad.containers[cid]
+        assert container.exit_fifo is not None and container.exit_fifo.wait(30) == 137
+        assert container.cleaned.wait(30)
+    log = (isulad.engines / sandbox / "log").read_text()
+    assert exit_order(log) == [app, sandbox], exit_order(log)
+    for cid in (app, sandbox):
+        isulad.rm(cid)
     rig.assert_clean()
