@@ -1,0 +1,146 @@
+"""`make bench`: our shim vs containerd-shim-runc-v2, plus IO throughput and VM boot.
+
+Runs bench/shim_vs_runc.py's measurements in-process, then bench/io_throughput.py
+and bench/vm_boot.py as subprocesses (when present) and folds their JSON in.
+Prints a short table on stderr and one JSON object on stdout (also written to
+--json PATH). Each target is checked: ours/runc start ≤ 1.2x, PSS per pod
+≤ 10 MB, exit latency ≤ 1.5x, RPC rate ≥ 1.0x, concurrent start ≤ 1.5x.
+
+Run: `.venv/bin/python bench/report.py [--runs 30] [--pods 20] [--exit-runs 30]
+[--rpc-seconds 2] [--no-external] [--json out.json]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shim_vs_runc import compare
+
+HERE = Path(__file__).resolve().parent
+EXTERNAL = {
+    "io_throughput": ["io_throughput.py", "--mib", "256", "--rounds", "3"],
+    "vm_boot": ["vm_boot.py", "--runs", "2"],
+}
+PSS_LIMIT_KB = 10 * 1024
+
+
+def external(name: str, timeout: float) -> dict[str, Any]:
+    script, *args = EXTERNAL[name]
+    if not (HERE / script).exists():
+        return {"skipped": f"{script} not present"}
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(HERE / script), *args], capture_output=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        return {"error": result.stderr.decode(errors="replace")[-2000:]}
+    text = result.stdout.decode()
+    report: dict[str, Any] = json.loads(text[text.index("{") :])
+    report["bench_wall_s"] = round(time.monotonic() - began, 1)
+    return report
+
+
+def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    memory = result["memory"]["kata"]
+    checks = {
+        "start_ratio": (result["start"]["ratio"], "<=", 1.2),
+        "pod_pss_kb": (memory["pod_pss_kb"], "<=", PSS_LIMIT_KB),
+        "exit_ratio": (result["exit"]["ratio"], "<=", 1.5),
+        "rpc_ratio": (result["rpc"]["callers1"]["ratio"], ">=", 1.0),
+        "concurrent_ratio": (result["concurrent_start"]["ratio"], "<=", 1.5),
+    }
+    return {
+        name: {
+            "value": value,
+            "target": f"{op} {limit}",
+            "met": value <= limit if op == "<=" else value >= limit,
+        }
+        for name, (value, op, limit) in checks.items()
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    start, exits, conc = result["start"], result["exit"], result["concurrent_start"]
+    mem, rpc = result["memory"], result["rpc"]["callers1"]
+    rows = [
+        ("measurement", "kata (ours)", "runc-v2", "ours/runc"),
+        ("start ctr run --rm (s)", start["kata_median_s"], start["runc_median_s"], start["ratio"]),
+        ("exit SIGKILL→event (s)", exits["kata_median_s"], exits["runc_median_s"], exits["ratio"]),
+        (
+            f"{conc['pods']} pods concurrently (s)",
+            conc["kata_wall_s"],
+            conc["runc_wall_s"],
+            conc["ratio"],
+        ),
+        ("Connect RPC/s, 1 caller", rpc["kata_rps"], rpc["runc_rps"], rpc["ratio"]),
+        ("PSS per pod (kB)", mem["kata"]["pod_pss_kb"], mem["runc"]["pod_pss_kb"], ""),
+        ("  shim PSS (kB)", mem["kata"]["shim_pss_kb"], mem["runc"]["shim_pss_kb"], ""),
+        ("  agent PSS (kB)", mem["kata"]["agent_pss_kb"], "-", ""),
+        ("RSS per pod (kB)", mem["kata"]["pod_rss_kb"], mem["runc"]["pod_rss_kb"], ""),
+    ]
+    io = result.get("io_throughput", {}).get("local")
+    if io:
+        rows.append(
+            (
+                "stdout MB/s",
+                io["kata_local"]["median_MBps"],
+                io["runc_v2"]["median_MBps"],
+                io["ratio_ours_over_runc"],
+            )
+        )
+    vm = result.get("vm_boot", {})
+    if "create_to_agent_ready_s" in vm:
+        rows.append(("VM create→agent ready (s)", vm["create_to_agent_ready_s"], "-", ""))
+    lines = [f"{a:<28} {b!s:>12} {c!s:>12} {d!s:>10}" for a, b, c, d in rows]
+    lines += [
+        f"target {name}: {t['value']} {t['target']} -> {'met' if t['met'] else 'MISSED'}"
+        for name, t in result["targets"].items()
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="start-latency runs per runtime")
+    parser.add_argument("--pods", type=int, default=20, help="pods per runtime")
+    parser.add_argument("--exit-runs", type=int, default=30)
+    parser.add_argument("--rpc-seconds", type=float, default=2.0)
+    parser.add_argument("--no-external", action="store_true", help="skip io/vm scripts")
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    began = time.monotonic()
+    result: dict[str, Any] = {
+        "benchmark": "shim_vs_runc",
+        "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
+    }
+
+    def progress(message: str) -> None:
+        print(f"[{time.monotonic() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    result.update(compare(args.runs, args.pods, args.exit_runs, args.rpc_seconds, progress))
+    if not args.no_external:
+        for name in EXTERNAL:
+            progress(name)
+            result[name] = external(name, timeout=600)
+    result["targets"] = targets(result)
+    result["wall_s"] = round(time.monotonic() - began, 1)
+    print(table(result), file=sys.stderr)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

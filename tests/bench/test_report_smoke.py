@@ -1,0 +1,48 @@
+"""Smoke test for `make bench`: bench/report.py with tiny counts must produce the full JSON shape.
+
+Not a timing test: it only checks that every measurement ran against both
+runtimes and that the report has the fields the closing note and the table use.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+REPORT = Path(__file__).resolve().parents[2] / "bench" / "report.py"
+
+
+def test_report_runs_with_tiny_counts_and_has_every_field(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, str(REPORT), "--runs", "2", "--pods", "2", "--exit-runs", "3"]
+    argv += ["--rpc-seconds", "0.2", "--no-external", "--json", str(out)]
+    result = subprocess.run(argv, capture_output=True, timeout=170)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    report = json.loads(result.stdout)
+    assert json.loads(out.read_text()) == report
+    for key in ("start", "exit"):
+        assert report[key]["runs"] == 2 if key == "start" else 3
+        assert 0 < report[key]["kata_median_s"] < 30 and 0 < report[key]["runc_median_s"] < 30
+    assert report["concurrent_start"]["pods"] == 2
+    memory = report["memory"]
+    assert memory["kata"]["pods"] == memory["runc"]["pods"] == 2
+    assert memory["kata"]["agents_found"] == 2  # one kata-agent-py per local sandbox
+    assert memory["runc"]["agents_found"] == 0
+    assert memory["kata"]["shim_pss_kb"] > 0 and memory["runc"]["shim_pss_kb"] > 0
+    for callers in ("callers1", "callers16"):
+        assert report["rpc"][callers]["kata_rps"] > 0 and report["rpc"][callers]["runc_rps"] > 0
+    assert set(report["targets"]) == {
+        "start_ratio",
+        "pod_pss_kb",
+        "exit_ratio",
+        "rpc_ratio",
+        "concurrent_ratio",
+    }
+    assert all(isinstance(t["met"], bool) for t in report["targets"].values())
+    assert "target start_ratio" in result.stderr.decode()  # the table
