@@ -1,4 +1,11 @@
-"""The daemon's logging: Python logging into the bundle's `log` file.
+"""The daemon's logging: the bundle's `log` file, journald, or stderr.
+
+Destinations: `<bundle>/log` when it can be opened, plus journald
+(SYSLOG_IDENTIFIER=kata, see journal.py) when a journal socket exists;
+stderr only when neither is usable. Debug level when `-debug` was passed or
+$KATA_SHIM_DEBUG is set (the systemd debug drop-ins set it for containerd /
+iSulad, whose shims inherit their environment); `enable_debug` in the
+configuration raises it later, when Create loads the file (runtime.py).
 
 Under containerd `log` is a FIFO containerd reads (it copies lines into its
 own log); under iSulad it is a regular file. Rules: never stdout (fd 1 is
@@ -18,9 +25,16 @@ import logging
 import os
 import signal
 import stat
+import sys
 import time
+from collections.abc import Mapping
 
-__all__ = ["LogFileHandler", "setup_logging"]
+from kata_shim.shim.journal import JournalHandler, journal_socket
+
+__all__ = ["DEBUG_ENV", "LogFileHandler", "debug_requested", "setup_logging"]
+
+DEBUG_ENV = "KATA_SHIM_DEBUG"
+_TRUE = ("1", "true", "yes", "on")
 
 FORMAT = (
     "%(asctime)s.%(msecs)03d %(levelname)s kata-shim[%(process)d] "
@@ -121,21 +135,50 @@ def _redirect_stderr(path: str) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
+def debug_requested(flag: bool, env: Mapping[str, str] | None = None) -> bool:
+    """-debug, or $KATA_SHIM_DEBUG set to 1/true/yes/on."""
+    value = (os.environ if env is None else env).get(DEBUG_ENV, "")
+    return flag or value.strip().lower() in _TRUE
+
+
+def _bundle_handler(bundle: str) -> logging.Handler | None:
+    try:
+        handler = LogFileHandler(os.path.join(bundle, "log"))
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):  # else fd 2 stays where it was
+        _redirect_stderr(handler.path)
+    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+    return handler
+
+
+def _journal_handler(namespace: str, task_id: str) -> logging.Handler | None:
+    path = journal_socket()
+    if path is None:
+        return None
+    try:
+        handler = JournalHandler(path, {"KATA_NAMESPACE": namespace, "KATA_ID": task_id})
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    return handler
+
+
 def setup_logging(bundle: str, namespace: str, task_id: str, debug: bool) -> str | None:
-    """Route the root logger to `<bundle>/log`; return its path (None when unusable)."""
+    """Route the root logger to `<bundle>/log` and journald (else stderr).
+
+    Returns the bundle log's path, None when it could not be opened.
+    """
     logging.raiseExceptions = False  # a logging failure must never reach stderr or stdout
     root = logging.getLogger()
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    path = os.path.join(bundle, "log")
-    handler: logging.Handler
-    try:
-        handler = LogFileHandler(path)
-    except OSError:
-        handler, path = logging.NullHandler(), ""
-    else:
-        with contextlib.suppress(OSError):  # else fd 2 stays /dev/null
-            _redirect_stderr(path)
-    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
-    handler.addFilter(_IdFilter(namespace, task_id))
-    root.addHandler(handler)
-    return path or None
+    root.setLevel(logging.DEBUG if debug_requested(debug) else logging.INFO)
+    bundle_log = _bundle_handler(bundle)
+    handlers = [h for h in (bundle_log, _journal_handler(namespace, task_id)) if h is not None]
+    if not handlers:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        handlers.append(stderr)
+    for handler in handlers:
+        handler.addFilter(_IdFilter(namespace, task_id))
+        root.addHandler(handler)
+    return bundle_log.path if isinstance(bundle_log, LogFileHandler) else None

@@ -52,7 +52,7 @@ class ShimRuntime:
             config = load_config(config_path or self.saved_config_path())
         except ConfigError as exc:
             raise InvalidArgument(f"kata-shim configuration: {exc}") from exc
-        if config.debug or config.hypervisor.enable_debug:
+        if config.debug or config.hypervisor.enable_debug or config.agent.enable_debug:
             logging.getLogger().setLevel(logging.DEBUG)
         return config.as_mapping()
 
