@@ -6,10 +6,12 @@ flag is the action (`start`, `delete`, or none = serve); `--` ends the flags.
 Rules: an unknown flag, a missing value or an unknown action is a `FlagError`
 (main prints it and exits 1); `-namespace` and `-id` are required for every
 action (checked by `require_ids`), not for `-v`/`--version`/`-h`.
-No imports at all (not even dataclasses, ~5 ms): this runs on every start.
+No imports but kata_shim.ids (not even dataclasses, ~5 ms): this runs on every start.
 """
 
 from __future__ import annotations
+
+from kata_shim.ids import identifier_problem
 
 __all__ = ["ACTIONS", "USAGE", "FlagError", "Flags", "parse_flags", "require_ids"]
 
@@ -147,3 +149,6 @@ def require_ids(flags: Flags) -> None:
         raise FlagError("shim namespace cannot be empty (-namespace)")
     if not flags.id:
         raise FlagError("shim id cannot be empty (-id)")
+    for name, value in (("namespace", flags.namespace), ("id", flags.id)):
+        if problem := identifier_problem(value):  # -id names paths (state dir, bundle)
+            raise FlagError(f"shim {name} {problem} (-{name})")

@@ -24,6 +24,7 @@ from google.protobuf import empty_pb2
 from kata_shim import __version__
 from kata_shim.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
 from kata_shim.events.publisher import Publisher
+from kata_shim.ids import identifier_problem
 from kata_shim.process.process import Process, Stdio
 from kata_shim.process.states import Op, status_of
 from kata_shim.proto import agent_pb2, events_pb2, task_pb2, task_types_pb2
@@ -112,8 +113,8 @@ class TaskService(TaskBase):
         self, ctx: RequestContext, request: task_pb2.CreateTaskRequest
     ) -> task_pb2.CreateTaskResponse:
         cid = request.id
-        if not cid:
-            raise InvalidArgument("task id must not be empty")
+        if problem := identifier_problem(cid):  # the id becomes a state dir name
+            raise InvalidArgument(f"task id {problem}")
         if cid in self._containers or cid in self._creating:
             raise AlreadyExists(f"task {cid}: already exists")
         self._creating.add(cid)
@@ -247,8 +248,8 @@ class TaskService(TaskBase):
         self, ctx: RequestContext, request: task_pb2.ExecProcessRequest
     ) -> empty_pb2.Empty:
         container = self._container(request.id)
-        if not request.exec_id:
-            raise InvalidArgument("exec id must not be empty")
+        if problem := identifier_problem(request.exec_id):
+            raise InvalidArgument(f"exec id {problem}")
         if request.exec_id in container.execs:
             raise AlreadyExists(f"id {request.exec_id}")
         container.init.check(Op.EXEC)

@@ -95,3 +95,11 @@ def test_version(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out == version_line() + "\n"
     assert out.startswith("containerd-shim-kata-v2 (kata-shim) ")
+
+
+@pytest.mark.parametrize("bad", ["../x", "..", "a/b", "x" * 200])
+def test_require_ids_refuses_ids_that_are_not_identifiers(bad: str) -> None:
+    with pytest.raises(FlagError, match="-id"):
+        require_ids(parse_flags(["-namespace", "n", "-id", bad, "delete"]))
+    with pytest.raises(FlagError, match="-namespace"):
+        require_ids(parse_flags(["-namespace", bad, "-id", "x", "delete"]))
