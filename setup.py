@@ -39,6 +39,7 @@ setup(
             "protoc-gen-kata-ttrpc = kata_shim.plugin.protoc_gen_ttrpc:main",
             "kata-agent-py = kata_shim.guest.main:main",
             "containerd-shim-kata-v2 = kata_shim.shim.main:main",
+            "kata-shim = kata_shim.cli.main:main",
         ],
     },
     zip_safe=False,

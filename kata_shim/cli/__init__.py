@@ -1,0 +1,1 @@
+"""The `kata-shim` administration CLI: check, env, image build, sandboxes, exec."""
