@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 
-.PHONY: setup test demo demo-local proto proto-check lint typecheck bench wheel clean
+.PHONY: setup test demo demo-local proto proto-check lint typecheck bench wheel rpm clean
 
 setup:
 	scripts/dev.sh setup
@@ -39,6 +39,10 @@ bench:
 
 wheel:
 	$(PY) -m build --wheel --no-isolation --outdir dist .
+
+# openEuler SRPM + binary RPM (Debian rpmbuild + packaging/rpm/macros.openeuler-compat), then rpmlint
+rpm:
+	VENV=$(abspath $(VENV)) packaging/rpm/build.sh
 
 clean:
 	rm -rf build dist *.egg-info kata_shim/*.so kata_shim/*/*.so kata_shim/_fastio.c kata_shim/ttrpc/_framing.c
