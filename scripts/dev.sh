@@ -21,7 +21,7 @@ APT_PACKAGES=(
   golang-github-containerd-containerd-dev   # upstream .proto files for the conformance test
   qemu-system-x86 linux-image-amd64 kmod cpio # guest VMs under TCG (generic kernel: has 9p)
   libvirt-daemon-system libvirt-dev           # libvirt backend (libvirt-python builds against it)
-  systemd rpm rpmlint cython3 python3-cffi python3-setuptools python3-packaging # packaging: journald tests, systemd-analyze, make rpm
+  systemd rpm rpmlint python3-cffi python3-packaging # journald tests, systemd-analyze, make rpm (rpm dep generator)
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -185,9 +185,6 @@ def journald() -> Iterator[str]:
     assert JOURNALD.exists(), "systemd (scripts/dev.sh installs it) provides systemd-journald"
     namespace = f"katatest{uuid.uuid4().hex[:8]}"
     sockets = Path(f"/run/systemd/journal.{namespace}")
-    machine = Path("/etc/machine-id").read_text().strip()
-    stores = [Path(f"/var/log/journal/{machine}.{namespace}")]
-    stores.append(Path(f"/run/log/journal/{machine}.{namespace}"))
     proc = subprocess.Popen(
         [str(JOURNALD), namespace], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -205,6 +202,8 @@ def journald() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        stores = [*Path("/var/log/journal").glob(f"*.{namespace}")]
+        stores += Path("/run/log/journal").glob(f"*.{namespace}")  # no /var/log/journal
         for path in (sockets, *stores):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -243,3 +242,21 @@ def test_lines_reach_a_real_journald_under_kata(
     assert entries[0]["KATA_ID"] == "pod1" and entries[0]["KATA_NAMESPACE"] == "default"
     assert int(entries[0]["_PID"]) == os.getpid()
     assert "container c1" in (tmp_path / "log").read_text()  # and the bundle log still
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "[hypervisor.local]\nenable_debug = true\n",
+        "[hypervisor.local]\n[agent.kata]\nenable_debug = true\n",
+    ],
+)
+def test_enable_debug_in_any_section_raises_the_level(
+    root_logger: logging.Logger, tmp_path: Path, table: str
+) -> None:
+    from kata_shim.shim.runtime import ShimRuntime
+
+    (tmp_path / "c.toml").write_text(table)
+    root_logger.setLevel(logging.INFO)
+    ShimRuntime(str(tmp_path)).load(str(tmp_path / "c.toml"))
+    assert root_logger.level == logging.DEBUG
