@@ -14,9 +14,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -260,3 +262,39 @@ def test_enable_debug_in_any_section_raises_the_level(
     root_logger.setLevel(logging.INFO)
     ShimRuntime(str(tmp_path)).load(str(tmp_path / "c.toml"))
     assert root_logger.level == logging.DEBUG
+
+
+def test_a_real_shim_daemon_logs_to_journald(
+    journald: str, shim_bin: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The shim binary in serve mode, as containerd/iSulad start it, with the debug env var."""
+    from tests.shim.conftest import make_bundle, unique_id
+
+    task_id = unique_id()
+    bundle = make_bundle(tmp_path, task_id)
+    sock_dir = Path(tempfile.mkdtemp(prefix="kst-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(sock_dir, ignore_errors=True))
+    env = {
+        **os.environ,
+        journal.SOCKET_ENV: f"/run/systemd/journal.{journald}/socket",
+        logging_setup.DEBUG_ENV: "1",
+    }
+    argv = [str(shim_bin), "-namespace", "kstest", "-id", task_id, "-socket", f"{sock_dir}/s"]
+    proc = subprocess.Popen(argv, cwd=bundle, env=env, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not (sock_dir / "s").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "daemon never listened"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    entries = [e for e in _journal_lines(journald, 2) if e.get("KATA_ID") == task_id]
+    messages = "\n".join(entry["MESSAGE"] for entry in entries)
+    assert "serving on" in messages and "received SIGTERM" in messages
+    assert {int(entry["_PID"]) for entry in entries} == {proc.pid}
+    assert {entry["KATA_NAMESPACE"] for entry in entries} == {"kstest"}
+    assert "serving on" in (bundle / "log").read_text()
