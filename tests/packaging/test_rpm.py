@@ -148,6 +148,12 @@ def test_installed_shim_prints_its_version(root: Path) -> None:
     assert (done.returncode, done.stdout) == (0, "kata-shim 0.1.0\n")
 
 
+def test_installed_scripts_are_plain_wrappers(root: Path) -> None:
+    text = (root / "usr/bin/containerd-shim-kata-v2").read_text()
+    assert text.startswith("#!/usr/bin/python3 -s\n")
+    assert "from kata_shim.shim.main import main\n" in text and "metadata" not in text
+
+
 def test_installed_code_and_extensions_come_from_the_root(root: Path) -> None:
     code = (
         "import kata_shim, kata_shim._fastio, kata_shim._native, kata_shim.ttrpc._framing as f;"
