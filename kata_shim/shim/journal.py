@@ -101,7 +101,7 @@ class JournalHandler(logging.Handler):
             "CODE_FILE": record.pathname,
             "CODE_LINE": str(record.lineno),
             "CODE_FUNC": record.funcName or "",
-            "TID": str(record.thread or threading.get_ident()),
+            "TID": str(threading.get_native_id()),  # the kernel thread id, as journald means it
         }
         fields.update(self.extra)
         return fields
