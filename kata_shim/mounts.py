@@ -8,7 +8,6 @@ and `remove_tree` refuses to delete anything that still has a mount below it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -36,6 +35,8 @@ class MountedError(OSError):
 
 async def run_command(argv: list[str], timeout: float) -> tuple[int, str]:
     """Run mount(8)/umount(8)-like argv, bounded: (exit code or -1 on timeout, stderr)."""
+    import asyncio  # here: the `delete` action imports this module and never needs asyncio
+
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,

@@ -4,7 +4,8 @@ Parses the flags and runs one action: `start` (print the daemon's address),
 `delete` (clean up, print a DeleteResponse) or none (serve). Each action's
 module is imported only when chosen, so `start` and `delete` never load
 asyncio, uvloop or protobuf. Exit status: 0 on success, 1 on any failure
-(the message goes to stderr; stdout carries only the action's result).
+(the message goes to stderr; stdout carries only the action's result). The
+daemon leaves with os._exit once its teardown is done (no finalization).
 """
 
 from __future__ import annotations
@@ -67,9 +68,16 @@ def _run_delete(flags: Flags) -> int:
 
 
 def _run_serve(flags: Flags) -> int:
+    import logging
+
     from kata_shim.shim.serve import run_serve
 
-    return run_serve(flags)
+    status = run_serve(flags)
+    # Teardown is complete and logged. Skip the interpreter's finalization (tens of
+    # ms of module/object teardown, more under load): containerd's `delete` action,
+    # which every `ctr run --rm` waits for, waits for this process to be gone.
+    logging.shutdown()
+    os._exit(status)
 
 
 _ACTIONS = {"start": _run_start, "delete": _run_delete, "serve": _run_serve}
