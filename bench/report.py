@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bounds import bounds
 from shim_vs_runc import compare
 
 HERE = Path(__file__).resolve().parent
@@ -88,6 +89,22 @@ def table(result: dict[str, Any]) -> str:
         ("  agent PSS (kB)", mem["kata"]["agent_pss_kb"], "-", ""),
         ("RSS per pod (kB)", mem["kata"]["pod_rss_kb"], mem["runc"]["pod_rss_kb"], ""),
     ]
+    b, c = result["bounds"], result["concurrent_start"]
+    rows += [
+        (
+            "host CPU per pod start (s)",
+            c["kata_host_cpu_s_per_pod"],
+            c["runc_host_cpu_s_per_pod"],
+            "",
+        ),
+        (
+            "bound: start if Python only imported",
+            b["floor_s"],
+            start["runc_median_s"],
+            b["floor_ratio"],
+        ),
+        ("bound: daemon+agent anon PSS (kB)", b["resident_floor_anon_kb"], "-", ""),
+    ]
     io = result.get("io_throughput", {}).get("local")
     if io:
         rows.append(
@@ -101,7 +118,7 @@ def table(result: dict[str, Any]) -> str:
     vm = result.get("vm_boot", {})
     if "create_to_agent_ready_s" in vm:
         rows.append(("VM create→agent ready (s)", vm["create_to_agent_ready_s"], "-", ""))
-    lines = [f"{a:<28} {b!s:>12} {c!s:>12} {d!s:>10}" for a, b, c, d in rows]
+    lines = [f"{a:<38} {b!s:>12} {c!s:>12} {d!s:>10}" for a, b, c, d in rows]
     lines += [
         f"target {name}: {t['value']} {t['target']} -> {'met' if t['met'] else 'MISSED'}"
         for name, t in result["targets"].items()
@@ -114,7 +131,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30, help="start-latency runs per runtime")
     parser.add_argument("--pods", type=int, default=20, help="pods per runtime")
     parser.add_argument("--exit-runs", type=int, default=30)
-    parser.add_argument("--rpc-seconds", type=float, default=2.0)
+    parser.add_argument("--rpc-seconds", type=float, default=1.0, help="per round (3 rounds)")
     parser.add_argument("--no-external", action="store_true", help="skip io/vm scripts")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -128,6 +145,8 @@ def main() -> int:
         print(f"[{time.monotonic() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     result.update(compare(args.runs, args.pods, args.exit_runs, args.rpc_seconds, progress))
+    progress("python floor (bounds)")
+    result["bounds"] = bounds(result["start"]["runc_median_s"], runs=3 if args.runs < 5 else 7)
     if not args.no_external:
         for name in EXTERNAL:
             progress(name)

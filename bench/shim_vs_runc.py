@@ -209,6 +209,12 @@ def start_latency(rig: KataRig, runs: int) -> dict[str, list[float]]:
     return samples
 
 
+def busy_jiffies() -> int:
+    """Host-wide busy CPU time (user+nice+system+irq+softirq+steal) in clock ticks."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[i] for i in (0, 1, 2, 5, 6, 7))
+
+
 def start_pods(rig: KataRig, runtime: str, names: list[str]) -> float:
     """Start one `ctr run -d` per name at once; wall time until every one returned."""
     began = time.monotonic()
@@ -278,6 +284,24 @@ def exit_latency(
     return samples
 
 
+def concurrent_start(rig: KataRig, batches: dict[str, list[str]]) -> dict[str, Any]:
+    """Each runtime's batch started at once; wall time and host CPU seconds per pod."""
+    tick = os.sysconf("SC_CLK_TCK")
+    walls, cpu = {}, {}
+    for runtime in (RUNC, KATA):
+        busy = busy_jiffies()
+        walls[runtime] = start_pods(rig, runtime, batches[runtime])
+        cpu[runtime] = (busy_jiffies() - busy) / tick / len(batches[runtime])
+    return {
+        "pods": len(batches[KATA]),
+        "kata_wall_s": round(walls[KATA], 3),
+        "runc_wall_s": round(walls[RUNC], 3),
+        "ratio": ratio(walls[KATA], walls[RUNC]),
+        "kata_host_cpu_s_per_pod": round(cpu[KATA], 3),
+        "runc_host_cpu_s_per_pod": round(cpu[RUNC], 3),
+    }
+
+
 async def _rpc_rate(path: str, task_id: str, seconds: float, callers: int) -> float:
     client = await Client.connect_unix(path, timeout=5)
     request = task_pb2.ConnectRequest(id=task_id)
@@ -299,17 +323,21 @@ async def _rpc_rate(path: str, task_id: str, seconds: float, callers: int) -> fl
         client.close()
 
 
-def rpc_rate(rig: KataRig, pods: dict[str, str], seconds: float) -> dict[str, Any]:
+def rpc_rate(rig: KataRig, pods: dict[str, str], seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """Connect round trips/s, `rounds` interleaved rounds per runtime, median of rounds."""
     report: dict[str, Any] = {}
     for callers in (1, 16):
-        rates = {
-            runtime: uvloop.run(_rpc_rate(shim_address(rig, name), name, seconds, callers))
-            for runtime, name in pods.items()
-        }
+        rates: dict[str, list[float]] = {r: [] for r in RUNTIMES}
+        for _, runtime in interleaved(rounds):
+            name = pods[runtime]
+            path = shim_address(rig, name)
+            rates[runtime].append(uvloop.run(_rpc_rate(path, name, seconds, callers)))
+        ours, runc = statistics.median(rates[KATA]), statistics.median(rates[RUNC])
         report[f"callers{callers}"] = {
-            "kata_rps": round(rates[KATA]),
-            "runc_rps": round(rates[RUNC]),
-            "ratio": ratio(rates[KATA], rates[RUNC]),
+            "kata_rps": round(ours),
+            "runc_rps": round(runc),
+            "ratio": ratio(ours, runc),
+            "rounds": rounds,
         }
     return report
 
@@ -336,13 +364,7 @@ def compare(
             result["start"] = pair(start_latency(rig, runs))
             progress(f"concurrent start: {pods} pods per runtime")
             batches = {r: [rig.id(f"c{SHORT[r]}{i}") for i in range(pods)] for r in RUNTIMES}
-            walls = {r: start_pods(rig, r, batches[r]) for r in (RUNC, KATA)}
-            result["concurrent_start"] = {
-                "pods": pods,
-                "kata_wall_s": round(walls[KATA], 3),
-                "runc_wall_s": round(walls[RUNC], 3),
-                "ratio": ratio(walls[KATA], walls[RUNC]),
-            }
+            result["concurrent_start"] = concurrent_start(rig, batches)
             progress("memory")
             result["memory"] = memory(rig, batches)
             progress("rpc rate")

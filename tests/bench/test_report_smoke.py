@@ -37,6 +37,10 @@ def test_report_runs_with_tiny_counts_and_has_every_field(tmp_path: Path) -> Non
     assert memory["kata"]["shim_pss_kb"] > 0 and memory["runc"]["shim_pss_kb"] > 0
     for callers in ("callers1", "callers16"):
         assert report["rpc"][callers]["kata_rps"] > 0 and report["rpc"][callers]["runc_rps"] > 0
+    assert report["concurrent_start"]["kata_host_cpu_s_per_pod"] >= 0
+    bounds = report["bounds"]
+    assert bounds["python_bare_s"] > 0 and bounds["daemon_anon_kb"] > bounds["python_bare_anon_kb"]
+    assert bounds["floor_s"] > report["start"]["runc_median_s"]
     assert set(report["targets"]) == {
         "start_ratio",
         "pod_pss_kb",
