@@ -38,6 +38,7 @@ __all__ = ["HostProcess", "LocalSandbox"]
 log = logging.getLogger(__name__)
 
 DEFAULT_DIAL_TIMEOUT = 45.0
+DIAL_RETRY = 0.005  # the agent is ready ~0.1 s after spawn; a failed dial (ENOENT) is cheap
 UNKNOWN_STATUS = 255  # the exit status was collected by someone else
 _MNT_DETACH = 2
 
@@ -200,7 +201,7 @@ class LocalSandbox(Sandbox):
                 return await self._dial()
             except (OSError, ShimError) as exc:
                 last_error = exc
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(DIAL_RETRY)
         raise DeadlineExceeded(f"timed out connecting to agent at {self.socket_path}: {last_error}")
 
     async def _dial(self) -> Client:

@@ -115,6 +115,8 @@ class TaskService(TaskBase):
         cid = request.id
         if problem := identifier_problem(cid):  # the id becomes a state dir name
             raise InvalidArgument(f"task id {problem}")
+        if not os.path.isabs(request.bundle):  # relative: the shim's cwd, another task's bundle
+            raise InvalidArgument(f"bundle must be an absolute path, not {request.bundle!r}")
         if cid in self._containers or cid in self._creating:
             raise AlreadyExists(f"task {cid}: already exists")
         self._creating.add(cid)

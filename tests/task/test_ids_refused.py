@@ -31,3 +31,13 @@ async def test_exec_refuses_a_bad_exec_id(bad: str) -> None:
         with pytest.raises(errors.InvalidArgument):
             await h.exec("c1", bad, ["sleep"])
         assert not h.publisher.of("/tasks/exec-added")
+
+
+@pytest.mark.parametrize("bundle", ["", "bundles/c1", "../c1"])
+async def test_create_refuses_a_relative_bundle(bundle: str) -> None:
+    """A relative bundle would resolve against the shim's cwd: another task's bundle (fuzz)."""
+    async with harness() as h:
+        h.bundle("c1", ["x"])
+        with pytest.raises(errors.InvalidArgument, match="absolute"):
+            await h.service.Create(CTX, task_pb2.CreateTaskRequest(id="c2", bundle=bundle))
+        assert not h.service._containers
