@@ -23,6 +23,7 @@ import signal
 import socket
 
 from kata_shim.events.publisher import Publisher, make_publisher
+from kata_shim.metrics.observer import ShimObserver
 from kata_shim.proto.task_ttrpc import TASK_DESC
 from kata_shim.shim.flags import Flags
 from kata_shim.shim.runtime import ShimRuntime, exit_fifo_dir
@@ -50,6 +51,8 @@ class Daemon:
         self.signalled: int | None = None
         self.listen_path: str | None = None
         self._socket_file: tuple[int, int] | None = None  # (st_dev, st_ino) of listen_path
+        #: metrics and the per-sandbox management endpoints (kata_shim.metrics)
+        self.observer = ShimObserver(os.getpid())
 
     def _on_signal(self, signum: int) -> None:
         log.info("received %s: shutting down", signal.Signals(signum).name)
@@ -79,10 +82,16 @@ class Daemon:
             shim_pid=os.getpid(),
             # containerd always passes -address; iSulad (lib-shim-v2) never does
             lib_shim_v2=not flags.address,
+            observer=self.observer,
         )
+        self.observer.metrics.task_states = service.process_states
         dispatcher = Dispatcher()
         dispatcher.register(TASK_DESC, service)
-        return publisher, service, Server(dispatcher, require_same_uid=True)
+        return (
+            publisher,
+            service,
+            Server(dispatcher, require_same_uid=True, observer=self.observer.rpc),
+        )
 
     async def _listen(self, server: Server) -> None:
         if self.flags.socket:
@@ -115,6 +124,7 @@ class Daemon:
         except Exception:
             log.exception("closing the task service failed")
         server.close()
+        self.observer.close()
         self._remove_socket()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 2.0)

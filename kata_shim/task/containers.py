@@ -22,6 +22,7 @@ from kata_shim.process.exits import ExitOrder
 from kata_shim.process.process import Process
 from kata_shim.process.states import ProcessState
 from kata_shim.proto import mount_pb2
+from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
 from kata_shim.task.tuning import Tuning
 
@@ -52,6 +53,7 @@ class TaskEnv:
     publisher: Publisher
     tuning: Tuning
     exit_fifo_dir: Path | None = None
+    observer: TaskObserver = field(default_factory=TaskObserver)
 
     def publish(self, topic: str, event: Message) -> None:
         self.publisher.publish(topic, event)

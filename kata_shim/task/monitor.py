@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import struct
+import time
 from collections.abc import Iterable
 
 from kata_shim.errors import ShimError
@@ -61,6 +62,7 @@ async def monitor(env: TaskEnv, container: Container, process: Process) -> None:
     if process.pumps is not None:
         await process.pumps.drained()
     raw = await _wait_process(container, process)
+    observed = time.monotonic()
     status = normalise_status(raw, process.delivered_signals)
     if process.pumps is not None:
         await process.pumps.close()
@@ -68,7 +70,7 @@ async def monitor(env: TaskEnv, container: Container, process: Process) -> None:
         await _hold_init_exit(env, container)
         if container.siblings is not None:
             await _hold_sandbox_exit(env, container)
-    await report_exit(env, container, process, status)
+    await report_exit(env, container, process, status, observed)
 
 
 async def _wait_process(container: Container, process: Process) -> int:
@@ -81,8 +83,17 @@ async def _wait_process(container: Container, process: Process) -> int:
     return reply.status
 
 
-async def report_exit(env: TaskEnv, container: Container, process: Process, status: int) -> None:
-    """Record the exit and queue TaskExit (once); for an exec, let a held init exit go."""
+async def report_exit(
+    env: TaskEnv,
+    container: Container,
+    process: Process,
+    status: int,
+    observed: float | None = None,
+) -> None:
+    """Record the exit and queue TaskExit (once); for an exec, let a held init exit go.
+
+    `observed`: when the agent reported the exit (monotonic), for the exit-to-event metric.
+    """
 
     def published(proc: Process, record: ExitRecord) -> None:
         event = events_pb2.TaskExit(
@@ -93,6 +104,8 @@ async def report_exit(env: TaskEnv, container: Container, process: Process, stat
             exited_at=record.timestamp(),
         )
         env.publish(Topic.EXIT, event)
+        if observed is not None:
+            env.observer.exit_published(time.monotonic() - observed)
         proc.log.info("exited with status %d", record.status)
         if proc.is_init:
             _write_exit_fifo(env, container, record.status)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from kata_shim.errors import ShimError, Unavailable, Unimplemented
@@ -21,6 +22,7 @@ from kata_shim.proto import agent_pb2, health_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox
+from kata_shim.task.observer import TaskObserver
 from kata_shim.task.tuning import Tuning
 from kata_shim.ttrpc.client import Client
 
@@ -32,10 +34,17 @@ log = logging.getLogger(__name__)
 class Pod:
     """One sandbox (VM) and its agent; lifecycle boot → (containers) → teardown."""
 
-    def __init__(self, sandbox_id: str, sandbox: Sandbox, tuning: Tuning) -> None:
+    def __init__(
+        self,
+        sandbox_id: str,
+        sandbox: Sandbox,
+        tuning: Tuning,
+        observer: TaskObserver | None = None,
+    ) -> None:
         self.id = sandbox_id
         self.sandbox = sandbox
         self.tuning = tuning
+        self.observer = observer or TaskObserver()
         self._client: Client | None = None
         self._agent: AgentServiceClient | None = None
         #: ids of this pod's containers, including ones being created (service, event loop)
@@ -61,9 +70,11 @@ class Pod:
     # boot ---------------------------------------------------------------------------
     async def boot(self, hostname: str) -> None:
         """Start the sandbox, dial and check the agent, CreateSandbox. Leaves nothing on failure."""
+        began = time.monotonic()
         try:
             await self.sandbox.start()
             self._client = await self.sandbox.connect_agent()
+            self._client.observer = self.observer.agent_rpc
             reply = await HealthClient(self._client).Check(
                 health_pb2.CheckRequest(), timeout=self.tuning.health_timeout
             )
@@ -77,6 +88,7 @@ class Pod:
             await asyncio.shield(self._destroy(destroy_in_agent=False))
             raise
         self.ready.set_result(True)
+        self.observer.sandbox_booted(self, time.monotonic() - began)
         log.info("sandbox %s booted (pid %d)", self.id, self.pid)
 
     def watch(self, on_death: Callable[[Pod], None], on_oom: Callable[[str], None]) -> None:

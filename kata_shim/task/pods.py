@@ -16,6 +16,7 @@ from typing import Any
 
 from kata_shim.errors import AlreadyExists, FailedPrecondition, NotFound
 from kata_shim.sandbox.base import Sandbox
+from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
 from kata_shim.task.spec import Placement, Role
 from kata_shim.task.tuning import Tuning
@@ -34,8 +35,10 @@ class PodRegistry:
         tuning: Tuning,
         on_death: Callable[[Pod], None],
         on_oom: Callable[[str], None],
+        observer: TaskObserver | None = None,
     ) -> None:
         self._factory = factory
+        self._observer = observer or TaskObserver()
         self._tuning = tuning
         self._on_death = on_death
         self._on_oom = on_oom
@@ -53,14 +56,17 @@ class PodRegistry:
             return await self._join(where.sandbox_id, container_id)
         if where.sandbox_id in self._pods:
             raise AlreadyExists(f"sandbox {where.sandbox_id} already exists in this shim")
-        pod = Pod(where.sandbox_id, self._factory(where.sandbox_id, config), self._tuning)
+        sandbox = self._factory(where.sandbox_id, config)
+        pod = Pod(where.sandbox_id, sandbox, self._tuning, self._observer)
         pod.containers.add(container_id)
         self._pods[pod.id] = pod
+        self._observer.sandbox_created(pod)
         try:
             await pod.boot(hostname)
         except BaseException:
             if self._pods.get(pod.id) is pod:
                 del self._pods[pod.id]
+            self._observer.sandbox_gone(pod)
             raise
         pod.watch(self._on_death, self._on_oom)
         return pod
@@ -82,9 +88,13 @@ class PodRegistry:
             return
         if self._pods.get(pod.id) is pod:
             del self._pods[pod.id]
+        self._track_teardown(pod)
+
+    def _track_teardown(self, pod: Pod) -> None:
         task = pod.teardown()
         self._teardowns.add(task)
         task.add_done_callback(self._teardowns.discard)
+        task.add_done_callback(lambda _: self._observer.sandbox_gone(pod))
 
     async def wait_teardowns(self, timeout: float) -> None:
         """Wait (bounded) for background teardowns; a straggler is logged, not cancelled."""
@@ -99,7 +109,5 @@ class PodRegistry:
         """Tear every pod down (SIGTERM path) and wait, bounded."""
         for pod in list(self._pods.values()):
             del self._pods[pod.id]
-            task = pod.teardown()
-            self._teardowns.add(task)
-            task.add_done_callback(self._teardowns.discard)
+            self._track_teardown(pod)
         await self.wait_teardowns(timeout)

@@ -34,6 +34,7 @@ from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
 from kata_shim.task.libshimv2 import LibShimV2Care
 from kata_shim.task.monitor import abort_pod_processes
+from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
 from kata_shim.task.pods import PodRegistry, SandboxFactory
 from kata_shim.task.spec import (
@@ -75,8 +76,10 @@ class TaskService(TaskBase):
         shim_pid: int | None = None,
         tuning: Tuning | None = None,
         lib_shim_v2: bool = False,
+        observer: TaskObserver | None = None,
     ) -> None:
-        self.env = TaskEnv(namespace, publisher, tuning or Tuning(), exit_fifo_dir)
+        observer = observer or TaskObserver()
+        self.env = TaskEnv(namespace, publisher, tuning or Tuning(), exit_fifo_dir, observer)
         #: the client is iSulad's lib-shim-v2: Stats always as v1 Metrics with blkio as
         #: read/write pairs (stats.py), exec reaping and idle exit (libshimv2.py)
         self._lib_shim_v2 = lib_shim_v2
@@ -87,7 +90,9 @@ class TaskService(TaskBase):
         self._shim_pid = shim_pid or os.getpid()
         self._containers: dict[str, Container] = {}  # event loop, await-free mutations
         self._creating: set[str] = set()  # ids whose Create is in flight
-        self._pods = PodRegistry(sandbox_factory, self.env.tuning, self._pod_died, self._oom)
+        self._pods = PodRegistry(
+            sandbox_factory, self.env.tuning, self._pod_died, self._oom, observer
+        )
         self._shutdown_task: asyncio.Task[None] | None = None  # Shutdown's teardown-then-exit
 
     # lookups ---------------------------------------------------------------------------
@@ -100,6 +105,14 @@ class TaskService(TaskBase):
     def _process(self, container_id: str, exec_id: str) -> tuple[Container, Process]:
         container = self._container(container_id)
         return container, container.process(exec_id)
+
+    def process_states(self) -> list[tuple[bool, str]]:
+        """(is an init, reported state) of every process, for the tasks-by-state metric."""
+        return [
+            (process.is_init, container.reported_state(process).value)
+            for container in self._containers.values()
+            for process in container.processes()
+        ]
 
     def _pod_died(self, pod: Pod) -> None:
         abort_pod_processes(self.env, [c for c in self._containers.values() if c.pod is pod])

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from kata_shim.errors import DeadlineExceeded, Unavailable, error_from_status
+from kata_shim.errors import Code, DeadlineExceeded, ShimError, Unavailable, error_from_status
 from kata_shim.ttrpc.connection import ClientConnection, ProtocolError, ResponseReceived
+from kata_shim.ttrpc.service import RpcObserver
 from kata_shim.ttrpc.wire import MAX_PAYLOAD
 
 __all__ = ["Client"]
@@ -57,6 +59,8 @@ class Client:
         self._closed = False
         self._closed_event = asyncio.Event()
         self._close_callbacks: list[Callable[[], None]] = []
+        #: told (service, method, code, seconds) after each call (see ttrpc.service.RpcObserver)
+        self.observer: RpcObserver | None = None
 
     # construction -------------------------------------------------------------
     @classmethod
@@ -137,6 +141,26 @@ class Client:
         metadata: Mapping[str, str] | None = None,
     ) -> bytes | memoryview:
         """Like `call`, but return the response message still encoded (a view, no copy)."""
+        observer = self.observer
+        if observer is None:
+            return await self._call(service, method, request, timeout, metadata)
+        began = time.monotonic()  # a cancelled call is not observed (no outcome)
+        try:
+            payload = await self._call(service, method, request, timeout, metadata)
+        except ShimError as exc:
+            observer(service, method, exc.code, time.monotonic() - began)
+            raise
+        observer(service, method, Code.OK, time.monotonic() - began)
+        return payload
+
+    async def _call(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> bytes | memoryview:
         if self._closed or self._transport is None:
             raise Unavailable(CLOSED_MESSAGE)
         timeout_nano = int(timeout * 1e9) if timeout else 0

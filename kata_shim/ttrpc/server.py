@@ -7,7 +7,9 @@ kata_shim.errors.status_for_exception. Frames are written whole, one
 transport.write per frame (back-to-back writes of its parts for `Encoded`
 replies), so writes never interleave. Serves unix listening
 sockets (path, inherited fd, socket object) and already-open duplex character
-devices (a virtio-serial port = one connection).
+devices (a virtio-serial port = one connection). An optional `observer`
+(ttrpc.service.RpcObserver, a plain callable) is told each finished call's
+method, status code and handling time; cancelled calls are not observed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from kata_shim.ttrpc.connection import (
     ServerConnection,
     StreamError,
 )
-from kata_shim.ttrpc.service import Dispatcher, Encoded, PeerCredentials, RequestContext
+from kata_shim.ttrpc.service import (
+    Dispatcher,
+    Encoded,
+    PeerCredentials,
+    RequestContext,
+    RpcObserver,
+)
 from kata_shim.ttrpc.wire import MAX_PAYLOAD
 
 __all__ = ["Server"]
@@ -151,6 +159,16 @@ class _ServerProtocol(asyncio.Protocol):
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, event: RequestReceived) -> None:
+        observer = self._server.observer
+        if observer is None:
+            await self._serve(event)
+            return
+        began = time.monotonic()
+        code = await self._serve(event)
+        observer(event.request.service, event.request.method, code, time.monotonic() - began)
+
+    async def _serve(self, event: RequestReceived) -> int:
+        """Run one request and write its reply; return the status code sent."""
         request = event.request
         timeout = request.timeout_nano / 1e9 if request.timeout_nano > 0 else None
         ctx = RequestContext(
@@ -168,14 +186,15 @@ class _ServerProtocol(asyncio.Protocol):
         except Exception as exc:  # every handler outcome becomes a status
             code, message = status_for_exception(exc)
             self._send(event.stream_id, code, message, b"")
-            return
+            return code
         if isinstance(payload, Encoded):
             write = self._write
             if write is not None:  # back to back, no await: the frame stays whole
                 for part in self._conn.respond_parts(event.stream_id, payload.parts):
                     write(part)  # (writelines would join them: a copy on asyncio's loop)
-            return
+            return Code.OK
         self._send(event.stream_id, Code.OK, "", payload)
+        return Code.OK
 
     def _send(self, stream_id: int, code: int, message: str, payload: bytes) -> None:
         if self._write is not None:
@@ -196,8 +215,10 @@ class Server:
         require_same_uid: bool = False,
         max_payload: int = MAX_PAYLOAD,
         send_buffer: int = 0,
+        observer: RpcObserver | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.observer = observer  # told (service, method, code, seconds) after each call
         self.require_same_uid = require_same_uid
         self.max_payload = max_payload
         self.send_buffer = send_buffer  # > 0: SO_SNDBUF of accepted sockets (large replies)

@@ -25,10 +25,15 @@ __all__ = [
     "MethodDesc",
     "PeerCredentials",
     "RequestContext",
+    "RpcObserver",
     "ServiceDesc",
 ]
 
 Handler = Callable[["RequestContext", Any], Awaitable[Message]]
+
+#: Told about every finished call: (service, method, status code, seconds). A plain
+#: callable so that the ttrpc core stays free of any metrics library; it must not raise.
+RpcObserver = Callable[[str, str, int, float], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Shim observability: metrics recording, Prometheus exposition, the per-sandbox endpoint."""
