@@ -31,6 +31,7 @@ setup(
     setup_requires=["cffi>=1.16"],
     install_requires=[
         "cffi>=1.16",
+        "prometheus_client>=0.20",
         "protobuf>=5.26",
         "uvloop>=0.19",
     ],
@@ -40,6 +41,7 @@ setup(
             "kata-agent-py = kata_shim.guest.main:main",
             "containerd-shim-kata-v2 = kata_shim.shim.main:main",
             "kata-shim = kata_shim.cli.main:main",
+            "kata-shim-monitor = kata_shim.monitor.main:main",
         ],
     },
     zip_safe=False,

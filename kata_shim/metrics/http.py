@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["HEAD_LIMIT", "Request", "Response", "bind_unix", "get_unix", "handler_for"]
+__all__ = ["HEAD_LIMIT", "Request", "Response", "Route", "bind_unix", "get_unix", "handler_for"]
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""kata-shim-monitor: one HTTP endpoint aggregating every running shim's management endpoint."""
