@@ -34,7 +34,7 @@ class Monitor:
     def __init__(self, state_root: Path, timeout: float = 3.0) -> None:
         self.state_root = state_root
         self.timeout = timeout
-        disable_created_metrics()  # no *_created series: this process owns its registry
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
         self.registry = CollectorRegistry(auto_describe=False)
         self.shims = Gauge(
             "kata_shim_monitor_shims", "Shim endpoints found at the last scrape.",
