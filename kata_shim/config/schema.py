@@ -47,7 +47,8 @@ class Kind(enum.Enum):
 
 _S, _B, _I, _N, _L = Kind.STR, Kind.BOOL, Kind.INT, Kind.NUMBER, Kind.STR_LIST
 
-# Kata's [hypervisor.qemu] keys (configuration-qemu.toml.in) plus ours (accel, agent_channel).
+# Kata's [hypervisor.qemu] keys (configuration-qemu.toml.in) plus ours (accel, agent_channel,
+# debug_console_enabled: Kata has it in [agent.kata], which is honoured too — see as_mapping).
 _VM_KEYS: dict[str, Kind] = {
     "path": _S, "kernel": _S, "initrd": _S, "image": _S, "machine_type": _S,
     "rootfs_type": _S, "kernel_params": _S, "firmware": _S, "firmware_volume": _S,
@@ -65,7 +66,7 @@ _VM_KEYS: dict[str, Kind] = {
     "pcie_root_port": _I, "disable_vhost_net": _B, "entropy_source": _S,
     "guest_memory_dump_path": _S, "disable_image_nvdimm": _B, "disable_selinux": _B,
     "disable_guest_selinux": _B, "confidential_guest": _B, "seccompsandbox": _S,
-    "accel": _S, "agent_channel": _S,
+    "accel": _S, "agent_channel": _S, "debug_console_enabled": _B,
 }  # fmt: skip
 
 HYPERVISOR_KEYS: dict[str, dict[str, Kind]] = {
@@ -193,11 +194,14 @@ class Config:
         }
         runtime = {**self.runtime.table, "state_dir": self.runtime.state_dir}
         runtime["enable_debug"] = self.runtime.enable_debug
+        hypervisor = dict(self.hypervisor.table)
+        if self.agent.debug_console_enabled:  # Kata's place for it; the backend reads this table
+            hypervisor["debug_console_enabled"] = True
         return MappingProxyType(
             {
                 "source": self.source,
                 "hypervisor_type": self.hypervisor.type,
-                "hypervisor": dict(self.hypervisor.table),
+                "hypervisor": hypervisor,
                 "agent": agent,
                 "runtime": runtime,
             }

@@ -4,6 +4,8 @@
 # listed in /modules.order, then, from the kernel command line:
 #   kata_shim.share=<9p tag>      mount that 9p share at SHARED (container rootfs)
 #   kata_shim.agent=<listen spec>  run the guest agent on that channel
+#   kata_shim.debug_console=1      a shell on the virtio-serial port console.0
+#                                  (kata_shim.debugconsole.guest; `kata-shim exec`)
 #   kata_shim.run=<self-test>      run one built-in self-test and print
 #                                  "KATA_SHIM_RESULT rc=<code> <output>"
 # and powers the VM off when the agent (or the self-test) ends.
@@ -33,12 +35,14 @@ export PYTHONHOME=/usr PYTHONPATH=/opt/kata-shim/lib PYTHONDONTWRITEBYTECODE=1
 RUN=""
 AGENT=""
 SHARE=""
+CONSOLE=""
 SHARED=/run/kata-containers/shared/containers
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     kata_shim.run=*) RUN="${arg#*=}" ;;
     kata_shim.agent=*) AGENT="${arg#*=}" ;;
     kata_shim.share=*) SHARE="${arg#*=}" ;;
+    kata_shim.debug_console=*) CONSOLE="${arg#*=}" ;;
   esac
 done
 
@@ -46,6 +50,10 @@ if [ -n "$SHARE" ]; then
   mkdir -p "$SHARED"
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none "$SHARE" "$SHARED" \
     || echo "kata-shim init: cannot mount 9p share $SHARE"
+fi
+
+if [ "$CONSOLE" = 1 ]; then
+  python3 -m kata_shim.debugconsole.guest console.0 &
 fi
 
 case "$RUN" in

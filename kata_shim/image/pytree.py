@@ -68,6 +68,7 @@ GUEST_IMPORTS = (
     "encodings.idna",
     "concurrent.futures.thread",
     "kata_shim.native.selftest",
+    "kata_shim.debugconsole.guest",
     "kata_shim.ttrpc.server",
     "kata_shim.ttrpc.client",
     "kata_shim.proto.agent_ttrpc",

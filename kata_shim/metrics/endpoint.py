@@ -21,6 +21,7 @@ import os
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from kata_shim.debugconsole import CONSOLE_SOCKET
 from kata_shim.metrics.http import HEAD_LIMIT, Request, Response, bind_unix, handler_for
 from kata_shim.metrics.recorder import ShimMetrics
 
@@ -28,12 +29,11 @@ if TYPE_CHECKING:
     from kata_shim.sandbox.base import Sandbox
     from kata_shim.task.pod import Pod
 
-__all__ = ["CONSOLE_SOCKET", "SOCKET_NAME", "SandboxEndpoint", "agent_url", "sandbox_state"]
+__all__ = ["SOCKET_NAME", "SandboxEndpoint", "agent_url", "sandbox_state"]
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "shim-monitor.sock"
-CONSOLE_SOCKET = "console.sock"  # the debug console's host end (qemu backend)
 AGENT_VSOCK_PORT = 1024
 
 

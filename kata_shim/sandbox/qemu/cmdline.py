@@ -3,7 +3,9 @@
 Direct kernel boot (PVH vmlinux + initramfs), no firmware, no default devices,
 serial console to a log file, QMP on a unix socket, the agent channel as a
 virtio-serial port (`agent.channel.0`) on a host unix socket, and the
-sandbox's share directory as 9p (`kataShared`). microvm needs MMIO devices and,
+sandbox's share directory as 9p (`kataShared`). With debug_console_enabled, a
+second port (`console.0`, host end `<state>/console.sock`) for the guest's
+debug shell (kata_shim.debugconsole). microvm needs MMIO devices and,
 under TCG, `tsc_early_khz` (the guest cannot calibrate its TSC otherwise).
 """
 
@@ -15,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kata_shim.debugconsole import CONSOLE_PORT, CONSOLE_SOCKET, KERNEL_PARAM
 from kata_shim.errors import InvalidArgument
 
-__all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command"]
+__all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command", "console_socket"]
 
 SHARE_TAG = "kataShared"
 AGENT_PORT = "agent.channel.0"
@@ -36,6 +39,7 @@ class QemuConfig:
     shared_fs: str = "virtio-9p"
     agent_channel: str = "auto"  # auto (vsock when /dev/vhost-vsock exists), vsock, virtio-serial
     enable_debug: bool = False
+    debug_console_enabled: bool = False  # a guest shell on a second virtio-serial port
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> QemuConfig:
@@ -96,10 +100,28 @@ def _agent_devices(mmio: bool, paths: SandboxPaths, vsock: VsockChannel | None) 
     ]
 
 
+def console_socket(paths: SandboxPaths) -> Path:
+    """The debug console's host end, next to the QMP socket in the state dir."""
+    return paths.qmp.with_name(CONSOLE_SOCKET)
+
+
+def _console_devices(mmio: bool, paths: SandboxPaths, vsock: VsockChannel | None) -> list[str]:
+    bus = ["-device", "virtio-serial-device" if mmio else "virtio-serial-pci"] if vsock else []
+    return [
+        "-chardev",
+        f"socket,id=console,path={console_socket(paths)},server=on,wait=off",
+        *bus,  # with virtio-serial for the agent, the port joins that bus
+        "-device",
+        f"virtserialport,chardev=console,name={CONSOLE_PORT}",
+    ]
+
+
 def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None) -> list[str]:
     mmio = config.machine_type == "microvm"
+    console = _console_devices(mmio, paths, vsock) if config.debug_console_enabled else []
     args = [
         *_agent_devices(mmio, paths, vsock),
+        *console,
         "-device",
         "virtio-rng-device" if mmio else "virtio-rng-pci",
     ]
@@ -115,10 +137,17 @@ def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None
 
 
 def kernel_command_line(
-    config: QemuConfig, accel: str, tsc_khz: int, *, vsock: bool = False
+    config: QemuConfig,
+    accel: str,
+    tsc_khz: int,
+    *,
+    vsock: bool = False,
+    debug_console: bool = False,
 ) -> str:
     agent = f"vsock:{AGENT_VSOCK_PORT}" if vsock else f"vport:{AGENT_PORT}"
     params = ["console=ttyS0", "panic=-1", f"kata_shim.agent={agent}"]
+    if debug_console:
+        params.append(KERNEL_PARAM)
     if not config.enable_debug:
         params.append("quiet")
     if config.shared_fs == "virtio-9p":
@@ -164,6 +193,12 @@ def build_command(
         "-initrd",
         config.initrd,
         "-append",
-        kernel_command_line(config, accel, tsc_khz, vsock=vsock is not None),
+        kernel_command_line(
+            config,
+            accel,
+            tsc_khz,
+            vsock=vsock is not None,
+            debug_console=config.debug_console_enabled,
+        ),
         *_devices(config, paths, vsock),
     ]
