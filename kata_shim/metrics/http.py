@@ -15,8 +15,6 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["HEAD_LIMIT", "Request", "Response", "Route", "bind_unix", "get_unix", "handler_for"]
@@ -25,20 +23,28 @@ log = logging.getLogger(__name__)
 
 HEAD_LIMIT = 8192
 HEAD_TIMEOUT = 5.0
+REASONS = {
+    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+    500: "Internal Server Error",
+}  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
-    method: str
-    path: str
-    query: Mapping[str, str]
+    """Method, path and query (last value per key) of one request."""
+
+    __slots__ = ("method", "path", "query")
+
+    def __init__(self, method: str, path: str, query: Mapping[str, str]) -> None:
+        self.method, self.path, self.query = method, path, query
 
 
-@dataclass(frozen=True, slots=True)
 class Response:
-    status: int = 200
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
+    __slots__ = ("body", "content_type", "status")
+
+    def __init__(
+        self, status: int = 200, body: bytes = b"", content_type: str = "text/plain; charset=utf-8"
+    ) -> None:
+        self.status, self.body, self.content_type = status, body, content_type
 
     @classmethod
     def text(cls, text: str, status: int = 200) -> Response:
@@ -63,7 +69,7 @@ def _parse_head(head: bytes) -> Request | None:
 
 
 def _encode(response: Response, head_only: bool) -> bytes:
-    reason = HTTPStatus(response.status).phrase
+    reason = REASONS.get(response.status, "Unknown")
     head = (
         f"HTTP/1.1 {response.status} {reason}\r\n"
         f"Content-Type: {response.content_type}\r\n"
