@@ -139,7 +139,7 @@ def attach(path: Path, stdin: int = 0, stdout: int = 1) -> int:
     saved = termios.tcgetattr(stdin) if raw else None
     try:
         if raw:
-            tty.setraw(stdin)
+            tty.setraw(stdin, termios.TCSANOW)  # not TCSAFLUSH: keep what was typed ahead
         return _bridge(sock, stdin, stdout, raw)
     finally:
         if saved is not None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import pty
 import socket
 import subprocess
 import sys
+import termios
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,39 @@ def test_attach_pipes_input_and_returns_the_shell_status(tmp_path: Path) -> None
     with os.fdopen(stdout_r, "rb") as out:
         assert out.read() == b"got:uname -r\n\nexit\n"
     os.close(stdin_r)
+
+
+def test_attach_on_a_terminal_is_raw_and_ctrl_close_bracket_detaches(tmp_path: Path) -> None:
+    path = tmp_path / "console.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    seen: list[bytes] = []
+
+    def guest() -> None:
+        conn, _ = listener.accept()
+        deadline = time.monotonic() + 10
+        while termios.tcgetattr(slave)[3] & termios.ICANON and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.write(master, b"ls\r")  # raw: sent as typed, no line buffering, no CR → NL
+        seen.append(conn.recv(1024))
+        os.write(master, b"\x1d")  # the user detaches
+        conn.recv(1)
+        conn.close()
+
+    thread = threading.Thread(target=guest)
+    thread.start()
+    stdout_r, stdout_w = os.pipe()
+    try:
+        assert attach(path, slave, stdout_w) == 0
+    finally:
+        thread.join(10)
+        listener.close()
+        for fd in (stdout_r, stdout_w):
+            os.close(fd)
+    assert seen == [b"ls\r"]
+    assert termios.tcgetattr(slave) == before  # restored
+    os.close(master)
+    os.close(slave)
