@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kata_shim import __version__
+from kata_shim.cli import exec_cmd
 from kata_shim.cli.common import PROG, CliError, load_effective_config
 
 __all__ = ["build_parser", "main"]
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandboxes.add_argument("--state-dir", type=Path, help="default: [runtime] state_dir")
     sandboxes.add_argument("--json", action="store_true", help="JSON instead of a table")
     sandboxes.set_defaults(handler=_run_sandboxes)
+    exec_cmd.register(sub)
     return parser
 
 

@@ -28,14 +28,14 @@ def test_version() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["check"], ["env"], ["sandboxes"], ["image"], ["image", "build"]],
+    [[], ["check"], ["env"], ["sandboxes"], ["exec"], ["image"], ["image", "build"]],
 )
 def test_help_everywhere(args: list[str]) -> None:
     done = _run(*args, "--help")
     assert done.returncode == 0 and done.stdout.startswith("usage: kata-shim"), done.stderr
 
 
-@pytest.mark.parametrize("args", [[], ["bogus"], ["env", "--nope"], ["image"]])
+@pytest.mark.parametrize("args", [[], ["bogus"], ["env", "--nope"], ["image"], ["exec"]])
 def test_usage_errors_exit_2(args: list[str]) -> None:
     done = _run(*args)
     assert done.returncode == 2 and "usage:" in done.stderr and done.stdout == ""
@@ -95,3 +95,11 @@ def test_check_on_this_host_prints_every_probe(
         "config", "qemu", "accelerator", "vhost-vsock", "guest", "runc", "containerd", "guest",
     ]  # fmt: skip
     assert status == (1 if lines[-1].startswith("not ready") else 0)
+
+
+def test_exec_outside_a_vm_sandbox_is_one_line_with_a_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["exec", "--state-dir", str(tmp_path), "no-such-pod"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("kata-shim: ")

@@ -25,15 +25,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 SITEARCH = "usr/lib64/python3.11/site-packages"
-BINARIES = ["containerd-shim-kata-v2", "kata-shim", "kata-agent-py"]
-MONITOR_SCRIPT = "kata-shim-monitor = kata_shim.monitor.main:main"
+BINARIES = ["containerd-shim-kata-v2", "kata-shim", "kata-agent-py", "kata-shim-monitor"]
 CONFIG = "usr/share/defaults/kata-containers/configuration.toml"
-
-
-def _binaries() -> list[str]:
-    """kata-shim-monitor ships once its console script is declared in setup.py."""
-    monitor = MONITOR_SCRIPT in (REPO / "setup.py").read_text()
-    return BINARIES + (["kata-shim-monitor"] if monitor else [])
 
 
 class Built:
@@ -100,7 +93,7 @@ def test_installed_files_and_modes(root: Path) -> None:
         text=True,
         check=True,
     ).stdout.splitlines()
-    expected = [f"/usr/bin/{name}" for name in _binaries()] + [
+    expected = [f"/usr/bin/{name}" for name in BINARIES] + [
         f"/{CONFIG}",
         "/var/lib/kata",
         "/usr/lib/systemd/system/kata-shim-monitor.service",
@@ -118,7 +111,7 @@ def test_installed_files_and_modes(root: Path) -> None:
     def mode(path: str) -> int:
         return stat.S_IMODE((root / path).stat().st_mode)
 
-    for name in _binaries():
+    for name in BINARIES:
         assert mode(f"usr/bin/{name}") == 0o755
     assert mode(CONFIG) == 0o644
     assert mode("usr/lib/systemd/system/kata-shim-monitor.service") == 0o644
@@ -146,6 +139,8 @@ def test_installed_shim_prints_its_version(root: Path) -> None:
     assert (done.returncode, done.stdout) == (0, "containerd-shim-kata-v2 (kata-shim) 0.1.0\n")
     done = _run_installed(root, "kata-shim", "--version")
     assert (done.returncode, done.stdout) == (0, "kata-shim 0.1.0\n")
+    done = _run_installed(root, "kata-shim-monitor", "--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: kata-shim-monitor")
 
 
 def test_installed_scripts_are_plain_wrappers(root: Path) -> None:
@@ -175,6 +170,5 @@ def test_installed_cli_reads_the_installed_config(root: Path) -> None:
 
 def test_installed_unit_verifies(root: Path) -> None:
     systemd_root.prepare(root)
-    systemd_root.stub(root, "/usr/bin/kata-shim-monitor")  # until the monitor ships
     done = systemd_root.verify(root, "kata-shim-monitor.service")
     assert (done.returncode, done.stdout) == (0, "")
