@@ -51,18 +51,10 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`kata-shim exec` on its own."""
-    parser = argparse.ArgumentParser(prog=PROG)
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["exec", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        status: int = args.handler(args)
-        return status
-    except CliError as exc:
-        sys.stderr.write(f"{PROG}: {exc}\n")
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    """`kata-shim exec` on its own (`python -m kata_shim.cli.exec_cmd SANDBOX-ID`)."""
+    from kata_shim.cli.main import main as kata_shim_main
+
+    return kata_shim_main(["exec", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

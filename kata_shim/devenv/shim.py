@@ -140,6 +140,23 @@ def processes_matching(marker: str) -> list[tuple[int, str]]:
     return found
 
 
+def scratch_setup(
+    prefix: str, hypervisor: str, hypervisor_keys: Mapping[str, str] | None
+) -> tuple[str, Path, Path]:
+    """A unique marker, a scratch directory named after it, and a configuration.toml there
+    (state in `<dir>/sbs`); shared by the containerd and the iSulad test rigs."""
+    marker = f"{prefix}{os.getpid()}{secrets.token_hex(3)}"
+    work = Path(tempfile.mkdtemp(prefix=f"{marker}-", dir="/tmp"))
+    config = write_config(
+        work / "configuration.toml",
+        state_dir=work / "sbs",
+        hypervisor=hypervisor,
+        hypervisor_keys=hypervisor_keys,
+        dial_timeout=30 if hypervisor == "local" else 120,  # VMs boot slowly under TCG
+    )
+    return marker, work, config
+
+
 class KataRig:
     """A private containerd with our shim on its PATH and a local-hypervisor configuration.
 
@@ -157,16 +174,8 @@ class KataRig:
         hypervisor: str = "local",
         hypervisor_keys: Mapping[str, str] | None = None,
     ) -> None:
-        self.marker = f"ks{os.getpid()}{secrets.token_hex(3)}"
-        self.work = Path(tempfile.mkdtemp(prefix=f"{self.marker}-", dir="/tmp"))
+        self.marker, self.work, self.config = scratch_setup("ks", hypervisor, hypervisor_keys)
         self.state_dir = self.work / "sbs"
-        self.config = write_config(
-            self.work / "configuration.toml",
-            state_dir=self.state_dir,
-            hypervisor=hypervisor,
-            hypervisor_keys=hypervisor_keys,
-            dial_timeout=30 if hypervisor == "local" else 120,  # VMs boot slowly under TCG
-        )
         self.containerd = KataContainerd(
             str(self.work / "ctd"), env={"KATA_CONF_FILE": str(self.config)}, debug=debug
         )

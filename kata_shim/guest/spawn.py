@@ -51,21 +51,26 @@ def wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+async def readable(fd: int) -> None:
+    """Until `fd` is readable (or has EOF/an error to report) on the running loop."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, wake, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
 async def _read_all(fd: int) -> bytes:
     """Read a pipe to EOF without blocking the loop."""
     os.set_blocking(fd, False)
-    loop = asyncio.get_running_loop()
     chunks: list[bytes] = []
     while True:
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, wake, ready)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(fd)
+            await readable(fd)
             continue
         if not chunk:
             return b"".join(chunks)

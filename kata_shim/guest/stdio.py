@@ -21,7 +21,7 @@ import termios
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kata_shim.guest.spawn import wake
+from kata_shim.guest.spawn import readable, wake
 from kata_shim.io.copy import grow_pipe
 
 __all__ = ["DRAIN_GRACE", "ConsoleSocket", "InputStream", "OutputStream", "ProcessIO"]
@@ -231,7 +231,7 @@ class ConsoleSocket:
                         _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
                         break
                     except BlockingIOError:
-                        await _readable(loop, conn.fileno())
+                        await readable(conn.fileno())
         if not fds:
             raise OSError(errno.EPROTO, "runc sent no console fd")
         return fds[0]
@@ -239,12 +239,3 @@ class ConsoleSocket:
     def close(self) -> None:
         self._sock.close()
         self.path.unlink(missing_ok=True)
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    ready: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, wake, ready)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kata_shim import mounts
-from kata_shim.devenv.shim import install_shim, processes_matching, write_config
+from kata_shim.devenv.shim import install_shim, processes_matching, scratch_setup
 from kata_shim.devenv.specs import container_spec
 from kata_shim.shim.paths import socket_address, socket_path
 from tests.isulad.isulad import Isulad
@@ -43,16 +41,8 @@ class IsuladRig:
         hypervisor_keys: Mapping[str, str] | None = None,
         wait_monitor: bool = True,
     ) -> None:
-        self.marker = f"is{os.getpid()}{secrets.token_hex(3)}"
-        self.work = Path(tempfile.mkdtemp(prefix=f"{self.marker}-", dir="/tmp"))
+        self.marker, self.work, self.config = scratch_setup("is", hypervisor, hypervisor_keys)
         self.state_dir = self.work / "sbs"
-        self.config = write_config(
-            self.work / "configuration.toml",
-            state_dir=self.state_dir,
-            hypervisor=hypervisor,
-            hypervisor_keys=hypervisor_keys,
-            dial_timeout=30 if hypervisor == "local" else 120,
-        )
         self.bin_dir = self.work / "bin"
         install_shim(self.bin_dir)
         env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
