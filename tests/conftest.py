@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 # Built once per machine and reused: the builder rebuilds only when its inputs change.
-TEST_IMAGE_DIR = Path("/tmp/kata-shim-test-image")
+# KATA_SHIM_TEST_IMAGE_DIR gives a work tree its own copy (parallel trees with different
+# builders would otherwise rebuild one shared directory under each other).
+TEST_IMAGE_DIR = Path(os.environ.get("KATA_SHIM_TEST_IMAGE_DIR", "/tmp/kata-shim-test-image"))
 
 
 @pytest.fixture(scope="session")
