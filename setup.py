@@ -4,8 +4,14 @@ Metadata lives here (not in pyproject.toml) so that openEuler's %py3_build /
 %py3_install (setup.py build/install) and `pip install` both work.
 """
 
+import runpy
+from pathlib import Path
+
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
+
+# The runtime libraries and their minimum versions: one table, also behind the RPM's Requires.
+DEPS = runpy.run_path(str(Path(__file__).parent / "kata_shim" / "deps.py"))
 
 CYTHON_MODULES = [
     Extension("kata_shim._fastio", ["kata_shim/_fastio.pyx"]),
@@ -29,12 +35,7 @@ setup(
     ),
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     setup_requires=["cffi>=1.16"],
-    install_requires=[
-        "cffi>=1.16",
-        "prometheus_client>=0.20",
-        "protobuf>=5.26",
-        "uvloop>=0.19",
-    ],
+    install_requires=DEPS["install_requires"](),
     entry_points={
         "console_scripts": [
             "protoc-gen-kata-ttrpc = kata_shim.plugin.protoc_gen_ttrpc:main",

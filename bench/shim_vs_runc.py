@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import uvloop
+from ttrpc_rate import uvloop_run
 
 from kata_shim.devenv.shim import RUNTIME as KATA
 from kata_shim.devenv.shim import KataRig
@@ -39,6 +39,8 @@ AGENT_MARK = b"kata_shim.guest.main"
 
 
 # ---------------------------------------------------------------- helpers
+
+
 def med(values: Iterable[float], digits: int = 4) -> float:
     return round(statistics.median(list(values)), digits)
 
@@ -105,7 +107,7 @@ async def _connect_reply(path: str, task_id: str) -> task_pb2.ConnectResponse:
 
 
 def shim_pid(rig: KataRig, task_id: str) -> int:
-    reply = uvloop.run(_connect_reply(shim_address(rig, task_id), task_id))
+    reply = uvloop_run(_connect_reply(shim_address(rig, task_id), task_id))
     return int(reply.shim_pid)
 
 
@@ -331,7 +333,7 @@ def rpc_rate(rig: KataRig, pods: dict[str, str], seconds: float, rounds: int = 3
         for _, runtime in interleaved(rounds):
             name = pods[runtime]
             path = shim_address(rig, name)
-            rates[runtime].append(uvloop.run(_rpc_rate(path, name, seconds, callers)))
+            rates[runtime].append(uvloop_run(_rpc_rate(path, name, seconds, callers)))
         ours, runc = statistics.median(rates[KATA]), statistics.median(rates[RUNC])
         report[f"callers{callers}"] = {
             "kata_rps": round(ours),

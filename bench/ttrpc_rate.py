@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import time
+from typing import Any
 
 import uvloop
 from google.protobuf import wrappers_pb2
@@ -65,6 +66,12 @@ async def rpc_rates(seconds: float) -> dict[str, float]:
     return {"sequential_rps": round(sequential), "concurrent16_rps": round(concurrent)}
 
 
+def uvloop_run(coro: Any) -> Any:
+    """uvloop.run() exists from uvloop 0.18 only; Debian 12 has 0.17."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def decoder_rate(cls: type, frames: int = 200_000) -> float:
     """Frames per second decoded from 4 KiB chunks of small request frames."""
     data = b"".join(wire.encode_frame(2 * i + 1, 1, b"x" * 60) for i in range(frames))
@@ -81,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    result: dict[str, object] = {"loop": "uvloop", **uvloop.run(rpc_rates(args.seconds))}
+    result: dict[str, object] = {"loop": "uvloop", **uvloop_run(rpc_rates(args.seconds))}
     cython_fps, python_fps = decoder_rate(CFrameDecoder), decoder_rate(wire.PyFrameDecoder)
     result["framing"] = {
         "cython_frames_per_s": round(cython_fps),

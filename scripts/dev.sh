@@ -12,7 +12,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV="$ROOT/.venv"
+VENV="$ROOT/.venv"                 # newest pinned libraries (requirements-dev.txt)
+PROTOC_VENV="$ROOT/.venv-protoc"   # the protobuf code generator (requirements-protoc.txt)
+DISTRO_VENV="$ROOT/.venv-distro"   # Debian's own python3-* libraries + test tools
 PY=/usr/bin/python3   # Debian's interpreter: the same one the guest image copies
 
 APT_PACKAGES=(
@@ -22,6 +24,8 @@ APT_PACKAGES=(
   qemu-system-x86 linux-image-amd64 kmod cpio # guest VMs under TCG (generic kernel: has 9p)
   libvirt-daemon-system libvirt-dev           # libvirt backend (libvirt-python builds against it)
   systemd rpm rpmlint python3-cffi python3-packaging # journald tests, systemd-analyze, make rpm (rpm dep generator)
+  # the distribution's runtime libraries: the installed RPM's shim and .venv-distro run on them
+  python3-protobuf python3-uvloop python3-prometheus-client
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -47,19 +51,29 @@ install_apt() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-install_venv() {
-  if [ ! -x "$VENV/bin/python" ]; then
-    log "creating virtualenv $VENV"
-    "$PY" -m venv "$VENV"
+# pip_env DIR REQUIREMENTS [venv args...]: a virtualenv on Debian's python with REQUIREMENTS
+# installed; reinstalled when the file changes.
+pip_env() {
+  local dir=$1 req=$2
+  shift 2
+  if [ ! -x "$dir/bin/python" ]; then
+    log "creating virtualenv $dir"
+    "$PY" -m venv "$@" "$dir"
   fi
-  local stamp="$VENV/.requirements.sha256"
+  local stamp="$dir/.requirements.sha256"
   local want
-  want=$(sha256sum "$ROOT/requirements-dev.txt" | cut -d' ' -f1)
+  want=$(sha256sum "$req" | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "pip install -r requirements-dev.txt"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
+    log "pip install -r $(basename "$req") into $(basename "$dir")"
+    "$dir/bin/pip" install -q --disable-pip-version-check -r "$req"
     echo "$want" >"$stamp"
   fi
+}
+
+install_venv() {
+  pip_env "$VENV" "$ROOT/requirements-dev.txt"
+  pip_env "$PROTOC_VENV" "$ROOT/requirements-protoc.txt"
+  pip_env "$DISTRO_VENV" "$ROOT/requirements-distro.txt" --system-site-packages
 }
 
 build_package() {
@@ -75,6 +89,10 @@ setup() {
   build_package
 }
 
+# The wire layer (ttrpc, pbwire, minipb, generated code and its conformance) once more on the
+# oldest runtimes we support: Debian 12's own packages.
+DISTRO_TESTS=(tests/ttrpc tests/test_pbwire.py tests/shim/test_minipb.py tests/proto tests/plugin tests/test_deps.py)
+
 run_tests() {
   cd "$ROOT"
   log "ruff"
@@ -84,6 +102,9 @@ run_tests() {
   "$VENV/bin/mypy" kata_shim
   log "generated code is up to date"
   "$VENV/bin/python" -m kata_shim.plugin.regen --check
+  log "wire layer on the distribution's python3-protobuf / python3-uvloop ($DISTRO_VENV)"
+  "$DISTRO_VENV/bin/python" -m kata_shim.deps
+  "$DISTRO_VENV/bin/python" -m pytest -q -p no:cacheprovider "${DISTRO_TESTS[@]}"
   log "pytest"
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
 }

@@ -6,29 +6,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CheckRequest(_message.Message):
-    __slots__ = ("service",)
+    __slots__ = ["service"]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     service: str
     def __init__(self, service: _Optional[str] = ...) -> None: ...
 
 class HealthCheckResponse(_message.Message):
-    __slots__ = ("status",)
+    __slots__ = ["status"]
     class ServingStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-        __slots__ = ()
-        UNKNOWN: _ClassVar[HealthCheckResponse.ServingStatus]
-        SERVING: _ClassVar[HealthCheckResponse.ServingStatus]
-        NOT_SERVING: _ClassVar[HealthCheckResponse.ServingStatus]
-    UNKNOWN: HealthCheckResponse.ServingStatus
-    SERVING: HealthCheckResponse.ServingStatus
+        __slots__ = []
     NOT_SERVING: HealthCheckResponse.ServingStatus
+    SERVING: HealthCheckResponse.ServingStatus
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN: HealthCheckResponse.ServingStatus
     status: HealthCheckResponse.ServingStatus
     def __init__(self, status: _Optional[_Union[HealthCheckResponse.ServingStatus, str]] = ...) -> None: ...
 
 class VersionCheckResponse(_message.Message):
-    __slots__ = ("grpc_version", "agent_version")
-    GRPC_VERSION_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ["agent_version", "grpc_version"]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
-    grpc_version: str
+    GRPC_VERSION_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
+    grpc_version: str
     def __init__(self, grpc_version: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...

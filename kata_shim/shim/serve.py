@@ -52,12 +52,16 @@ def run_serve(flags: Flags) -> int:
     early_signals = _catch_early_signals()
     setup_logging(bundle, flags.namespace, flags.id, flags.debug)
     try:
+        import asyncio
+
         import uvloop
 
         from kata_shim.shim.daemon import Daemon
 
         daemon = Daemon(flags, bundle, early_signals)
-        uvloop.run(daemon.run())
+        # asyncio.Runner, not uvloop.run(): that exists only from uvloop 0.18 (Debian 12 has 0.17)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(daemon.run())
     except Exception:
         log.exception("shim daemon failed")
         return 1

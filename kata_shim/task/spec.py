@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.any_pb2 import Any as AnyMessage
-from google.protobuf.message import DecodeError
 
 from kata_shim import oci
 from kata_shim.errors import InvalidArgument, NotFound
 from kata_shim.proto import oci_pb2, runtimeoptions_pb2
+from kata_shim.protoparse import DecodeError, parse
 
 __all__ = [
     "Placement",
@@ -162,7 +162,7 @@ def config_path(options: AnyMessage | None) -> str | None:
         return None
     parsed = runtimeoptions_pb2.Options()
     try:
-        parsed.ParseFromString(options.value)
+        parse(parsed, options.value)
     except DecodeError as exc:
         raise InvalidArgument(f"cannot decode runtime options: {exc}") from exc
     return parsed.config_path or None

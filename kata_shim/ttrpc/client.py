@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from kata_shim.errors import Code, DeadlineExceeded, ShimError, Unavailable, error_from_status
+from kata_shim.protoparse import DecodeError, parse
 from kata_shim.ttrpc.connection import ClientConnection, ProtocolError, ResponseReceived
 from kata_shim.ttrpc.service import RpcObserver
 from kata_shim.ttrpc.wire import MAX_PAYLOAD
@@ -126,7 +127,7 @@ class Client:
         )
         message: M = response_type()
         try:
-            message.ParseFromString(payload)
+            parse(message, payload)
         except DecodeError as exc:
             raise Unavailable(f"cannot decode {response_type.__name__}: {exc}") from exc
         return message

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
-
 from kata_shim.errors import Code
 from kata_shim.pbwire import WireError, len_field_header, split_response
 from kata_shim.proto import status_pb2, ttrpc_pb2
+from kata_shim.protoparse import DecodeError, parse
 from kata_shim.ttrpc.wire import (
     HEADER,
     MAX_PAYLOAD,
@@ -104,7 +103,7 @@ class ServerConnection:
             return StreamError(frame.stream_id, Code.RESOURCE_EXHAUSTED, message)
         request = ttrpc_pb2.Request()
         try:
-            request.ParseFromString(frame.payload)
+            parse(request, frame.payload)
         except DecodeError as exc:
             return StreamError(frame.stream_id, Code.INVALID_ARGUMENT, f"bad request: {exc}")
         return RequestReceived(frame.stream_id, request)
@@ -200,7 +199,7 @@ class ClientConnection:
             encoded_status, payload = split_response(frame.payload)
             status = status_pb2.Status()
             if encoded_status is not None:
-                status.ParseFromString(encoded_status)
+                parse(status, encoded_status)
         except (WireError, DecodeError) as exc:
             return ResponseReceived(frame.stream_id, Code.INTERNAL, f"bad response: {exc}", b"")
         return ResponseReceived(frame.stream_id, status.code, status.message, payload)

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from kata_shim.errors import InvalidArgument, Unimplemented
+from kata_shim.protoparse import DecodeError, parse
 
 __all__ = [
     "Dispatcher",
@@ -120,7 +121,7 @@ class Dispatcher:
         method, handler = self.lookup(ctx.service, ctx.method)
         request = method.request_type()
         try:
-            request.ParseFromString(payload)
+            parse(request, payload)
         except DecodeError as exc:
             raise InvalidArgument(f"cannot decode {method.request_type.__name__}: {exc}") from exc
         response = await handler(ctx, request)

@@ -107,7 +107,8 @@ class EchoService:
 
 def run_on(loop_kind: str, coro: Awaitable[T]) -> T:
     if loop_kind == "uvloop":
-        return uvloop.run(coro)  # type: ignore[arg-type]
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # uvloop 0.17: no run()
+            return runner.run(coro)  # type: ignore[arg-type]
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 

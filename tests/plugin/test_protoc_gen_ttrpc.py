@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from kata_shim import errors
 from kata_shim.plugin import protoc_gen_ttrpc
+from kata_shim.plugin.regen import protoc_argv
 from kata_shim.proto import task_pb2, task_ttrpc
 from kata_shim.ttrpc.service import Dispatcher, RequestContext
 
@@ -295,8 +296,6 @@ def _env(path: Path) -> dict[str, str]:
 
 
 def test_protoc_runs_the_plugin(tmp_path: Path) -> None:
-    import grpc_tools
-
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "echo.proto").write_text(DEMO_PROTO)
     launcher = tmp_path / "protoc-gen-kata-ttrpc"
@@ -305,11 +304,8 @@ def test_protoc_runs_the_plugin(tmp_path: Path) -> None:
     )
     launcher.chmod(0o755)
     cmd = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
+        *protoc_argv(),
         f"-I{tmp_path}",
-        f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
         f"--python_out={tmp_path}",
         f"--plugin=protoc-gen-kata-ttrpc={launcher}",
         f"--kata-ttrpc_out={tmp_path}",

@@ -56,7 +56,12 @@ def _run_check(repo: Path) -> subprocess.CompletedProcess[str]:
         cwd=repo,
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+        env={
+            "PYTHONPATH": str(repo),
+            "PATH": "/usr/bin:/bin",
+            # the copy has no generator virtualenv of its own
+            "KATA_SHIM_PROTOC_PYTHON": str(regen.GENERATOR_VENV / "bin" / "python"),
+        },
     )
 
 

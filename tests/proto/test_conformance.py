@@ -22,20 +22,19 @@ from __future__ import annotations
 import importlib
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import grpc_tools
 import pytest
 from google.protobuf import descriptor_pb2
+
+from kata_shim.plugin.regen import protoc_argv
 
 GOCODE = Path("/usr/share/gocode/src")
 CONTAINERD = GOCODE / "github.com/containerd/containerd"
 GOGO_PROTOBUF = GOCODE / "github.com/gogo/protobuf"
 GOOGLEAPIS = GOCODE / "github.com/gogo/googleapis"
 TTRPC_TYPES_GO = GOCODE / "github.com/containerd/ttrpc/types.go"
-WELL_KNOWN = Path(grpc_tools.__file__).parent / "_proto"
 SETUP_HINT = "run scripts/dev.sh setup (installs golang-github-containerd-containerd-dev)"
 
 # Upstream files we mirror, by the include root they are compiled from.
@@ -136,7 +135,7 @@ def field_key(field: descriptor_pb2.FieldDescriptorProto) -> str:
 
 
 def _compile(protos: list[str], includes: list[Path], out: Path) -> list:
-    cmd = [sys.executable, "-m", "grpc_tools.protoc", *(f"-I{path}" for path in includes)]
+    cmd = [*protoc_argv(), *(f"-I{path}" for path in includes)]
     cmd += ["--include_imports", f"--descriptor_set_out={out}", *protos]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, f"protoc failed on upstream files:\n{result.stderr}"
@@ -150,11 +149,9 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Index:
         if not path.is_dir():
             pytest.fail(f"{path} missing: {SETUP_HINT}")
     tmp = tmp_path_factory.mktemp("upstream")
-    files = _compile(
-        UPSTREAM_CONTAINERD, [GOCODE, GOGO_PROTOBUF, WELL_KNOWN], tmp / "containerd.pb"
-    )
-    files += _compile(UPSTREAM_RUNTIMEOPTIONS, [GOCODE, WELL_KNOWN], tmp / "runtimeoptions.pb")
-    files += _compile(UPSTREAM_STATUS, [GOOGLEAPIS, WELL_KNOWN], tmp / "status.pb")
+    files = _compile(UPSTREAM_CONTAINERD, [GOCODE, GOGO_PROTOBUF], tmp / "containerd.pb")
+    files += _compile(UPSTREAM_RUNTIMEOPTIONS, [GOCODE], tmp / "runtimeoptions.pb")
+    files += _compile(UPSTREAM_STATUS, [GOOGLEAPIS], tmp / "status.pb")
     return Index(f for f in files if f.name in UPSTREAM_FILES)
 
 
