@@ -15,10 +15,12 @@ import os
 import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from kata_shim import deps
 from tests.packaging import systemd_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -78,7 +80,9 @@ def test_package_metadata(built: Built) -> None:
 
     assert query("--conflicts") == ["kata-containers"]
     requires = query("--requires")
-    for dep in ("python(abi) = 3.11", "python3-uvloop", "python3-protobuf", "qemu", "runc"):
+    expected = ["python(abi) = 3.11", "qemu", "runc"]
+    expected += [f"{dep.rpm} >= {dep.rpm_minimum}" for dep in deps.RUNTIME]
+    for dep in expected:
         assert dep in requires
     scripts = "\n".join(query("--scripts"))
     assert "preset kata-shim-monitor.service" in scripts
@@ -160,6 +164,48 @@ def test_installed_code_and_extensions_come_from_the_root(root: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert all(line.startswith(str(root / SITEARCH)) for line in done.stdout.splitlines())
+
+
+START_CONTRACT = Path("/work/shared/checks/start-contract")
+
+
+def test_installed_shim_serves_on_the_distributions_python_packages(
+    root: Path, tmp_path: Path
+) -> None:
+    """start, Connect, Shutdown and delete of the installed shim, on Debian's python3-* only.
+
+    /usr/bin/python3 -s with the scratch root's sitearch: protobuf, uvloop, cffi and
+    prometheus_client come from the distribution (scripts/dev.sh installs them with apt), the
+    oldest versions kata_shim/deps.py admits. The shared start-contract check drives the shim.
+    """
+    env = {"PYTHONPATH": str(root / SITEARCH), "KATA_CONF_FILE": str(root / CONFIG)}
+    probe = (
+        "import google.protobuf as g, uvloop, kata_shim.proto.task_pb2;"
+        "print(g.__version__, g.__file__, uvloop.__version__)"
+    )
+    done = subprocess.run(
+        ["/usr/bin/python3", "-s", "-c", probe], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    version, location, uvloop_version = done.stdout.split()
+    assert location.startswith("/usr/lib/python3/dist-packages/"), location
+    assert (version, uvloop_version) == ("4.21.12", "0.17.0"), "not Debian 12's packages"
+    shim = tmp_path / "installed-shim"
+    exports = " ".join(f"{key}={value}" for key, value in env.items())
+    script = root / "usr/bin/containerd-shim-kata-v2"
+    shim.write_text(f'#!/bin/sh\nexport {exports}\nexec /usr/bin/python3 -s {script} "$@"\n')
+    shim.chmod(0o755)
+    check = subprocess.run(
+        [sys.executable, str(START_CONTRACT), str(tmp_path)],
+        env={**os.environ, "KATA_SHIM": str(shim)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    print(check.stdout)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "START-CONTRACT 5/5" in check.stdout
 
 
 def test_installed_cli_reads_the_installed_config(root: Path) -> None:
