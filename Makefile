@@ -4,13 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 
-.PHONY: setup test demo demo-local proto proto-check lint typecheck bench wheel rpm clean
+#  ci-fresh: CI on a clone of HEAD with new virtualenvs (CONTRIBUTING.md: must pass first)
+.PHONY: ci-fresh setup test demo demo-local proto proto-check lint typecheck bench wheel rpm clean
 
 setup:
 	scripts/dev.sh setup
 
 test:
 	scripts/dev.sh test
+
+ci-fresh:
+	scripts/dev.sh ci-fresh
 
 demo:
 	scripts/dev.sh demo

@@ -6,6 +6,8 @@
 #   scripts/dev.sh demo     the main job (see README)
 #   scripts/dev.sh test     the whole test suite (what CI runs)
 #   scripts/dev.sh setup    only install / build
+#   scripts/dev.sh ci-fresh what CI does: clone HEAD into a temp dir, run .ci/run there
+#                           (new virtualenvs, CI=true, no stdin); must pass before a submission
 #
 # Must run as root (apt-get, containerd, mounts). Idempotent: a second run skips
 # what is already installed.
@@ -114,14 +116,30 @@ run_demo() {
   "$VENV/bin/python" -m kata_shim.demo "$@"
 }
 
+# Committed work only (a clone of HEAD), fresh virtualenvs, CI's environment. The clone is
+# removed afterwards unless KEEP=1; its output is also kept in $TMPDIR/kata-shim-ci-fresh.log.
+ci_fresh() {
+  need_root "$@"
+  local dir log rc=0
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/kata-shim-ci-fresh.XXXXXX")
+  log="${TMPDIR:-/tmp}/kata-shim-ci-fresh.log"
+  log "cloning $(git -C "$ROOT" rev-parse --short HEAD) into $dir/c (uncommitted changes are not included)"
+  git clone -q "$ROOT" "$dir/c"
+  (cd "$dir/c" && CI=true bash .ci/run "$@" </dev/null 2>&1) | tee "$log" || rc=$?
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$dir"
+  log "ci-fresh: exit status $rc (log: $log)"
+  return "$rc"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
   setup) setup ;;
   test) setup && run_tests "$@" ;;
   demo) setup && run_demo "$@" ;;
+  ci-fresh) ci_fresh "$@" ;;
   *)
-    echo "usage: $0 {demo|test|setup} [args...]" >&2
+    echo "usage: $0 {demo|test|setup|ci-fresh} [args...]" >&2
     exit 2
     ;;
 esac
