@@ -23,7 +23,7 @@ from kata_shim import __version__
 from kata_shim.config.schema import Config
 from kata_shim.image.builder import DEFAULT_OUT
 from kata_shim.image.kernel import KernelError, find_kernel
-from kata_shim.sandbox.qemu.accel import _kvm_unusable_reason
+from kata_shim.sandbox.qemu.accel import kvm_unusable_reason
 
 __all__ = ["Host", "Result", "render", "run_checks"]
 
@@ -97,7 +97,7 @@ def check_qemu(host: Host) -> Result:
 
 
 def check_accel(host: Host) -> Result:
-    reason = _kvm_unusable_reason(host.dev / "kvm", host.sys_module)
+    reason = kvm_unusable_reason(host.dev / "kvm", host.sys_module)
     if reason is None:
         return Result("accelerator", "PASS", "KVM usable", required=False)
     return Result(

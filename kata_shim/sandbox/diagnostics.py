@@ -1,0 +1,93 @@
+"""What a VM sandbox that did not come up tells the user: exit status, stderr and console tails.
+
+Shared by the QEMU and libvirt backends. `vm_exited` (Unavailable) is for a
+hypervisor that exited (or was killed) before the guest agent answered;
+`agent_silent` (DeadlineExceeded) for a guest that kept running but never
+answered. Both carry the last lines of the hypervisor's stderr/log and of the
+guest console, read from files in the sandbox state dir before it is removed.
+Console text comes from the guest, which is untrusted: control characters are
+replaced and every line is capped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+from pathlib import Path
+
+from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
+from kata_shim.sandbox.preflight import Origin
+
+__all__ = ["agent_silent", "exit_text", "log_start_failure", "tail", "vm_exited"]
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 12
+TAIL_BYTES = 16384
+LINE_CAP = 240
+_UNPRINTABLE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[^\t\x20-\x7e\u00a0-\uffff]")
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+    """The last non-empty lines of a log file (sanitised, capped); [] when absent."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - TAIL_BYTES))
+            data = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    cleaned = (_UNPRINTABLE.sub("", line).rstrip() for line in data.splitlines())
+    kept = [line[:LINE_CAP] for line in cleaned if line.strip()]
+    return kept[-lines:]
+
+
+def exit_text(returncode: int) -> str:
+    """`exited with status 1` / `was killed by signal 9 (SIGKILL)`."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    number = -returncode
+    name = ""
+    with contextlib.suppress(ValueError):
+        name = f" ({signal.Signals(number).name})"
+    return f"was killed by signal {number}{name}"
+
+
+def _block(title: str, lines: list[str]) -> str:
+    if not lines:
+        return f"; {title}: (empty)"
+    if len(lines) == 1:
+        return f"; {title}: {lines[0].strip()}"
+    return f"; {title}:\n" + "\n".join(f"    {line}" for line in lines)
+
+
+def vm_exited(
+    what: str, returncode: int, elapsed: float, stderr: Path, console: Path
+) -> Unavailable:
+    """The hypervisor is gone before the agent answered (bad option, crash, kill, panic)."""
+    return Unavailable(
+        f"{what} {exit_text(returncode)} {elapsed:.1f}s after launch, before the guest agent "
+        f"answered{_block('its stderr', tail(stderr, 6))}"
+        f"{_block('last lines of the guest console', tail(console))}"
+    )
+
+
+def agent_silent(
+    waited: float, channel: str, alive: str, agent_origin: Origin, console: Path
+) -> DeadlineExceeded:
+    """The VM runs but its agent never answered within dial_timeout."""
+    return DeadlineExceeded(
+        f"the guest agent did not answer within {waited:g}s on {channel}; {alive}; "
+        f"fix: read the guest console below (kernel panic, missing module, /init failure); "
+        f"on a slow host (TCG) raise {agent_origin.key('dial_timeout')}"
+        f"{_block('last lines of the guest console', tail(console))}"
+    )
+
+
+def log_start_failure(sandbox_id: str, exc: BaseException) -> None:
+    """The full error, with the sandbox id, at error level (shim log and journald)."""
+    if isinstance(exc, ShimError):
+        log.error("sandbox %s: cannot start (%s): %s", sandbox_id, exc.code.name, exc.message)
