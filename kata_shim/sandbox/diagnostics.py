@@ -28,11 +28,16 @@ log = logging.getLogger(__name__)
 TAIL_LINES = 12
 TAIL_BYTES = 16384
 LINE_CAP = 240
+PANIC_WINDOW = 80
 _UNPRINTABLE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[^\t\x20-\x7e\u00a0-\uffff]")
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
-    """The last non-empty lines of a log file (sanitised, capped); [] when absent."""
+    """The last non-empty lines of a log file (sanitised, capped); [] when absent.
+
+    When a kernel panic line is near the end, the lines leading to it (and it) are
+    returned instead of the call trace after it.
+    """
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -41,7 +46,10 @@ def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
     except OSError:
         return []
     cleaned = (_UNPRINTABLE.sub("", line).rstrip() for line in data.splitlines())
-    kept = [line[:LINE_CAP] for line in cleaned if line.strip()]
+    kept = [line[:LINE_CAP] for line in cleaned if line.strip()][-PANIC_WINDOW:]
+    panics = [i for i, line in enumerate(kept) if "Kernel panic" in line]
+    if panics and panics[-1] < len(kept) - lines:
+        return kept[max(0, panics[-1] + 1 - lines) : panics[-1] + 1]
     return kept[-lines:]
 
 
@@ -56,22 +64,48 @@ def exit_text(returncode: int) -> str:
     return f"was killed by signal {number}{name}"
 
 
-def _block(title: str, lines: list[str]) -> str:
+def _block(title: str, lines: list[str], inline: bool = True) -> str:
     if not lines:
         return f"; {title}: (empty)"
-    if len(lines) == 1:
+    if len(lines) == 1 and inline:
         return f"; {title}: {lines[0].strip()}"
     return f"; {title}:\n" + "\n".join(f"    {line}" for line in lines)
 
 
+def _exit_fix(returncode: int, origin: Origin) -> str:
+    if returncode > 0:
+        return (
+            f"QEMU's stderr names what it rejected: correct that key in [{origin.section}] "
+            f"of {origin.source or 'the configuration'}; `kata-shim check` verifies the host"
+        )
+    if returncode == 0:
+        return (
+            "the guest powered off or panicked during boot: read the console lines "
+            "(kernel_params, kernel, initrd)"
+        )
+    return "something outside kata-shim killed QEMU (the OOM killer, an operator): see dmesg"
+
+
 def vm_exited(
-    what: str, returncode: int, elapsed: float, stderr: Path, console: Path
+    what: str,
+    returncode: int,
+    elapsed: float,
+    logs: tuple[Path, Path],
+    origin: Origin,
+    event: str = "",
 ) -> Unavailable:
-    """The hypervisor is gone before the agent answered (bad option, crash, kill, panic)."""
+    """The hypervisor is gone before the agent answered (bad option, crash, kill, panic).
+
+    `logs` = (the hypervisor's stderr file, the guest console file); `event` = the QMP
+    death event after which the backend ended the hypervisor, if that is what happened.
+    """
+    stderr, console = logs
+    status = f"reported {event}, so kata-shim ended it," if event else exit_text(returncode)
     return Unavailable(
-        f"{what} {exit_text(returncode)} {elapsed:.1f}s after launch, before the guest agent "
-        f"answered{_block('its stderr', tail(stderr, 6))}"
-        f"{_block('last lines of the guest console', tail(console))}"
+        f"{what} {status} {elapsed:.1f}s after launch, before the guest agent "
+        f"answered; fix: {_exit_fix(0 if event else returncode, origin)}"
+        f"{_block('its stderr', tail(stderr, 6))}"
+        f"{_block('last lines of the guest console', tail(console), inline=False)}"
     )
 
 
@@ -83,7 +117,7 @@ def agent_silent(
         f"the guest agent did not answer within {waited:g}s on {channel}; {alive}; "
         f"fix: read the guest console below (kernel panic, missing module, /init failure); "
         f"on a slow host (TCG) raise {agent_origin.key('dial_timeout')}"
-        f"{_block('last lines of the guest console', tail(console))}"
+        f"{_block('last lines of the guest console', tail(console), inline=False)}"
     )
 
 

@@ -199,8 +199,9 @@ class QemuSandbox(Sandbox):
             f"QEMU {self.config.path} (pid {self.pid})",
             returncode,
             time.monotonic() - self._launched_at,
-            self.spec.state_dir / "qemu.log",
-            self.paths.console,
+            (self.spec.state_dir / "qemu.log", self.paths.console),
+            self.origin,
+            self.death_event,
         )
 
     async def _launch_failure(self, exc: BaseException) -> ShimError | None:
