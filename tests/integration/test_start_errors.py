@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,10 @@ def leftovers(rig: KataRig, task: str) -> dict[str, object]:
     return {what: items for what, items in found.items() if items}
 
 
-@pytest.mark.parametrize("fault_id", list(FAULTS))
+@pytest.mark.parametrize(
+    "fault_id",
+    [pytest.param(f, marks=[pytest.mark.slow] if FAULTS[f].boots else []) for f in FAULTS],
+)
 def test_start_failure_is_explained_and_leaves_nothing(
     rig: KataRig, guest_image: Path, fault_id: str
 ) -> None:
