@@ -114,13 +114,15 @@ def _toml(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def write_configuration(rig: KataRig, fault: Fault, keys: Mapping[str, Any]) -> None:
-    """The rig's configuration.toml (KATA_CONF_FILE of its containerd) for one fault."""
+def write_configuration(
+    config: Path, state_dir: Path, fault: Fault, keys: Mapping[str, Any]
+) -> None:
+    """A rig's configuration.toml (its KATA_CONF_FILE) for one fault."""
     lines = [f"[hypervisor.{fault.backend}]"]
     lines += [f"{key} = {_toml(value)}" for key, value in keys.items()]
     lines += ["", "[agent.kata]", f"dial_timeout = {fault.dial_timeout}"]
-    lines += ["", "[runtime]", f"state_dir = {_toml(str(rig.state_dir))}", ""]
-    rig.config.write_text("\n".join(lines))
+    lines += ["", "[runtime]", f"state_dir = {_toml(str(state_dir))}", ""]
+    config.write_text("\n".join(lines))
 
 
 @pytest.fixture
@@ -165,7 +167,7 @@ def test_start_failure_is_explained_and_leaves_nothing(
     if fault_id == "kvm-unusable" and kvm_unusable_reason() is None:
         pytest.skip("KVM is usable on this host: the fault cannot be injected here")
     entry = entries()[fault_id]
-    write_configuration(rig, fault, fault.keys(rig.work, guest_image))
+    write_configuration(rig.config, rig.state_dir, fault, fault.keys(rig.work, guest_image))
     task = rig.id(fault_id.replace("-", ""))
     result = run_failing(rig, fault, task)
     printed = result.stderr.decode(errors="replace").strip()
@@ -175,13 +177,13 @@ def test_start_failure_is_explained_and_leaves_nothing(
     message = printed.removeprefix(CTR_PREFIX).removesuffix(f": {CTR_SUFFIX[entry.code]}")
     first_line = message.splitlines()[0]
     log = rig.containerd.log_path.read_text(errors="replace")
-    logged = f"sandbox {task}: cannot start ({_code_name(entry.code)}): {first_line}"
+    logged = f"sandbox {task}: cannot start ({code_name(entry.code)}): {first_line}"
     assert any(logged in line and " ERROR " in line for line in log.splitlines()), (
         f"no error log line {logged!r} in:\n{rig.containerd.log_tail()}"
     )
     assert not leftovers(rig, task), leftovers(rig, task)
 
 
-def _code_name(code: str) -> str:
+def code_name(code: str) -> str:
     """FailedPrecondition → FAILED_PRECONDITION (kata_shim.errors.Code names)."""
     return "".join(f"_{c}" if c.isupper() else c.upper() for c in code).lstrip("_")
