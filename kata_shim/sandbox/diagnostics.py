@@ -21,7 +21,7 @@ from pathlib import Path
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
 from kata_shim.sandbox.preflight import Origin
 
-__all__ = ["agent_silent", "exit_text", "log_start_failure", "tail", "vm_exited"]
+__all__ = ["agent_silent", "block", "exit_text", "log_start_failure", "tail", "vm_exited"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def exit_text(returncode: int) -> str:
     return f"was killed by signal {number}{name}"
 
 
-def _block(title: str, lines: list[str], inline: bool = True) -> str:
+def block(title: str, lines: list[str], inline: bool = True) -> str:
+    """`; title: line` or `; title:` and indented lines; `(empty)` for none."""
     if not lines:
         return f"; {title}: (empty)"
     if len(lines) == 1 and inline:
@@ -104,8 +105,8 @@ def vm_exited(
     return Unavailable(
         f"{what} {status} {elapsed:.1f}s after launch, before the guest agent "
         f"answered; fix: {_exit_fix(0 if event else returncode, origin)}"
-        f"{_block('its stderr', tail(stderr, 6))}"
-        f"{_block('last lines of the guest console', tail(console), inline=False)}"
+        f"{block('its stderr', tail(stderr, 6))}"
+        f"{block('last lines of the guest console', tail(console), inline=False)}"
     )
 
 
@@ -117,7 +118,7 @@ def agent_silent(
         f"the guest agent did not answer within {waited:g}s on {channel}; {alive}; "
         f"fix: read the guest console below (kernel panic, missing module, /init failure); "
         f"on a slow host (TCG) raise {agent_origin.key('dial_timeout')}"
-        f"{_block('last lines of the guest console', tail(console), inline=False)}"
+        f"{block('last lines of the guest console', tail(console), inline=False)}"
     )
 
 

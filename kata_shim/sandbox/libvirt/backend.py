@@ -24,7 +24,7 @@ from kata_shim.errors import FailedPrecondition, ShimError, Unavailable
 from kata_shim.proto import health_pb2
 from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
-from kata_shim.sandbox.diagnostics import agent_silent, log_start_failure, tail
+from kata_shim.sandbox.diagnostics import agent_silent, block, log_start_failure, tail
 from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel
@@ -125,11 +125,13 @@ class LibvirtSandbox(Sandbox):
         try:
             self._domain = await self._call(self._conn.createXML, xml, 0)
         except libvirt.libvirtError as exc:
-            log_lines = "\n    ".join(tail(Path(f"/var/log/libvirt/qemu/{self.name}.log"), 6))
             raise Unavailable(
                 f"libvirt ({self.uri}) could not start domain {self.name}: "
-                f"{exc.get_error_message()}; its QEMU log:\n    {log_lines or '(empty)'}"
+                f"{exc.get_error_message()}{block('its QEMU log', self._qemu_log(), False)}"
             ) from exc
+
+    def _qemu_log(self) -> list[str]:
+        return tail(Path(f"/var/log/libvirt/qemu/{self.name}.log"), 6)
 
     async def _start(self) -> None:
         problems = launch_problems(self.table, self.origin)
@@ -187,11 +189,11 @@ class LibvirtSandbox(Sandbox):
         )
 
     def _ended_error(self) -> ShimError:
-        console = "\n    ".join(tail(self.vm_dir / "console.log")) or "(empty)"
         return Unavailable(
             f"libvirt domain {self.name} ended {time.monotonic() - self._launched_at:.1f}s "
-            f"after launch, before the guest agent answered; last lines of the guest "
-            f"console:\n    {console}"
+            f"after launch, before the guest agent answered"
+            f"{block('its QEMU log', self._qemu_log(), False)}"
+            f"{block('last lines of the guest console', tail(self.vm_dir / 'console.log'), False)}"
         )
 
     async def share(self, container_id: str, name: str, host_path: Path) -> str:
