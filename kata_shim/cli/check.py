@@ -108,10 +108,9 @@ def check_config(host: Host) -> Result:
 
 
 def check_qemu(host: Host) -> Result:
-    path = str(host.config.hypervisor.table.get("path", DEFAULT_QEMU))
-    if not host.vm:
-        path = DEFAULT_QEMU
-    if (problem := binary_problem(path, host.origin)) is not None:
+    table = host.config.hypervisor.table
+    path = str(table.get("path", DEFAULT_QEMU)) if host.vm else DEFAULT_QEMU
+    if (problem := binary_problem(path, host.origin, unset=not table.get("path"))) is not None:
         return _failed("qemu", problem, host.vm)
     return Result("qemu", "PASS", f"{path}: {_first_line([path, '--version'])}")
 
@@ -183,7 +182,7 @@ def check_image(host: Host) -> Result:
     table = host.config.hypervisor.table
     kernel, initrd = configured_path(table, "kernel"), configured_path(table, "initrd")
     problems = [
-        file_problem(path, key, host.origin)
+        file_problem(path, key, host.origin, unset=not table.get(key))
         for key, path in (("kernel", kernel), ("initrd", initrd))
     ]
     if not any(problems):

@@ -67,9 +67,10 @@ class Origin:
     source: str
     section: str
 
-    def key(self, key: str) -> str:
+    def key(self, key: str, unset: bool = False) -> str:
         where = f" in {self.source}" if self.source else ""
-        return f"[{self.section}] {key}{where}"
+        default = " (not set: the default)" if unset else ""
+        return f"[{self.section}] {key}{default}{where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,11 @@ def configured_path(table: Mapping[str, Any], key: str) -> str:
     return str(table.get(key) or DEFAULT_PATHS[key])
 
 
-def binary_problem(path: str, origin: Origin, what: str = "QEMU") -> Problem | None:
+def binary_problem(
+    path: str, origin: Origin, what: str = "QEMU", unset: bool = False
+) -> Problem | None:
     """The hypervisor binary must be an executable regular file."""
-    where = origin.key("path")
+    where = origin.key("path", unset)
     if not os.path.exists(path):
         return Problem(
             f"{what} {path} does not exist ({where})",
@@ -110,9 +113,11 @@ def binary_problem(path: str, origin: Origin, what: str = "QEMU") -> Problem | N
     return None
 
 
-def file_problem(path: str, key: str, origin: Origin, fix: str = IMAGE_FIX) -> Problem | None:
+def file_problem(
+    path: str, key: str, origin: Origin, fix: str = IMAGE_FIX, unset: bool = False
+) -> Problem | None:
     """A kernel, initrd or firmware file must exist, be a regular file and be readable."""
-    where = origin.key(key)
+    where = origin.key(key, unset)
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -258,11 +263,11 @@ def qemu_config(table: Mapping[str, Any], origin: Origin) -> QemuConfig:
 def launch_problems(table: Mapping[str, Any], origin: Origin) -> list[Problem]:
     """Everything wrong with launching a VM from this `[hypervisor.*]` table, most basic first."""
     qemu = configured_path(table, "path")
-    problems = [p for p in (binary_problem(qemu, origin),) if p is not None]
+    problems = [p for p in (binary_problem(qemu, origin, unset=not table.get("path")),) if p]
     config_problems = [p for p in (shared_fs_problem(table, origin),) if p is not None]
     files = {key: configured_path(table, key) for key in ("kernel", "initrd")}
     for key, path in files.items():
-        if (problem := file_problem(path, key, origin)) is not None:
+        if (problem := file_problem(path, key, origin, unset=not table.get(key))) is not None:
             problems.append(problem)
     if table.get("firmware"):
         fix = "install the firmware package (ovmf / edk2-ovmf), or unset firmware"

@@ -107,6 +107,9 @@ def test_defaults_are_checked_when_keys_are_unset() -> None:
         pytest.skip("a guest image is installed in /var/lib/kata on this host")
     problems = launch_problems({"path": "/bin/sh", "accel": "tcg"}, ORIGIN)
     assert [p.what.split()[1] for p in problems] == absent
+    assert all(
+        "kernel (not set: the default) in" in p.what or "initrd (not" in p.what for p in problems
+    )
 
 
 @pytest.mark.parametrize(
