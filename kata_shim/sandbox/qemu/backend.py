@@ -25,7 +25,7 @@ import signal
 import time
 from pathlib import Path
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ConnectError, QMPClient
 
 from kata_shim import mounts
 from kata_shim.devenv.vm import host_tsc_khz
@@ -176,19 +176,32 @@ class QemuSandbox(Sandbox):
 
     async def qmp(self, command: str, timeout: float = 10.0) -> object:
         """Run one QMP command on a short-lived connection."""
-        client = QMPClient(f"kata-shim-{self.spec.sandbox_id}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self.paths.qmp.exists():  # QEMU creates it early during start-up
-            self._raise_if_exited()
-            if loop.time() > deadline:
-                raise DeadlineExceeded(f"QMP socket {self.paths.qmp} did not appear")
-            await asyncio.sleep(0.02)
-        await client.connect(str(self.paths.qmp))
+        client = await self._qmp_client(asyncio.get_running_loop().time() + timeout)
         try:
             return await asyncio.wait_for(client.execute(command), timeout)
         finally:
             await client.disconnect()
+
+    async def _qmp_client(self, deadline: float) -> QMPClient:
+        """A connected QMP client. QEMU creates the socket early and binds it before it
+        listens: a refused connection is retried (bounded) while QEMU runs."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._raise_if_exited()
+            if self.paths.qmp.exists():
+                client = QMPClient(f"kata-shim-{self.spec.sandbox_id}")
+                remaining = max(deadline - loop.time(), 0.1)
+                try:
+                    await asyncio.wait_for(client.connect(str(self.paths.qmp)), remaining)
+                    return client
+                except TimeoutError:
+                    raise DeadlineExceeded(f"QMP monitor {self.paths.qmp} did not greet") from None
+                except ConnectError:
+                    if loop.time() > deadline:
+                        raise
+            elif loop.time() > deadline:
+                raise DeadlineExceeded(f"QMP socket {self.paths.qmp} did not appear")
+            await asyncio.sleep(0.05)
 
     def _raise_if_exited(self) -> None:
         if self._proc is not None and self._proc.returncode is not None:
