@@ -2,10 +2,12 @@
 
 One line per check: PASS / WARN / FAIL, what was found, and for anything but
 PASS the fix. Required checks (configuration, qemu, guest kernel, runc,
-guest image, containerd when installed) decide the exit status; WARN lines
+guest image, shared fs, containerd when installed, and the accelerator when
+`accel = "kvm"`) decide the exit status; WARN lines
 (KVM unusable → TCG, no /dev/vhost-vsock → virtio-serial) never do. Probes
 are passive: files are stat()ed, tools run with --version; /dev/vsock and
-/dev/kvm are never opened.
+/dev/kvm are never opened. The VM checks are the shim's own pre-launch
+checks (sandbox/preflight.py), so `check` and a failing Create agree.
 """
 
 from __future__ import annotations
@@ -23,7 +25,18 @@ from kata_shim import __version__
 from kata_shim.config.schema import Config
 from kata_shim.image.builder import DEFAULT_OUT
 from kata_shim.image.kernel import KernelError, find_kernel
-from kata_shim.sandbox.qemu.accel import _kvm_unusable_reason
+from kata_shim.sandbox.preflight import (
+    Origin,
+    Problem,
+    accel_problem,
+    binary_problem,
+    configured_path,
+    file_problem,
+    image_problems,
+    initrd_format_problem,
+    shared_fs_problem,
+)
+from kata_shim.sandbox.qemu.accel import kvm_unusable_reason
 
 __all__ = ["Host", "Result", "render", "run_checks"]
 
@@ -61,6 +74,14 @@ class Host:
     def vm(self) -> bool:
         return self.config.hypervisor.type in VM_BACKENDS
 
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.config.source, f"hypervisor.{self.config.hypervisor.type}")
+
+
+def _failed(name: str, problem: Problem, required: bool = True) -> Result:
+    return Result(name, "FAIL", problem.what, problem.fix, required)
+
 
 def _which(name: str) -> str | None:
     """shutil.which on $PATH plus the sbin directories (runc lives in /usr/sbin)."""
@@ -87,17 +108,20 @@ def check_config(host: Host) -> Result:
 
 
 def check_qemu(host: Host) -> Result:
-    path = str(host.config.hypervisor.table.get("path", DEFAULT_QEMU))
-    if not host.vm:
-        path = DEFAULT_QEMU
-    if not os.access(path, os.X_OK):
-        fix = "apt-get install -y qemu-system-x86 (dnf install qemu on openEuler)"
-        return Result("qemu", "FAIL", f"{path} not found or not executable", fix, host.vm)
+    table = host.config.hypervisor.table
+    path = str(table.get("path", DEFAULT_QEMU)) if host.vm else DEFAULT_QEMU
+    if (problem := binary_problem(path, host.origin, unset=not table.get("path"))) is not None:
+        return _failed("qemu", problem, host.vm)
     return Result("qemu", "PASS", f"{path}: {_first_line([path, '--version'])}")
 
 
 def check_accel(host: Host) -> Result:
-    reason = _kvm_unusable_reason(host.dev / "kvm", host.sys_module)
+    table = host.config.hypervisor.table
+    if host.vm and (
+        problem := accel_problem(table, host.origin, host.dev / "kvm", host.sys_module)
+    ):
+        return _failed("accelerator", problem)
+    reason = kvm_unusable_reason(host.dev / "kvm", host.sys_module)
     if reason is None:
         return Result("accelerator", "PASS", "KVM usable", required=False)
     return Result(
@@ -156,16 +180,19 @@ def check_image(host: Host) -> Result:
     if not host.vm:
         return Result("guest image", "PASS", "not needed by the local backend")
     table = host.config.hypervisor.table
-    missing = [
-        str(table[key])
-        for key in ("kernel", "initrd")
-        if key in table and not Path(table[key]).exists()
+    kernel, initrd = configured_path(table, "kernel"), configured_path(table, "initrd")
+    problems = [
+        file_problem(path, key, host.origin, unset=not table.get(key))
+        for key, path in (("kernel", kernel), ("initrd", initrd))
     ]
-    if missing:
-        return Result(
-            "guest image", "FAIL", f"missing {', '.join(missing)}", "kata-shim image build"
-        )
-    manifest_path = Path(str(table.get("initrd", host.image_dir / "x"))).parent / "manifest.json"
+    if not any(problems):
+        problems = [initrd_format_problem(initrd, host.origin)]
+    if not any(problems):
+        shared = str(table.get("shared_fs", "virtio-9p"))
+        problems = list(image_problems(kernel, initrd, shared, host.origin))
+    if found := [problem for problem in problems if problem is not None]:
+        return _failed("guest image", found[0])
+    manifest_path = Path(initrd).parent / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
         built_by = manifest["components"]["kata_shim"]
@@ -182,6 +209,16 @@ def check_image(host: Host) -> Result:
     return Result("guest image", "PASS", detail)
 
 
+def check_shared_fs(host: Host) -> Result:
+    if not host.vm:
+        return Result("shared fs", "PASS", "not needed by the local backend")
+    if (problem := shared_fs_problem(host.config.hypervisor.table, host.origin)) is not None:
+        return _failed("shared fs", problem)
+    return Result(
+        "shared fs", "PASS", str(host.config.hypervisor.table.get("shared_fs", "virtio-9p"))
+    )
+
+
 CHECKS: tuple[Callable[[Host], Result], ...] = (
     check_config,
     check_qemu,
@@ -191,6 +228,7 @@ CHECKS: tuple[Callable[[Host], Result], ...] = (
     check_runc,
     check_containerd,
     check_image,
+    check_shared_fs,
 )
 
 

@@ -35,7 +35,8 @@ class SandboxSpec:
 
     `state_dir` is private to this sandbox (sockets, logs, share dirs) and is
     removed by `cleanup`. `hypervisor` is the backend's config table (e.g. the
-    `[hypervisor.qemu]` section as a dict), `agent` the `[agent.kata]` table.
+    `[hypervisor.qemu]` section as a dict), `agent` the `[agent.kata]` table;
+    `config_source` is the configuration file they came from (for error messages).
     """
 
     sandbox_id: str
@@ -43,6 +44,7 @@ class SandboxSpec:
     hypervisor: Mapping[str, Any] = field(default_factory=dict)
     agent: Mapping[str, Any] = field(default_factory=dict)
     debug: bool = False
+    config_source: str = ""
 
 
 class Sandbox(abc.ABC):

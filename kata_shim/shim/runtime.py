@@ -74,6 +74,7 @@ class ShimRuntime:
             hypervisor=hypervisor,
             agent=config["agent"],
             debug=debug,
+            config_source=str(config.get("source", "")),
         )
         log.info(
             "sandbox %s: %s backend, state %s",

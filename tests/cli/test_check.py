@@ -35,7 +35,7 @@ def host(tmp_path: Path) -> Host:
         "containerd": _tool(tmp_path / "bin/containerd", "containerd x 1.7.2 abc"),
     }
     (tmp_path / "img/vmlinux").write_text("k")
-    (tmp_path / "img/initrd.img").write_text("i")
+    (tmp_path / "img/initrd.img").write_text("070701")  # a newc cpio starts so
     manifest = {"kernel": {"version": "6.1.0-9"}, "components": {"kata_shim": __version__}}
     (tmp_path / "img/manifest.json").write_text(json.dumps(manifest))
     table = {
@@ -101,7 +101,7 @@ def test_missing_pieces_fail_with_their_fix(host: Host) -> None:
     assert results["guest kernel"].status == "FAIL"
     assert "linux-image-amd64" in results["guest kernel"].fix
     assert results["runc"].status == "FAIL" and "runc" in results["runc"].fix
-    assert results["guest image"].fix == "kata-shim image build"
+    assert "kata-shim image build" in results["guest image"].fix
     assert results["containerd"].status == "WARN"  # iSulad hosts have none
     report, status = render(list(results.values()))
     assert status == 1

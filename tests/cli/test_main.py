@@ -93,6 +93,7 @@ def test_check_on_this_host_prints_every_probe(
     names = [line.split()[1] for line in lines if line[:4] in ("PASS", "WARN", "FAIL")]
     assert names == [
         "config", "qemu", "accelerator", "vhost-vsock", "guest", "runc", "containerd", "guest",
+            "shared",
     ]  # fmt: skip
     assert status == (1 if lines[-1].startswith("not ready") else 0)
 

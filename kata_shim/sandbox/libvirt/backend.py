@@ -5,6 +5,8 @@ the console live in `<state>/vm/`, the 9p share is `<state>/shared/`.
 libvirt-python calls block,
 so they run in the default executor. The domain's end (guest poweroff, crash,
 QEMU killed) is detected by polling `isActive` and resolves `wait`.
+Start-up errors follow the QEMU backend's rules (preflight, then the libvirt
+error, the domain's QEMU log and the guest console tail in the ShimError).
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from kata_shim import mounts
-from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
+from kata_shim.errors import FailedPrecondition, ShimError, Unavailable
 from kata_shim.proto import health_pb2
 from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
+from kata_shim.sandbox.diagnostics import agent_silent, block, log_start_failure, tail
 from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
+from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel
-from kata_shim.sandbox.qemu.cmdline import QemuConfig, kernel_command_line
+from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, kernel_command_line
 from kata_shim.sandbox.share import SharedDir, run_mount
 from kata_shim.ttrpc.client import Client
 
@@ -32,6 +37,10 @@ __all__ = ["LibvirtSandbox"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 POLL_INTERVAL = 0.5
+LIBVIRT_FIX = (
+    "start libvirtd and virtlogd (systemctl start libvirtd virtlogd), "
+    "or set uri to the libvirt daemon to use"
+)
 
 
 class LibvirtSandbox(Sandbox):
@@ -42,9 +51,13 @@ class LibvirtSandbox(Sandbox):
         super().__init__(spec)
         table = dict(spec.hypervisor)
         self.uri = str(table.pop("uri", "qemu:///system"))
-        self.config = QemuConfig.from_table(
-            {**table, "machine_type": table.get("machine_type", "pc")}
-        )
+        self.origin = Origin(spec.config_source, "hypervisor.libvirt")
+        self.table = {**table, "machine_type": table.get("machine_type", "pc")}
+        try:
+            self.config = qemu_config(self.table, self.origin)
+        except ShimError as exc:
+            log_start_failure(spec.sandbox_id, exc)
+            raise
         self.vm_dir = spec.state_dir / "vm"
         self.share_dir = spec.state_dir / "shared"
         self.name = f"kata-shim-{spec.sandbox_id}"
@@ -52,6 +65,7 @@ class LibvirtSandbox(Sandbox):
         self._domain: Any = None
         self._pid = 0
         self._ended: asyncio.Future[int] | None = None
+        self._launched_at = 0.0
 
     @property
     def pid(self) -> int:
@@ -87,16 +101,46 @@ class LibvirtSandbox(Sandbox):
         )
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException as exc:
+            log_start_failure(self.spec.sandbox_id, exc)
+            raise
+
+    async def _open(self) -> None:
         import libvirt  # only when this backend is configured
 
-        await self._prepare_dirs()
-        accel = choose_accel(self.config.accel)
-        xml = domain_xml(self._domain_spec(accel))
         try:
             self._conn = await self._call(libvirt.open, self.uri)
+        except libvirt.libvirtError as exc:
+            raise FailedPrecondition(
+                f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()} "
+                f"({self.origin.key('uri')}); fix: {LIBVIRT_FIX}"
+            ) from exc
+
+    async def _create_domain(self, xml: str) -> None:
+        import libvirt
+
+        self._launched_at = time.monotonic()
+        try:
             self._domain = await self._call(self._conn.createXML, xml, 0)
         except libvirt.libvirtError as exc:
-            raise Unavailable(f"libvirt ({self.uri}): {exc}") from exc
+            raise Unavailable(
+                f"libvirt ({self.uri}) could not start domain {self.name}: "
+                f"{exc.get_error_message()}{block('its QEMU log', self._qemu_log(), False)}"
+            ) from exc
+
+    def _qemu_log(self) -> list[str]:
+        return tail(Path(f"/var/log/libvirt/qemu/{self.name}.log"), 6)
+
+    async def _start(self) -> None:
+        problems = launch_problems(self.table, self.origin)
+        if problems:
+            raise problems[0].error()
+        await self._open()
+        await self._prepare_dirs()
+        accel = choose_accel(self.config.accel)
+        await self._create_domain(domain_xml(self._domain_spec(accel)))
         self._pid = _read_pid(Path(f"/run/libvirt/qemu/{self.name}.pid"))
         self._ended = asyncio.ensure_future(self._watch())
         try:
@@ -124,7 +168,7 @@ class LibvirtSandbox(Sandbox):
         last: Exception | None = None
         while loop.time() < deadline:
             if self._ended is not None and self._ended.done():
-                raise Unavailable(f"domain {self.name} ended before its agent answered")
+                raise self._ended_error()
             try:
                 client = await Client.connect_unix(str(self.vm_dir / "agent.sock"), timeout=2)
                 try:
@@ -136,7 +180,21 @@ class LibvirtSandbox(Sandbox):
             except (OSError, ShimError) as exc:
                 last = exc
                 await asyncio.sleep(0.1)
-        raise DeadlineExceeded(f"timed out connecting to the agent of {self.name}: {last}")
+        raise agent_silent(
+            float(self.spec.agent.get("dial_timeout", 45)),
+            f"virtio-serial port {AGENT_PORT} (host socket {self.vm_dir / 'agent.sock'})",
+            f"last dial error: {last}; libvirt domain {self.name} is still running",
+            Origin(self.spec.config_source, "agent.kata"),
+            self.vm_dir / "console.log",
+        )
+
+    def _ended_error(self) -> ShimError:
+        return Unavailable(
+            f"libvirt domain {self.name} ended {time.monotonic() - self._launched_at:.1f}s "
+            f"after launch, before the guest agent answered"
+            f"{block('its QEMU log', self._qemu_log(), False)}"
+            f"{block('last lines of the guest console', tail(self.vm_dir / 'console.log'), False)}"
+        )
 
     async def share(self, container_id: str, name: str, host_path: Path) -> str:
         return await SharedDir(self.share_dir).share(container_id, name, host_path)

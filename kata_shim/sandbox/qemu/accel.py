@@ -14,12 +14,15 @@ from pathlib import Path
 
 from kata_shim.errors import InvalidArgument
 
-__all__ = ["choose_accel"]
+__all__ = ["choose_accel", "kvm_unusable_reason"]
 
 log = logging.getLogger(__name__)
 
 
-def _kvm_unusable_reason(dev: Path, sys_module: Path) -> str | None:
+def kvm_unusable_reason(
+    dev: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module")
+) -> str | None:
+    """Why KVM cannot run a stock guest here, or None when it can."""
     if not dev.exists():
         return f"{dev} does not exist"
     if not os.access(dev, os.R_OK | os.W_OK):
@@ -37,7 +40,7 @@ def choose_accel(
         raise InvalidArgument(f"accel must be auto, kvm or tcg, not {wanted!r}")
     if wanted != "auto":
         return wanted
-    reason = _kvm_unusable_reason(dev, sys_module)
+    reason = kvm_unusable_reason(dev, sys_module)
     if reason is None:
         return "kvm"
     log.warning("accel=auto: not using KVM (%s); falling back to TCG software emulation", reason)

@@ -7,6 +7,12 @@ bind-mounted (sandbox/share.py). The VM's
 death is the QEMU process exit, or a QMP death event (qemu/events.py), after
 which QEMU is killed; `wait` resolves then. `cleanup` unmounts,
 kills a leftover QEMU and removes the state dir, idempotently.
+
+Start-up errors the user can act on: the configuration and the host are
+checked before launch (sandbox/preflight.py); a QEMU that exits anyway, or a
+guest whose agent never answers, becomes a ShimError carrying the exit status
+and the tails of qemu.log (QEMU's stderr) and console.log (the guest's serial
+console) — never a QMP connection error (sandbox/diagnostics.py).
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ConnectError, QMPClient
 
 from kata_shim import mounts
 from kata_shim.devenv.vm import host_tsc_khz
@@ -27,10 +34,12 @@ from kata_shim.proto import health_pb2
 from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox import vsock
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
+from kata_shim.sandbox.diagnostics import agent_silent, log_start_failure, vm_exited
+from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel
 from kata_shim.sandbox.qemu.cmdline import (
+    AGENT_PORT,
     AGENT_VSOCK_PORT,
-    QemuConfig,
     SandboxPaths,
     VsockChannel,
     build_command,
@@ -52,7 +61,12 @@ class QemuSandbox(Sandbox):
 
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
-        self.config = QemuConfig.from_table(spec.hypervisor)
+        self.origin = Origin(spec.config_source, "hypervisor.qemu")
+        try:
+            self.config = qemu_config(spec.hypervisor, self.origin)
+        except ShimError as exc:
+            log_start_failure(spec.sandbox_id, exc)
+            raise
         state = spec.state_dir
         self.paths = SandboxPaths(
             state / "qmp.sock", state / "agent.sock", state / "console.log", state / "shared"
@@ -64,6 +78,7 @@ class QemuSandbox(Sandbox):
         self.death_event = ""  # the QMP event that ended the VM, if one did
         self.accel = ""
         self.vsock: VsockChannel | None = None  # set when the agent channel is vhost-vsock
+        self._launched_at = 0.0
 
     def _claim_channel(self) -> None:
         """vhost-vsock when configured (or `auto` and the host has it), else virtio-serial."""
@@ -87,11 +102,27 @@ class QemuSandbox(Sandbox):
         return float(self.spec.agent.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException as exc:
+            log_start_failure(self.spec.sandbox_id, exc)
+            raise
+
+    def _preflight(self) -> None:
+        problems = launch_problems(self.spec.hypervisor, self.origin)
+        for problem in problems[1:]:
+            log.error("sandbox %s: also: %s", self.spec.sandbox_id, problem.message)
+        if problems:
+            raise problems[0].error()
+
+    async def _start(self) -> None:
+        self._preflight()
         self.shared.create()
         self.accel = choose_accel(self.config.accel)
         self._claim_channel()
         argv = build_command(self.config, self.paths, self.accel, host_tsc_khz(), self.vsock)
         log.info("sandbox %s: starting %s", self.spec.sandbox_id, " ".join(argv))
+        self._launched_at = time.monotonic()
         with open(self.spec.state_dir / "qemu.log", "ab") as qemu_log:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -105,8 +136,11 @@ class QemuSandbox(Sandbox):
             await self._check_qmp()
             self._start_death_watch()
             client = await self.connect_agent()
-        except BaseException:
+        except BaseException as exc:
+            failure = await self._launch_failure(exc)
             await self.stop(timeout=1)
+            if failure is not None:
+                raise failure from exc
             raise
         client.close()
         await client.wait_closed()
@@ -142,30 +176,68 @@ class QemuSandbox(Sandbox):
 
     async def qmp(self, command: str, timeout: float = 10.0) -> object:
         """Run one QMP command on a short-lived connection."""
-        client = QMPClient(f"kata-shim-{self.spec.sandbox_id}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self.paths.qmp.exists():  # QEMU creates it early during start-up
-            self._raise_if_exited()
-            if loop.time() > deadline:
-                raise DeadlineExceeded(f"QMP socket {self.paths.qmp} did not appear")
-            await asyncio.sleep(0.02)
-        await client.connect(str(self.paths.qmp))
+        client = await self._qmp_client(asyncio.get_running_loop().time() + timeout)
         try:
             return await asyncio.wait_for(client.execute(command), timeout)
         finally:
             await client.disconnect()
 
+    async def _qmp_client(self, deadline: float) -> QMPClient:
+        """A connected QMP client. QEMU creates the socket early and binds it before it
+        listens: a refused connection is retried (bounded) while QEMU runs."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._raise_if_exited()
+            if self.paths.qmp.exists():
+                client = QMPClient(f"kata-shim-{self.spec.sandbox_id}")
+                remaining = max(deadline - loop.time(), 0.1)
+                try:
+                    await asyncio.wait_for(client.connect(str(self.paths.qmp)), remaining)
+                    return client
+                except TimeoutError:
+                    raise DeadlineExceeded(f"QMP monitor {self.paths.qmp} did not greet") from None
+                except ConnectError:
+                    if loop.time() > deadline:
+                        raise
+            elif loop.time() > deadline:
+                raise DeadlineExceeded(f"QMP socket {self.paths.qmp} did not appear")
+            await asyncio.sleep(0.05)
+
     def _raise_if_exited(self) -> None:
         if self._proc is not None and self._proc.returncode is not None:
-            raise Unavailable(
-                f"QEMU exited with status {self._proc.returncode}: {self._qemu_error()}"
-            )
+            raise self._exited_error(self._proc.returncode)
 
-    def _qemu_error(self) -> str:
-        with contextlib.suppress(OSError):
-            return (self.spec.state_dir / "qemu.log").read_text(errors="replace")[-500:].strip()
-        return ""
+    def _exited_error(self, returncode: int) -> ShimError:
+        return vm_exited(
+            f"QEMU {self.config.path} (pid {self.pid})",
+            returncode,
+            time.monotonic() - self._launched_at,
+            (self.spec.state_dir / "qemu.log", self.paths.console),
+            self.origin,
+            self.death_event,
+        )
+
+    async def _launch_failure(self, exc: BaseException) -> ShimError | None:
+        """What the user should see for `exc` from QMP or the agent dial during start."""
+        proc = self._proc
+        if proc is None or isinstance(exc, asyncio.CancelledError):
+            return None
+        if proc.returncode is None and not isinstance(exc, ShimError):
+            with contextlib.suppress(TimeoutError):  # a QMP EOF: QEMU is on its way out
+                await asyncio.wait_for(proc.wait(), 2)
+        if proc.returncode is not None:
+            return self._exited_error(proc.returncode)
+        if isinstance(exc, ShimError):
+            return None
+        return Unavailable(
+            f"QEMU (pid {proc.pid}) is running but its QMP monitor {self.paths.qmp} failed: "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+    def _channel(self) -> str:
+        if self.vsock is not None:
+            return f"vhost-vsock CID {self.vsock.cid} port {AGENT_VSOCK_PORT}"
+        return f"virtio-serial port {AGENT_PORT} (host socket {self.paths.agent})"
 
     async def connect_agent(self) -> Client:
         loop = asyncio.get_running_loop()
@@ -178,8 +250,12 @@ class QemuSandbox(Sandbox):
             except (OSError, ShimError) as exc:
                 last = exc
                 await asyncio.sleep(0.1)
-        raise DeadlineExceeded(
-            f"timed out connecting to the agent of {self.spec.sandbox_id}: {last}"
+        raise agent_silent(
+            self.dial_timeout,
+            self._channel(),
+            f"last dial error: {last}; QEMU (pid {self.pid}) is still running",
+            Origin(self.spec.config_source, "agent.kata"),
+            self.paths.console,
         )
 
     async def _dial(self) -> Client:
