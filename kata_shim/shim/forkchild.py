@@ -21,7 +21,7 @@ import socket
 import sys
 from typing import Any
 
-from kata_shim.shim import forkproto, proctitle
+from kata_shim.shim import forkproto, proctitle, zygote
 
 __all__ = ["become_daemon", "join_cgroups"]
 
@@ -115,6 +115,17 @@ def _handshake(conn: int) -> bool:
         sock.close()
 
 
+def _prepare_agent(request: dict[str, Any]) -> None:
+    """Pre-fork the local sandbox's agent (zygote.py) while we still have no loop or thread."""
+    if zygote.AGENT_MODULE not in sys.modules or not forkproto.enabled():
+        return
+    from kata_shim.sandbox import local
+    from kata_shim.shim.flags import parse_flags
+
+    zygote.prepare(LISTEN_FD, parse_flags(list(request["args"])).id)
+    local.agent_spawner = zygote.spawn_agent
+
+
 def become_daemon(request: dict[str, Any], caller: int, fds: list[int], conn: int) -> None:
     """Never returns: set up, ask `start` for the go, serve, os._exit."""
     try:
@@ -126,6 +137,7 @@ def become_daemon(request: dict[str, Any], caller: int, fds: list[int], conn: in
     status = 1
     try:
         if _handshake(conn):  # else `start` gave up on us: never serve its listener
+            _prepare_agent(request)
             from kata_shim.shim.main import main
 
             status = main(list(request["args"]))

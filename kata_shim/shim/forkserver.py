@@ -42,6 +42,7 @@ WARM_MODULES = (
     "kata_shim.shim.serve",
     "kata_shim.shim.daemon",
     "kata_shim.shim.forkchild",
+    "kata_shim.guest.main",  # the local sandbox's agent (zygote.py)
     "kata_shim.sandbox.local",
     "kata_shim.sandbox.qemu",
 )

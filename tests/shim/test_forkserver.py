@@ -166,6 +166,8 @@ def test_first_start_is_cold_and_brings_up_the_server(rig: KataRig) -> None:
     assert procs.probe_connect(socket_path(_address(rig, warm)) or "", warm) == pid
     assert os.getsid(pid) == pid  # own session, like a cold exec
     assert _ppid(pid) != server  # not the server's child: its death cannot reach us
+    (agent,) = _agents(pid)  # the local agent: the daemon's pre-forked child (zygote.py)
+    assert forked(agent) and b"kata_shim.guest.main" in Path(f"/proc/{agent}/cmdline").read_bytes()
     for task_id in (cold, warm):
         remove_pod(rig, task_id)
     assert not rig.wait_clean()
@@ -281,6 +283,15 @@ def test_disabled_by_environment() -> None:
 # ------------------------------------------------------------------ helpers
 def _address(rig: KataRig, task_id: str) -> str:
     return (bundle(rig, task_id) / "address").read_text()
+
+
+def _agents(daemon: int) -> list[int]:
+    children = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if _ppid(int(name)) == daemon and procs.is_alive(int(name)):
+                children.append(int(name))
+    return children
 
 
 def _ppid(pid: int) -> int:
