@@ -1,7 +1,7 @@
 """The fork server's wire protocol and its client side (what `start` runs).
 
 One server per containerd (keyed by sha256 of containerd's `-address`) lives
-at `/run/kata-shim/fork/<key>.sock` (dir 0700, socket 0600, SOCK_SEQPACKET);
+at `/run/kata-shim-fork/<key>.sock` (dir 0700, socket 0600, SOCK_SEQPACKET);
 `<key>.lock` is flock'ed by the live server for its whole life, `<key>.log`
 is its log (and where `start` notes why it fell back to a cold exec).
 Exchange on one connection, one JSON message each way per step:
@@ -40,7 +40,8 @@ __all__ = [
     "server_paths",
 ]
 
-FORK_DIR = "/run/kata-shim/fork"
+# not under the sandbox state root /run/kata-shim: "fork" is a valid sandbox id
+FORK_DIR = "/run/kata-shim-fork"
 ENABLE_ENV = "KATA_SHIM_FORK_SERVER"  # "0"/"off" disables, "1"/"on" enables
 ADDRESS_ENV = "KATA_SHIM_FORK_ADDRESS"  # tells a spawned server which containerd it serves
 DEFAULT_ENABLED = True

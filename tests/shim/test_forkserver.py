@@ -256,6 +256,9 @@ def test_server_in_another_mount_namespace_is_refused(rig: KataRig) -> None:
     finally:
         os.kill(server, signal.SIGKILL)
         os.waitpid(server, 0)
+        for name in ("socket", "lock", "log"):  # a killed server cannot clean up after itself
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths(rig)[name])
 
 
 def test_upgrade_replaces_the_server(rig: KataRig) -> None:
@@ -303,7 +306,7 @@ def _spawn_server_in_new_mount_namespace(rig: KataRig) -> int:
     """A server in a private mount namespace, holding the lock as `start` would hand it over."""
     forkproto.make_fork_dir()
     lock = os.open(paths(rig)["lock"], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    log = os.open(paths(rig)["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC)
+    log = os.open(paths(rig)["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         env = {**os.environ, forkproto.ADDRESS_ENV: rig.containerd.address}
