@@ -4,7 +4,9 @@ Measurements (each runtime in the same run, interleaved where it is sequential):
   start       `ctr run --rm … /bin/true` wall time per run
   concurrent  N pods (`sleep 600`) started at once with `ctr run -d`: wall time
   memory      RSS/PSS (/proc/<pid>/smaps_rollup) per pod: the shim (pid from the
-              Connect RPC on its socket) plus, for ours, its kata-agent-py child
+              Connect RPC on its socket) plus, for ours, its kata-agent-py child and
+              the fork server's PSS divided by the pods (PSS already splits the
+              pages a forked daemon shares with the server and its siblings)
   exit        SIGKILL of a pod's init → `/tasks/exit` seen by one `ctr events`
   rpc         unary Connect round trips/s on one ttrpc connection (our client)
 `compare()` returns a JSON-able dict; bench/report.py prints it with a table.
@@ -29,6 +31,7 @@ from ttrpc_rate import uvloop_run
 from kata_shim.devenv.shim import RUNTIME as KATA
 from kata_shim.devenv.shim import KataRig
 from kata_shim.proto import task_pb2
+from kata_shim.shim import forkproto
 from kata_shim.ttrpc.client import Client
 
 RUNC = "io.containerd.runc.v2"
@@ -236,7 +239,33 @@ def start_pods(rig: KataRig, runtime: str, names: list[str]) -> float:
     return took
 
 
+def fork_server_pid(rig: KataRig) -> int | None:
+    """The fork server serving this rig's containerd (its environ names the address)."""
+    mark = f"{forkproto.ADDRESS_ENV}={rig.containerd.address}\0".encode()
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if mark in Path(f"/proc/{name}/environ").read_bytes() and Path(
+                f"/proc/{name}/cmdline"
+            ).read_bytes().endswith(b"kata_shim.shim.forkserver\0"):
+                return int(name)
+        except OSError:
+            continue
+    return None
+
+
 def memory(rig: KataRig, pods: dict[str, list[str]]) -> dict[str, Any]:
+    """Per-pod RSS/PSS; ours adds the fork server's PSS spread over the pods it forked."""
+    report = _memory(rig, pods)
+    server = fork_server_pid(rig)
+    share = smaps_kb(server)["pss"] / len(pods[KATA]) if server else 0.0
+    kata = report["kata"]
+    kata["fork_server_pss_kb"] = smaps_kb(server)["pss"] if server else 0
+    kata["shim_pss_kb"] = round(kata["shim_pss_kb"] + share)
+    kata["pod_pss_kb"] = round(kata["pod_pss_kb"] + share)
+    return report
+
+
+def _memory(rig: KataRig, pods: dict[str, list[str]]) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for runtime, names in pods.items():
         per_pod: list[dict[str, int]] = []

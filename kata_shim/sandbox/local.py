@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kata_shim import mounts
@@ -43,31 +43,48 @@ UNKNOWN_STATUS = 255  # the exit status was collected by someone else
 _MNT_DETACH = 2
 
 
+#: (argv, stdout, stderr) -> pid of a child already running argv, or None; set by a daemon
+#: forked from the fork server (kata_shim.shim.zygote) to hand over its pre-forked agent
+AgentSpawner = Callable[[list[str], int, int], "int | None"]
+agent_spawner: AgentSpawner | None = None
+
+
+def _posix_spawn(argv: Sequence[str], stdout: int, stderr: int, new_session: bool) -> int:
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        actions = [
+            (os.POSIX_SPAWN_DUP2, null, 0),
+            (os.POSIX_SPAWN_DUP2, stdout, 1),
+            (os.POSIX_SPAWN_DUP2, stderr, 2),
+            *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()),
+        ]
+        return os.posix_spawnp(
+            argv[0],
+            list(argv),
+            dict(os.environ),
+            file_actions=actions,
+            setsid=new_session,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            setsigmask=(),
+        )
+    finally:
+        os.close(null)
+
+
 class HostProcess:
-    """A child started with posix_spawn and awaited through its pidfd."""
+    """A child started with posix_spawn (or handed over by `spawner`), awaited through its pidfd."""
 
     def __init__(
-        self, argv: Sequence[str], *, stdout: int, stderr: int, new_session: bool = False
+        self,
+        argv: Sequence[str],
+        *,
+        stdout: int,
+        stderr: int,
+        new_session: bool = False,
+        spawner: AgentSpawner | None = None,
     ) -> None:
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            actions = [
-                (os.POSIX_SPAWN_DUP2, null, 0),
-                (os.POSIX_SPAWN_DUP2, stdout, 1),
-                (os.POSIX_SPAWN_DUP2, stderr, 2),
-                *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()),
-            ]
-            self.pid = os.posix_spawnp(
-                argv[0],
-                list(argv),
-                dict(os.environ),
-                file_actions=actions,
-                setsid=new_session,
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-                setsigmask=(),
-            )
-        finally:
-            os.close(null)
+        pid = spawner(list(argv), stdout, stderr) if spawner is not None else None
+        self.pid = pid if pid is not None else _posix_spawn(argv, stdout, stderr, new_session)
         self._pidfd = os.pidfd_open(self.pid)
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().add_reader(self._pidfd, self._exited)
@@ -167,7 +184,9 @@ class LocalSandbox(Sandbox):
         log.warning("local sandbox: containers are NOT isolated in a VM (development/CI only)")
         self.spec.state_dir.mkdir(parents=True, exist_ok=True)
         if self.spec.debug:
-            self._proc = HostProcess(self._argv(), stdout=2, stderr=2, new_session=True)
+            self._proc = HostProcess(
+                self._argv(), stdout=2, stderr=2, new_session=True, spawner=agent_spawner
+            )
         else:
             agent_log = os.open(
                 self.spec.state_dir / "agent.log",
@@ -176,7 +195,11 @@ class LocalSandbox(Sandbox):
             )
             try:
                 self._proc = HostProcess(
-                    self._argv(), stdout=agent_log, stderr=agent_log, new_session=True
+                    self._argv(),
+                    stdout=agent_log,
+                    stderr=agent_log,
+                    new_session=True,
+                    spawner=agent_spawner,
                 )
             finally:
                 os.close(agent_log)

@@ -28,7 +28,14 @@ from kata_shim.shim import procs
 from kata_shim.shim.bundle import BundleError, annotations_of, sandbox_of, spec_of
 from kata_shim.shim.flags import Flags
 from kata_shim.shim.minipb import delete_response, options_config_path
-from kata_shim.shim.paths import ADDRESS_FILE, OPTIONS_FILE, PID_FILE, read_text, socket_path
+from kata_shim.shim.paths import (
+    ADDRESS_FILE,
+    OPTIONS_FILE,
+    PID_FILE,
+    STATE_ROOT_FILE,
+    read_text,
+    socket_path,
+)
 
 __all__ = ["delete", "response_bytes"]
 
@@ -55,7 +62,10 @@ def _placement(bundle: str, task_id: str) -> tuple[str, bool]:
 
 
 def _state_root(bundle: str) -> str:
-    """[runtime] state_dir of the configuration the shim used (default on any error)."""
+    """[runtime] state_dir the shim used: as its daemon recorded it, else from the configuration."""
+    recorded = read_text(os.path.join(bundle, STATE_ROOT_FILE))
+    if recorded and os.path.isabs(recorded):
+        return recorded
     from kata_shim.config import ConfigError, load_config
     from kata_shim.config.schema import DEFAULT_STATE_DIR
 

@@ -22,6 +22,7 @@ __all__ = [
     "PID_FILE",
     "SOCKET_DIR",
     "SOCKET_PATH_LIMIT",
+    "STATE_ROOT_FILE",
     "atomic_write",
     "go_clean",
     "go_join",
@@ -35,6 +36,7 @@ SOCKET_PATH_LIMIT = 106  # containerd's socketPathLimit (sun_path minus the NUL 
 ADDRESS_FILE = "address"
 PID_FILE = "shim.pid"
 OPTIONS_FILE = "options.pb"
+STATE_ROOT_FILE = "state-root"  # [runtime] state_dir the daemon used (spares `delete` the config)
 UNIX_SCHEME = "unix://"
 
 

@@ -19,8 +19,9 @@ from typing import Any
 from kata_shim.config import ConfigError, load_config
 from kata_shim.errors import InvalidArgument
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, create_sandbox
+from kata_shim.shim import zygote
 from kata_shim.shim.minipb import options_config_path
-from kata_shim.shim.paths import OPTIONS_FILE
+from kata_shim.shim.paths import OPTIONS_FILE, STATE_ROOT_FILE, atomic_write
 
 __all__ = ["ShimRuntime", "exit_fifo_dir"]
 
@@ -56,6 +57,13 @@ class ShimRuntime:
             logging.getLogger().setLevel(logging.DEBUG)
         return config.as_mapping()
 
+    def _record_state_root(self, state_root: str) -> None:
+        """Tell our `delete` where sandboxes live, so it need not load the configuration."""
+        try:
+            atomic_write(os.path.join(self.bundle, STATE_ROOT_FILE), state_root.encode())
+        except OSError as exc:  # delete then reads the configuration, as before
+            log.warning("cannot record the state dir in the bundle: %s", exc)
+
     def sandbox(self, sandbox_id: str, config: Mapping[str, Any]) -> Sandbox:
         """TaskService sandbox_factory."""
         if not config:  # a loader that returned nothing: use the embedded default
@@ -82,6 +90,9 @@ class ShimRuntime:
             config["hypervisor_type"],
             spec.state_dir,
         )
+        self._record_state_root(str(runtime["state_dir"]))
+        if config["hypervisor_type"] != "local":
+            zygote.discard()  # a pre-forked local agent (forked daemons) is not needed
         return create_sandbox(config["hypervisor_type"], spec)
 
 

@@ -8,7 +8,9 @@ ourselves without an action — listener on fd 3, own session, stdio on
 /dev/null, cwd = bundle — and write `address` and `shim.pid` atomically.
 Rules: on success the ONLY output is the address, without a newline (main
 prints it); on failure a message on stderr and exit 1, never a daemon left
-behind. Standard library only: this runs on every container start.
+behind. Under containerd the daemon is forked from the warm fork server
+(forkproto.py) when one runs, else exec'd cold (and a server started for the
+next pod). Standard library only: this runs on every container start.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import signal
 import socket
 import sys
 
+from kata_shim.shim import forkproto
 from kata_shim.shim.bundle import annotations_of, read_options, sandbox_of, spec_of
 from kata_shim.shim.flags import Flags
 from kata_shim.shim.paths import (
@@ -147,6 +150,22 @@ def spawn_daemon(argv: list[str], listener: socket.socket) -> int:
         os.close(devnull)
 
 
+def launch_daemon(flags: Flags, argv: list[str], listener: socket.socket) -> int:
+    """Fork the daemon from the warm server (containerd only), else exec it cold; its pid."""
+    if flags.address and forkproto.enabled():
+        paths = forkproto.server_paths(flags.address)
+        args = argv[len(self_command()) :]
+        try:
+            return forkproto.request_daemon(paths["socket"], argv, args, os.getcwd(), listener)
+        except forkproto.ForkUnavailable as exc:
+            forkproto.note(paths["log"], f"start {flags.id}: fork server {exc}: cold exec")
+        try:
+            forkproto.ensure_server(flags.address, paths)
+        except OSError as exc:
+            forkproto.note(paths["log"], f"start {flags.id}: cannot start a fork server: {exc}")
+    return spawn_daemon(argv, listener)
+
+
 def _write_files(bundle: str, address: str, pid: int | None) -> None:
     atomic_write(os.path.join(bundle, ADDRESS_FILE), address.encode())
     if pid:
@@ -192,7 +211,7 @@ def start(flags: Flags) -> str:
         argv = daemon_argv(flags)  # before chdir: argv[0] may be relative
         if flags.bundle:
             os.chdir(bundle)  # the daemon's cwd is the bundle
-        pid = spawn_daemon(argv, listener)
+        pid = launch_daemon(flags, argv, listener)
     except BaseException:
         os.unlink(path)
         raise

@@ -16,6 +16,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 REPORT = Path(__file__).resolve().parents[2] / "bench" / "report.py"
+FORK_START = REPORT.parent / "fork_start.py"
 
 
 def test_report_runs_with_tiny_counts_and_has_every_field(tmp_path: Path) -> None:
@@ -43,10 +44,25 @@ def test_report_runs_with_tiny_counts_and_has_every_field(tmp_path: Path) -> Non
     assert bounds["floor_s"] > report["start"]["runc_median_s"]
     assert set(report["targets"]) == {
         "start_ratio",
-        "pod_pss_kb",
+        "shim_pss_kb",
+        "agent_pss_kb",
         "exit_ratio",
         "rpc_ratio",
         "concurrent_ratio",
     }
     assert all(isinstance(t["met"], bool) for t in report["targets"].values())
     assert "target start_ratio" in result.stderr.decode()  # the table
+
+
+def test_fork_start_compares_fork_and_cold() -> None:
+    argv = [sys.executable, str(FORK_START), "--runs", "2", "--pods", "2"]
+    result = subprocess.run(argv, capture_output=True, timeout=170)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    report = json.loads(result.stdout)
+    for mode in ("cold", "fork"):
+        for key in ("start_s", "ready_s", "delete_s"):
+            assert 0 < report[mode][key] < 30
+        assert report[mode]["memory"]["pods"] == 2
+        assert report[mode]["memory"]["daemon_pss_kb"] > 0
+    assert report["cold"]["memory"]["server_pss_kb"] == 0
+    assert report["fork"]["memory"]["server_pss_kb"] > 0  # the daemons really were forked

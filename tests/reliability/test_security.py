@@ -46,7 +46,7 @@ try:
     sock.sendall(bytes.fromhex(sys.argv[2]))
     data = sock.recv(65536)
     print("reply" if data else "closed")
-except ConnectionResetError:
+except (ConnectionResetError, BrokenPipeError):  # refused before or after our send landed
     print("closed")
 except OSError as exc:
     print("error", exc)

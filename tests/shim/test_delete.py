@@ -216,3 +216,20 @@ def test_socket_of_a_live_other_shim_is_kept(
     assert delete_result.returncode == 0
     path = socket_path(socket_address("", NAMESPACE, sandbox_id))
     assert path is not None and os.path.exists(path)
+
+
+def test_delete_uses_the_state_root_the_daemon_recorded(
+    shim_bin: Path, tmp_path: Path, conf_env: dict[str, str]
+) -> None:
+    """The daemon writes `<bundle>/state-root`; delete trusts it over the configuration."""
+    task_id = unique_id()
+    bundle = make_bundle(tmp_path, task_id)
+    recorded = tmp_path / "recorded"
+    (recorded / task_id / "agent").mkdir(parents=True)
+    (bundle / "state-root").write_text(str(recorded))
+    configured = tmp_path / "sbs" / task_id
+    configured.mkdir(parents=True)
+    result, _ = _delete(shim_bin, bundle, task_id, conf_env)
+    assert result.returncode == 0, result.stderr
+    assert not (recorded / task_id).exists()
+    assert configured.exists()  # the configuration's state dir was not consulted

@@ -1,0 +1,193 @@
+"""The fork server: a warm interpreter that forks one shim daemon per pod.
+
+Started by the first `start` for a containerd (forkproto.ensure_server: we
+inherit its flock on `<key>.lock` as fd 3 and hold it for life), it imports
+everything a daemon runs, collects and `gc.freeze()`s (so children share those
+pages instead of touching them on the first collection), and only then binds
+`<key>.sock` — until then `start` falls back to a cold exec. Single thread, no
+event loop, blocking sockets: nothing a child could inherit half-running.
+Per request: the peer must be root or our uid (SO_PEERCRED) and in our mount
+namespace, its build id must be ours — a mismatch means the package was
+upgraded: we refuse, retire (socket and lock released) and the caller spawns
+a new server. Then fork → fork: the intermediate exits at once (we reap it),
+the grandchild becomes the daemon (forkchild.py), not our child, so our death
+never touches a pod. We exit when containerd's socket is gone (checked every
+second) or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+from kata_shim.shim import forkproto
+
+__all__ = ["main"]
+
+LOCK_FD = 3
+POLL_INTERVAL = 1.0
+REQUEST_TIMEOUT = 1.0
+# what a daemon imports (serve → daemon → task service, publisher, ttrpc, backends)
+WARM_MODULES = (
+    "uvloop",
+    "kata_shim.shim.main",
+    "kata_shim.shim.serve",
+    "kata_shim.shim.daemon",
+    "kata_shim.shim.forkchild",
+    "kata_shim.guest.main",  # the local sandbox's agent (zygote.py)
+    "kata_shim.sandbox.local",
+    "kata_shim.sandbox.qemu",
+)
+_CRED = struct.Struct("3i")
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} fork-server[{os.getpid()}] {message}\n")
+    sys.stderr.flush()
+
+
+def warm_up() -> None:
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a backend that cannot import is imported (and fails) later
+            log(f"warm-up: import {name}: {exc!r}")
+    gc.collect()
+    gc.freeze()
+
+
+class Server:
+    """The accept loop and the checks in front of each fork."""
+
+    def __init__(self, address: str, build: str) -> None:
+        self.address = address
+        self.build = build
+        self.paths = forkproto.server_paths(address)
+        self.mntns = forkproto.mount_ns()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.inode = 0
+        self.running = True
+
+    def bind(self) -> None:
+        path = self.paths["socket"]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # we hold the lock: whatever is there is a dead server's
+        old = os.umask(0o177)
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old)
+        self.sock.listen(128)
+        self.inode = os.stat(path).st_ino
+
+    def retire(self, why: str) -> None:
+        """Stop accepting; remove our socket (if still ours) and release the lock."""
+        log(f"retiring: {why}")
+        self.running = False
+        with contextlib.suppress(OSError):
+            if os.stat(self.paths["socket"]).st_ino == self.inode:
+                os.unlink(self.paths["socket"])
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.close(LOCK_FD)
+
+    def containerd_gone(self) -> bool:
+        return bool(self.address) and not os.path.exists(self.address)
+
+    def serve(self) -> None:
+        while self.running:
+            ready, _, _ = select.select([self.sock], [], [], POLL_INTERVAL)
+            if self.containerd_gone():
+                self.retire(f"containerd socket {self.address} is gone")
+                for name in ("lock", "log"):  # no `start` can come for a dead address
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.paths[name])
+                return
+            if ready:
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    conn, _ = self.sock.accept()
+                    with conn:
+                        self.handle(conn)
+
+    def check(self, conn: socket.socket, request: dict[str, Any]) -> tuple[str | None, int]:
+        """(why refused or None, peer pid)."""
+        pid, uid, _ = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid not in (0, os.geteuid()):
+            return f"peer uid {uid} is neither root nor {os.geteuid()}", pid
+        theirs = request.get("mntns")
+        if not theirs or theirs != self.mntns or forkproto.mount_ns(str(pid)) != self.mntns:
+            return f"server in mount namespace {self.mntns}, caller in {theirs}", pid
+        if request.get("build") != self.build:
+            self.retire(f"build {request.get('build')} asked, we are {self.build}")
+            return f"server build {self.build} != {request.get('build')} (upgraded)", pid
+        if threading.active_count() != 1:
+            return "server has threads: unsafe to fork", pid
+        return None, pid
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(REQUEST_TIMEOUT)
+        fds: list[int] = []
+        try:
+            request, fds = forkproto.receive_message(conn, max_fds=2)
+            refusal, caller = self.check(conn, request)
+            if refusal is None and len(fds) != 2:
+                refusal = f"expected 2 fds, got {len(fds)}"
+            if refusal is not None:
+                log(f"refused pid {caller}: {refusal}")
+                forkproto.send_message(conn, {"error": refusal})
+                return
+            request["log"] = self.paths["log"]
+            self.fork(request, caller, fds, conn)
+        except (OSError, forkproto.ForkUnavailable, ValueError, KeyError) as exc:
+            log(f"request failed: {exc!r}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def fork(
+        self, request: dict[str, Any], caller: int, fds: list[int], conn: socket.socket
+    ) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child = os.fork()
+        if child == 0:
+            try:
+                if os.fork() == 0:
+                    from kata_shim.shim.forkchild import become_daemon
+
+                    become_daemon(request, caller, fds, conn.fileno())
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+
+
+def main() -> int:
+    address = os.environ.pop(forkproto.ADDRESS_ENV, "")
+    try:
+        os.fstat(LOCK_FD)
+    except OSError:
+        sys.stderr.write("kata-shim fork server: run by `start` (needs its lock on fd 3)\n")
+        return 2
+    os.set_inheritable(LOCK_FD, False)
+    build = forkproto.build_id()  # before the imports: the code we are about to load
+    os.chdir("/")
+    warm_up()
+    server = Server(address, build)
+    server.bind()
+    log(f"serving {server.paths['socket']} for containerd {address or '-'} (build {build})")
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
