@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import uvloop
 from google.protobuf import empty_pb2
+from ttrpc_rate import uvloop_run
 
 from kata_shim.devenv.shim import console_script
 from kata_shim.proto import task_pb2
@@ -96,7 +96,7 @@ class Bench:
     def stop(self, task_id: str, bundle: Path, pid: int, fork: bool) -> float:
         path = socket_path(socket_address(self.address, NAMESPACE, task_id)) or ""
         try:
-            uvloop.run(_shutdown(path, task_id))
+            uvloop_run(_shutdown(path, task_id))
         except Exception as exc:
             print(f"fork_start: Shutdown of {task_id} failed: {exc!r}", file=sys.stderr)
         if not procs.wait_gone(pid, 5.0):  # never leave a daemon behind
