@@ -13,7 +13,7 @@ from kata_shim.devenv.criclient import CriClient
 REQUIRED = ("containerd", "ctr", "runc", "nsenter", "ip")
 
 
-def _check_tools() -> None:
+def check_tools() -> None:
     missing = [tool for tool in REQUIRED if shutil.which(tool) is None]
     missing += [
         str(CNI_BIN_DIR / p)
@@ -27,7 +27,7 @@ def _check_tools() -> None:
 @pytest.fixture(scope="module")
 def cri_rig() -> Iterator[CriRig]:
     """A CRI rig without a guest image (handlers runc and kata-local)."""
-    _check_tools()
+    check_tools()
     with CriRig() as rig:
         yield rig
 
