@@ -227,7 +227,7 @@ class CriRig:
     def _remove_pods(self) -> None:
         if self.containerd.pid is None:
             return
-        with CriClient(self.cri_address) as client:
+        with CriClient(self.cri_address, timeout=30) as client:
             for pod in client.list_pods():
                 with contextlib.suppress(Exception):
                     client.stop_pod(pod.id)

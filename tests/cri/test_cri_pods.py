@@ -8,6 +8,8 @@ shim, agent or container process, no mount, no pod netns, no CRI object.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from kata_shim.devenv import ociimage
@@ -91,3 +93,24 @@ def test_two_containers_then_pod_stop_without_container_stop(
         assert state(cri_client.container_status(container).state) == "CONTAINER_EXITED"
     cri_client.remove_pod(pod.id)
     assert leftovers(cri_rig, cri_client, [pod.id, first, second]) == {}
+
+
+def test_runc_pod_ip_serves_the_rig_netns(cri_rig: CriRig, cri_client: CriClient) -> None:
+    """The rig's own networking check, runc only for now: CNI gave the pod an IP on the bridge
+    in the rig's namespace, and a client there reaches a server in the pod (busybox httpd)."""
+    pod = Pod(cri_rig, cri_client, "runc", "httpd")
+    ip = cri_client.pod_status(pod.id).network.ip
+    script = "mkdir /www; echo served-by-pod > /www/index.html; exec httpd -f -p 8080 -h /www"
+    container = pod.add("web", script)
+    assert cri_client.wait_container_state(container, cri_pb2.CONTAINER_RUNNING).state == (
+        cri_pb2.CONTAINER_RUNNING
+    )
+    # busybox 1.35's `wget -T` crashes: bound it with `timeout` instead; retry while httpd starts
+    for _ in range(20):
+        got = cri_rig.in_netns("timeout", "5", "busybox", "wget", "-q", "-O-", f"http://{ip}:8080/")
+        if got.returncode == 0:
+            break
+        time.sleep(0.25)
+    assert (got.returncode, got.stdout) == (0, "served-by-pod\n"), got.stderr
+    pod.teardown()
+    assert leftovers(cri_rig, cri_client, [pod.id, container]) == {}
