@@ -81,16 +81,24 @@ class PrivateContainerd:
         for sub in ("opt/bin", "fifo", "root", "state"):
             (self.work / sub).mkdir(parents=True, exist_ok=True)
         config = self.work / "config.toml"
-        level = "debug" if self.debug else "info"
-        config.write_text(_CONFIG.format(work=self.work, level=level))
+        config.write_text(self.config_text())
         return config
+
+    def config_text(self) -> str:
+        """The config.toml contents (subclasses extend it, e.g. with the CRI plugin)."""
+        level = "debug" if self.debug else "info"
+        return _CONFIG.format(work=self.work, level=level)
+
+    def command(self, config: Path) -> list[str]:
+        """The argv that runs containerd (subclasses may wrap it, e.g. in nsenter)."""
+        return ["containerd", "--config", str(config)]
 
     def start(self, timeout: float = 15.0) -> None:
         """Start containerd detached and wait until `ctr version` answers."""
         config = self.write_config()
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                ["containerd", "--config", str(config)],
+                self.command(config),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -1,5 +1,9 @@
 """protoc-gen-kata-ttrpc: emit `<file>_ttrpc.py` for every .proto that declares services.
 
+Except files named by the plugin parameter `grpc_only=<proto name>` (repeatable,
+comma-separated, as protoc joins `--kata-ttrpc_opt` values): their services are
+spoken over gRPC by someone else (the CRI), so no ttrpc code is generated.
+
 For each service `Svc` of package `P` the generated module holds:
   * `SVC_DESC`  — a kata_shim.ttrpc.service.ServiceDesc named "P.Svc" with one
     MethodDesc(name, request class, response class) per RPC;
@@ -217,13 +221,27 @@ def generate_file(proto: FileDescriptorProto, files: Iterable[FileDescriptorProt
     return "\n".join(head + body) + "\n"
 
 
+def grpc_only(parameter: str) -> set[str]:
+    """The proto names listed as `grpc_only=<name>` in the plugin parameter."""
+    names = set()
+    for item in filter(None, parameter.split(",")):
+        key, sep, value = item.partition("=")
+        if key != "grpc_only" or not sep or not value:
+            raise GenerationError(f"unknown plugin parameter {item!r} (expected grpc_only=<file>)")
+        names.add(value)
+    return names
+
+
 def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGeneratorResponse:
     """Answer a protoc request: one `_ttrpc.py` per requested file that has services."""
     response = plugin_pb2.CodeGeneratorResponse(
         supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
     )
     files = list(request.proto_file)
-    wanted = set(request.file_to_generate)
+    try:
+        wanted = set(request.file_to_generate) - grpc_only(request.parameter)
+    except GenerationError as exc:
+        return plugin_pb2.CodeGeneratorResponse(error=str(exc))
     try:
         for proto in files:
             if proto.name in wanted and proto.service:

@@ -253,6 +253,17 @@ def test_files_without_services_or_not_requested_produce_nothing() -> None:
     assert list(protoc_gen_ttrpc.generate(_request(*files, generate=[])).file) == []
 
 
+def test_grpc_only_files_produce_nothing() -> None:
+    files = _demo()
+    request = _request(*files)
+    request.parameter = "grpc_only=other.proto,grpc_only=demo/svc.proto"
+    assert list(protoc_gen_ttrpc.generate(request).file) == []
+    request.parameter = "grpc_only=other.proto"
+    assert [f.name for f in protoc_gen_ttrpc.generate(request).file] == ["demo/svc_ttrpc.py"]
+    request.parameter = "bogus"
+    assert "unknown plugin parameter 'bogus'" in protoc_gen_ttrpc.generate(request).error
+
+
 @pytest.mark.parametrize("streaming", ["client_streaming", "server_streaming"])
 def test_streaming_rpcs_are_refused(streaming: str) -> None:
     files = _demo()

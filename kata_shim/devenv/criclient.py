@@ -1,0 +1,165 @@
+"""A small CRI (Kubernetes runtime.v1) client over gRPC, for tests against containerd's CRI plugin.
+
+crictl is not packaged in Debian 12, so tests use this instead. Each call is a
+unary gRPC call made with grpcio's generic `channel.unary_unary(path, ...)`
+and our own subset of the API (kata_shim/proto/cri.proto, generated like our
+other protos); no generated gRPC stubs. A failed call raises `CriError`
+carrying the gRPC status code name and containerd's message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+from kata_shim.proto import cri_pb2
+
+__all__ = ["CriClient", "CriError", "container_config", "pod_config"]
+
+RUNTIME = "/runtime.v1.RuntimeService/"
+IMAGE = "/runtime.v1.ImageService/"
+
+
+class CriError(RuntimeError):
+    """A CRI call failed: `code` is the gRPC status code name (e.g. NOT_FOUND)."""
+
+    def __init__(self, method: str, code: str, details: str) -> None:
+        super().__init__(f"{method}: {code}: {details}")
+        self.code = code
+        self.details = details
+
+
+class CriClient:
+    """RuntimeService and ImageService calls on one unix-socket channel."""
+
+    def __init__(self, socket_path: str, *, timeout: float = 120.0) -> None:
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(f"unix://{socket_path}")
+
+    def call(
+        self, path: str, request: Any, response_type: Any, timeout: float | None = None
+    ) -> Any:
+        """One unary call, e.g. ("/runtime.v1.RuntimeService/Version", request, VersionResponse)."""
+        method = self._channel.unary_unary(
+            path,
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=response_type.FromString,
+        )
+        try:
+            return method(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise CriError(path.rpartition("/")[2], exc.code().name, exc.details()) from None
+
+    def _runtime(self, name: str, request: Any, timeout: float | None = None) -> Any:
+        return self.call(RUNTIME + name, request, getattr(cri_pb2, f"{name}Response"), timeout)
+
+    def version(self) -> Any:
+        return self._runtime("Version", cri_pb2.VersionRequest(version="v1"))
+
+    def run_pod(self, config: Any, handler: str) -> str:
+        request = cri_pb2.RunPodSandboxRequest(config=config, runtime_handler=handler)
+        return str(self._runtime("RunPodSandbox", request).pod_sandbox_id)
+
+    def stop_pod(self, pod_id: str) -> None:
+        self._runtime("StopPodSandbox", cri_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+
+    def remove_pod(self, pod_id: str) -> None:
+        self._runtime("RemovePodSandbox", cri_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+
+    def pod_status(self, pod_id: str) -> Any:
+        request = cri_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id)
+        return self._runtime("PodSandboxStatus", request).status
+
+    def list_pods(self) -> Sequence[Any]:
+        return list(self._runtime("ListPodSandbox", cri_pb2.ListPodSandboxRequest()).items)
+
+    def create_container(self, pod_id: str, config: Any, pod_config: Any) -> str:
+        request = cri_pb2.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod_config
+        )
+        return str(self._runtime("CreateContainer", request).container_id)
+
+    def start_container(self, container_id: str) -> None:
+        request = cri_pb2.StartContainerRequest(container_id=container_id)
+        self._runtime("StartContainer", request)
+
+    def stop_container(self, container_id: str, timeout: int = 10) -> None:
+        request = cri_pb2.StopContainerRequest(container_id=container_id, timeout=timeout)
+        self._runtime("StopContainer", request, timeout=timeout + self.timeout)
+
+    def remove_container(self, container_id: str) -> None:
+        request = cri_pb2.RemoveContainerRequest(container_id=container_id)
+        self._runtime("RemoveContainer", request)
+
+    def list_containers(self, pod_id: str = "") -> Sequence[Any]:
+        request = cri_pb2.ListContainersRequest(
+            filter=cri_pb2.ContainerFilter(pod_sandbox_id=pod_id)
+        )
+        return list(self._runtime("ListContainers", request).containers)
+
+    def container_status(self, container_id: str) -> Any:
+        request = cri_pb2.ContainerStatusRequest(container_id=container_id)
+        return self._runtime("ContainerStatus", request).status
+
+    def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int = 30) -> Any:
+        """Run `cmd` in the container; the response has stdout, stderr and exit_code."""
+        request = cri_pb2.ExecSyncRequest(container_id=container_id, cmd=list(cmd), timeout=timeout)
+        return self._runtime("ExecSync", request, timeout=timeout + self.timeout)
+
+    def wait_container_state(self, container_id: str, state: int, timeout: float = 60.0) -> Any:
+        """Poll ContainerStatus until the state is `state` (a cri_pb2.ContainerState value)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.container_status(container_id)
+            if status.state == state or time.monotonic() > deadline:
+                return status
+            time.sleep(0.2)
+
+    def image_status(self, image: str) -> Any:
+        request = cri_pb2.ImageStatusRequest(image=cri_pb2.ImageSpec(image=image))
+        return self.call(IMAGE + "ImageStatus", request, cri_pb2.ImageStatusResponse).image
+
+    def list_images(self) -> Sequence[Any]:
+        response = self.call(
+            IMAGE + "ListImages", cri_pb2.ListImagesRequest(), cri_pb2.ListImagesResponse
+        )
+        return list(response.images)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> CriClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pod_config(
+    name: str,
+    uid: str,
+    *,
+    log_directory: str = "",
+    hostname: str = "",
+    labels: Mapping[str, str] | None = None,
+) -> Any:
+    """A PodSandboxConfig in namespace `default` (metadata, hostname, log directory)."""
+    return cri_pb2.PodSandboxConfig(
+        metadata=cri_pb2.PodSandboxMetadata(name=name, uid=uid, namespace="default"),
+        hostname=hostname or name,
+        log_directory=log_directory,
+        labels=dict(labels or {}),
+    )
+
+
+def container_config(name: str, image: str, args: Sequence[str], *, log_path: str = "") -> Any:
+    """A ContainerConfig running `args` (as the command) from `image`."""
+    return cri_pb2.ContainerConfig(
+        metadata=cri_pb2.ContainerMetadata(name=name),
+        image=cri_pb2.ImageSpec(image=image),
+        command=list(args),
+        log_path=log_path,
+    )
