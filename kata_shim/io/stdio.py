@@ -128,7 +128,11 @@ class Sink:
         """
         if _buffered(self.fd) == 0:
             return
-        writer = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            writer = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:  # no /proc: close as it is
+            log.warning("%s: cannot wait for a reader of the last output: %s", self.name, exc)
+            return
         os.close(self.fd)
         self.fd = writer
         loop = asyncio.get_running_loop()
