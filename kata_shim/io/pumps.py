@@ -12,7 +12,8 @@ Rules (contract §5.4, docs/exits.md):
 * Bounded: sinks give up on a stalled reader; `abort(grace, hard)` (SIGKILL,
   sandbox death, shutdown) discards output after `grace` and abandons the
   agent reads `hard` seconds later. `close()` (after WaitProcess) closes the
-  host ends so clients see EOF.
+  host ends so clients see EOF — a FIFO only once the client took what is
+  buffered in it (bounded; not after `abort`), so the exit never overtakes it.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Pumps:
         self._abort_task: asyncio.Task[None] | None = None
         self._close_requested = asyncio.Event()  # CloseIO(stdin) asked
         self._stdin_closed = False  # CloseStdin sent (event loop only)
+        self._aborting = False  # abort() was called: close() drops buffered output
 
     def start(self) -> None:
         """Start the pump tasks; with no host stdin, close the guest's stdin right away.
@@ -114,7 +116,11 @@ class Pumps:
             await asyncio.wait(self._outputs)
 
     def abort(self, grace: float, hard: float) -> None:
-        """Destructive teardown: bounded drain, then discard, then abandon. Idempotent."""
+        """Destructive teardown: bounded drain, then discard, then abandon. Idempotent.
+
+        Also means `close()` does not wait for the client to take what is still buffered.
+        """
+        self._aborting = True
         if self._abort_task is None and not all(t.done() for t in self._outputs):
             self._abort_task = asyncio.get_running_loop().create_task(self._abort(grace, hard))
 
@@ -212,4 +218,8 @@ class Pumps:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._aborting:
+            for sink in (self.host.stdout, self.host.stderr):
+                if sink is not None:
+                    sink.abort()
         await self.host.close()

@@ -7,7 +7,12 @@ CONTAINER_NAMESPACE only — containerd's convention). Rules: opening never
 blocks (stdin fifo O_RDONLY|O_NONBLOCK; stdout/stderr fifos O_RDWR, so there is
 always a reader and no EPIPE); `Sink.write` never blocks the loop and gives up
 (discard mode, one warning) when its reader makes no progress for
-`stall_timeout` or when aborted. The pumps that move data live in io/pumps.py.
+`stall_timeout` or when aborted. Closing a FIFO sink (`Sink.close`) first waits,
+bounded, until a client reader took what is still buffered in it: the client
+may open its end late (containerd opens it in a goroutine, unsynchronised with
+Start), and the kernel frees a FIFO's bytes with its last open file — so the
+exit, reported after this close, is never ahead of the output. The pumps that
+move data live in io/pumps.py.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ import errno
 import fcntl
 import logging
 import os
+import select
+import stat
+import struct
+import termios
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +41,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STALL_TIMEOUT = 30.0
 LOGGER_READY_TIMEOUT = 10.0
+READER_GRACE = 5.0  # buffered output waits this long (at most) for a reader that never opened
+_SETTLE_POLL = (0.001, 0.05)  # first and longest pause between checks of a settling FIFO
 
 
 def wake(future: asyncio.Future[None]) -> None:
@@ -54,6 +65,7 @@ class Sink:
         self.name = name
         self.stall_timeout = stall_timeout
         self.discarding = False  # set once: output from now on is dropped
+        self.fifo = stat.S_ISFIFO(os.fstat(fd).st_mode)
         self._users = 1
         self._aborted = asyncio.Event()
 
@@ -101,6 +113,46 @@ class Sink:
         self._discard("aborted (process killed or deleted)")
         self._aborted.set()
 
+    async def close(self) -> None:
+        """`release`; the last user first lets a FIFO's client take what is buffered."""
+        if self._users == 1 and self.fd >= 0 and self.fifo and not self.discarding:
+            await self._settle()
+        self.release()
+
+    async def _settle(self) -> None:
+        """Keep the FIFO open until a client reader emptied it (bounded, see `_settle_limit`).
+
+        We hold the FIFO O_RDWR, i.e. we are a reader too: swap that fd for a write-only
+        one on the same FIFO, so the readers left are the client's and the kernel keeps the
+        bytes (we are still a writer) until a reader takes them or we give up.
+        """
+        if _buffered(self.fd) == 0:
+            return
+        try:
+            writer = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:  # no /proc: close as it is
+            log.warning("%s: cannot wait for a reader of the last output: %s", self.name, exc)
+            return
+        os.close(self.fd)
+        self.fd = writer
+        loop = asyncio.get_running_loop()
+        left, since, pause = _buffered(writer), loop.time(), _SETTLE_POLL[0]
+        while left and not self._aborted.is_set():
+            if loop.time() - since >= self._settle_limit(writer):
+                log.warning("%s: %d byte(s) of output nobody read; closing", self.name, left)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._aborted.wait(), pause)
+            pause = min(pause * 2, _SETTLE_POLL[1])
+            now = _buffered(writer)
+            if now < left:  # a reader made progress
+                left, since = now, loop.time()
+            left = now
+
+    def _settle_limit(self, writer: int) -> float:
+        """A reader that is there gets `stall_timeout`; none yet (a late open), READER_GRACE."""
+        return self.stall_timeout if _has_reader(writer) else min(self.stall_timeout, READER_GRACE)
+
     def release(self) -> None:
         """One user is done; the fd closes (reader sees EOF) when all are."""
         self._users -= 1
@@ -108,6 +160,22 @@ class Sink:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
+
+
+def _buffered(fd: int) -> int:
+    """Bytes waiting in the pipe/FIFO behind fd (FIONREAD)."""
+    try:
+        count: int = struct.unpack("=i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0]
+    except OSError:
+        return 0
+    return count
+
+
+def _has_reader(write_fd: int) -> bool:
+    """A write-only FIFO fd reports POLLERR while no reader has the FIFO open."""
+    poller = select.poll()
+    poller.register(write_fd, select.POLLOUT)
+    return not any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 @dataclass
@@ -153,7 +221,7 @@ class HostStdio:
             self.stdin_fd = None
         for sink in (self.stdout, self.stderr):
             if sink is not None:
-                sink.release()
+                await sink.close()
         self.stdout = self.stderr = None
         if self.logger is not None:
             logger, self.logger = self.logger, None

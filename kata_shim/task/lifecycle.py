@@ -283,11 +283,19 @@ async def close_io(env: TaskEnv, process: Process) -> None:
 async def resize(
     env: TaskEnv, container: Container, process: Process, width: int, height: int
 ) -> None:
+    """Size the process's tty. One that exited (or that the agent already reaped while its
+    exit is being reported) has no tty left: a no-op, since a client racing the exit (ctr
+    resizes right after Start) cannot know."""
     if process.pumps is None and process.spec is not None:  # exec not started yet
         process.spec.ConsoleSize.Width, process.spec.ConsoleSize.Height = width, height
         return
+    if process.exited:
+        return
     process.check(Op.RESIZE)
-    await _resize(env, container, process, width, height)
+    try:
+        await _resize(env, container, process, width, height)
+    except NotFound as exc:
+        process.log.debug("resize after the agent reaped the process: %s", exc)
 
 
 async def _resize(
