@@ -51,7 +51,10 @@ async def create_container(
     host: HostStdio | None = None
     try:
         host = await open_stdio(env, container, init)
-        guest_root = await pod.sandbox.share(container.id, "rootfs", container.host_rootfs)
+        readonly = bool((spec.get("root") or {}).get("readonly"))
+        guest_root = await pod.sandbox.share(
+            container.id, "rootfs", container.host_rootfs, readonly=readonly
+        )
         volumes = await share_volumes(pod.sandbox, container.id, spec)
         create = agent_pb2.CreateContainerRequest(
             container_id=container.id,

@@ -7,6 +7,8 @@ agent's spec gets the guest path instead. Rules (Kata's behaviour):
   onto /dev/shm becomes a private tmpfs in the guest (the host's shm cannot
   cross the VM boundary);
 * a missing source is refused before anything is created in the guest;
+* a bind with the `ro` option is shared read-only on the host side too (the
+  guest's own read-only mount alone would not stop guest root);
 * the local sandbox shares nothing (same kernel, same paths).
 """
 
@@ -66,6 +68,7 @@ async def share_volumes(sandbox: Sandbox, container_id: str, spec: Mapping[str, 
             raise InvalidArgument(
                 f"bind mount onto {destination}: source {source!r} is not absolute"
             )
-        guest = await sandbox.share(container_id, f"mount-{index}", Path(source))
+        readonly = "ro" in (mount.get("options") or [])
+        guest = await sandbox.share(container_id, f"mount-{index}", Path(source), readonly=readonly)
         plan[index] = {**mount, "source": guest}
     return plan
