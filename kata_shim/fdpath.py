@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -95,7 +94,7 @@ def mount_id(fd: int) -> int:
 
 @cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return ctypes.CDLL(None, use_errno=True)  # the interpreter's own libc
 
 
 def _check(result: int, what: str) -> None:
