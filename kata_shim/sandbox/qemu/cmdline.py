@@ -10,7 +10,8 @@ modes and device nodes from being made on the host — qemu/confine.py).
 QEMU is confined (qemu/confine.py): seccomp sandbox, reduced capabilities.
 With debug_console_enabled, a second port (`console.0`, host end
 `<state>/console.sock`) for the guest's debug shell (kata_shim.debugconsole).
-microvm needs MMIO devices and, under TCG, `tsc_early_khz` (the guest cannot calibrate its TSC otherwise).
+microvm needs MMIO devices and, under TCG, `tsc_early_khz` (the guest cannot
+calibrate its TSC otherwise).
 """
 
 from __future__ import annotations
