@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         args = args[1:]
     if not args:
         sys.exit("usage: python -m kata_shim.sandbox.qemu.jail -- program [args...]")
-    install_filter()
+    try:
+        install_filter()
+    except OSError as exc:  # QEMU's log, then the shim's error, carries this line
+        sys.exit(f"kata-shim jail: cannot load QEMU's seccomp filter ({exc}); install libseccomp2")
     os.execv(args[0], args)
 
 
