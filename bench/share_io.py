@@ -32,8 +32,7 @@ from kata_shim.sandbox import share
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
 from kata_shim.sandbox.qemu import cmdline
 
-_RATE = re.compile(rb"([0-9.]+)\s*([KMG])B/s")
-_SCALE = {b"K": 1 / 1024, b"M": 1.0, b"G": 1024.0}
+_TIMES = re.compile(rb"t ([\d.]+) ([\d.]+) ([\d.]+)")
 
 
 def _unconfined() -> None:
@@ -61,9 +60,11 @@ async def run_once(table: dict[str, Any], mib: int) -> list[float]:
         await sandbox.start()
         client = await sandbox.connect_agent()
         agent = AgentServiceClient(client)
+        now = "$(cut -d' ' -f1 /proc/uptime)"  # busybox dd prints no rate; 10 ms ticks
         script = (
-            f"dd if=/dev/zero of=/data/f bs=1048576 count={mib} conv=fsync; "
-            "dd if=/data/f of=/dev/null bs=1048576; rm /data/f"
+            f"a={now}; dd if=/dev/zero of=/data/f bs=1048576 count={mib} conv=fsync 2>/dev/null; "
+            f"b={now}; dd if=/data/f of=/dev/null bs=1048576 2>/dev/null; "
+            f'c={now}; rm /data/f; echo "t $a $b $c"'
         )
         spec = container_spec(["/bin/sh", "-c", script])
         spec["root"] = {"path": await sandbox.share("c", "rootfs", shared_rootfs())}
@@ -77,10 +78,11 @@ async def run_once(table: dict[str, Any], mib: int) -> list[float]:
         output = await _read(agent, "c")
         await agent.WaitProcess(agent_pb2.WaitProcessRequest(container_id="c"))
         client.close()
-        rates = [float(v) * _SCALE[unit] for v, unit in _RATE.findall(output)]
-        if len(rates) != 2:
-            raise RuntimeError(f"unexpected dd output: {output!r}")
-        return rates
+        found = _TIMES.search(output)
+        if found is None:
+            raise RuntimeError(f"unexpected output: {output!r}")
+        a, b, c = (float(v) for v in found.groups())
+        return [mib / (b - a), mib / (c - b)]
     finally:
         await sandbox.cleanup()
         volume.rmdir()
