@@ -21,6 +21,7 @@ PY=/usr/bin/python3   # Debian's interpreter: the same one the guest image copie
 
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc make pkg-config
+  libc6-dev util-linux libseccomp2            # tests/security builds a static setuid probe; QEMU confinement (setpriv, seccomp)
   containerd runc busybox-static
   golang-github-containerd-containerd-dev   # upstream .proto files for the conformance test
   qemu-system-x86 linux-image-amd64 kmod cpio # guest VMs under TCG (generic kernel: has 9p)

@@ -7,7 +7,8 @@ the agent decides on top of the host's spec, in one place:
 * linux.cgroupsPath defaults to /kata_shim/<sandbox>/<container> (also when the
   host sent a systemd-style "slice:prefix:name" path, which cgroupfs cannot use);
 * a namespace path that does not exist here is dropped (network: the entry is
-  removed, so the container shares the agent's network, as in Kata).
+  removed, so the container shares the agent's network, as in Kata);
+* in a VM, host paths are refused or dropped (guest/hostpaths.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from kata_shim import oci
 from kata_shim.errors import InvalidArgument, NotFound
+from kata_shim.guest import hostpaths
 from kata_shim.proto import oci_pb2
 
 __all__ = [
@@ -48,13 +51,24 @@ def default_cgroups_path(sandbox_id: str, container_id: str) -> str:
     return f"/{CGROUP_ROOT}/{sandbox_id}/{container_id}"
 
 
-def container_config(spec: oci_pb2.Spec, *, sandbox_id: str, container_id: str) -> dict[str, Any]:
-    """config.json for `runc create`, from the CreateContainer request's spec."""
+def container_config(
+    spec: oci_pb2.Spec,
+    *,
+    sandbox_id: str,
+    container_id: str,
+    vm_roots: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """config.json for `runc create`, from the CreateContainer request's spec.
+
+    `vm_roots`: in a VM, the directories rootfs and bind sources must lie in
+    (guest/hostpaths.py: host namespace and device paths are dropped too)."""
     config = oci.spec_to_json(spec)
     config.setdefault("ociVersion", OCI_VERSION)
     root = config.get("root", {}).get("path", "")
     if not os.path.isabs(root):
         raise InvalidArgument(f"container {container_id}: root.path {root!r} is not absolute")
+    if vm_roots is not None:
+        config = hostpaths.confine(config, container_id, vm_roots)
     if not os.path.isdir(root):
         raise NotFound(f"container {container_id}: rootfs {root} does not exist")
     if "process" not in config:

@@ -25,7 +25,7 @@ from typing import Any
 
 from kata_shim import mounts
 from kata_shim.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, NotFound
-from kata_shim.guest import bundle, cgroups
+from kata_shim.guest import bundle, cgroups, hostpaths
 from kata_shim.guest.oom import OomWatch
 from kata_shim.guest.processes import IdLogger, Process, Starter, launch, write_json
 from kata_shim.guest.reaper import Reaper
@@ -117,6 +117,7 @@ class ContainerManager:
         self.storages = Storages(reaper)
         self.oom_events: asyncio.Queue[str] = asyncio.Queue(OOM_QUEUE)
         self.console_dir = _console_dir(state_dir)
+        self.in_vm = False  # main: host paths in specs are refused/dropped (guest/hostpaths.py)
 
     # lookup -----------------------------------------------------------------
     def container(self, cid: str) -> Container:
@@ -133,6 +134,13 @@ class ContainerManager:
         if found is None:
             raise NotFound(f"exec {exec_id} of container {cid} not found")
         return found
+
+    def _vm_roots(self, cid: str) -> list[str] | None:
+        """In a VM: the shared directory and this sandbox's and container's storages."""
+        if not self.in_vm:
+            return None
+        owned = [*self.storages.owned_by(""), *self.storages.owned_by(cid)]
+        return [hostpaths.SHARED_DIR, *(str(path) for path in owned)]
 
     def _console(self, terminal: bool) -> Path | None:
         return self.console_dir / f"{os.urandom(6).hex()}.sock" if terminal else None
@@ -175,7 +183,9 @@ class ContainerManager:
         try:
             for storage in storages:
                 await self.storages.add(cid, storage)
-            config = bundle.container_config(spec, sandbox_id=self.sandbox_id, container_id=cid)
+            config = bundle.container_config(
+                spec, sandbox_id=self.sandbox_id, container_id=cid, vm_roots=self._vm_roots(cid)
+            )
             _remove_bundle(path)
             path.mkdir(parents=True)
             container = await self._create_in(path, cid, config)

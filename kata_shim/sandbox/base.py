@@ -76,9 +76,12 @@ class Sandbox(abc.ABC):
         """Dial the guest agent (retrying until the configured dial timeout) and return a client."""
 
     @abc.abstractmethod
-    async def share(self, container_id: str, name: str, host_path: Path) -> str:
+    async def share(
+        self, container_id: str, name: str, host_path: Path, *, readonly: bool = False
+    ) -> str:
         """Make `host_path` (a container's rootfs, `name` = "rootfs", or a bind-mount source)
-        visible to the guest; return the path the agent must use for it."""
+        visible to the guest, read-only on the host side too when `readonly`; return the
+        path the agent must use for it."""
 
     @abc.abstractmethod
     async def unshare(self, container_id: str) -> None:

@@ -238,7 +238,9 @@ class LocalSandbox(Sandbox):
             raise
         return client
 
-    async def share(self, container_id: str, name: str, host_path: Path) -> str:
+    async def share(
+        self, container_id: str, name: str, host_path: Path, *, readonly: bool = False
+    ) -> str:
         return str(host_path)  # same kernel, same filesystem
 
     async def unshare(self, container_id: str) -> None:

@@ -26,7 +26,7 @@ from kata_shim.task.monitor import spawn_monitor
 from kata_shim.task.mounts import mount_rootfs, unmount_rootfs
 from kata_shim.task.pod import Pod
 from kata_shim.task.spec import agent_spec, host_rootfs
-from kata_shim.task.volumes import share_volumes
+from kata_shim.task.volumes import make_mount_points, share_volumes
 
 __all__ = ["create_container"]
 
@@ -51,7 +51,12 @@ async def create_container(
     host: HostStdio | None = None
     try:
         host = await open_stdio(env, container, init)
-        guest_root = await pod.sandbox.share(container.id, "rootfs", container.host_rootfs)
+        readonly = bool((spec.get("root") or {}).get("readonly"))
+        if readonly and pod.sandbox.isolated:
+            make_mount_points(container.host_rootfs, spec)
+        guest_root = await pod.sandbox.share(
+            container.id, "rootfs", container.host_rootfs, readonly=readonly
+        )
         volumes = await share_volumes(pod.sandbox, container.id, spec)
         create = agent_pb2.CreateContainerRequest(
             container_id=container.id,

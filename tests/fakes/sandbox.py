@@ -35,6 +35,7 @@ class FakeSandbox(Sandbox):
         self.socket = spec.state_dir / "agent.sock"
         self.events: list[str] = []
         self.shared: dict[str, Path] = {}
+        self.readonly: dict[str, bool] = {}
         self.clients: list[Client] = []
         self.stop_delay = 0.0
         self.fail_start: Exception | None = None
@@ -65,8 +66,11 @@ class FakeSandbox(Sandbox):
         self.clients.append(client)
         return client
 
-    async def share(self, container_id: str, name: str, host_path: Path) -> str:
+    async def share(
+        self, container_id: str, name: str, host_path: Path, *, readonly: bool = False
+    ) -> str:
         self.events.append(f"share {container_id}" + ("" if name == "rootfs" else f" {name}"))
+        self.readonly[f"{container_id}/{name}"] = readonly
         self.shared[f"{container_id}/{name}"] = host_path
         return f"{GUEST_SHARE}/{container_id}/{name}"
 

@@ -69,3 +69,105 @@ def test_unshare_all_removes_every_container(tmp_path: Path) -> None:
     asyncio.run(main())
     assert list(shared.root.iterdir()) == []
     assert mounts.mount_points_under(shared.root) == []
+
+
+def _options(point: Path) -> set[str]:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(point):
+            return set(fields[5].split(","))
+    raise AssertionError(f"{point} is not a mount point")
+
+
+def test_read_only_is_read_only_on_the_host_and_every_share_is_nosuid_nodev(
+    tmp_path: Path,
+) -> None:
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    (volume / "orig.txt").write_text("original")
+    shared = SharedDir(tmp_path / "shared")
+    shared.create()
+
+    async def main() -> None:
+        try:
+            await shared.share("c1", "mount-0", volume, readonly=True)
+            await shared.share("c1", "mount-1", volume)
+            ro, rw = shared.root / "c1" / "mount-0", shared.root / "c1" / "mount-1"
+            assert {"ro", "nosuid", "nodev"} <= _options(ro)
+            assert {"rw", "nosuid", "nodev"} <= _options(rw)
+            with pytest.raises(OSError, match="Read-only file system"):
+                (ro / "orig.txt").write_text("pwned")  # even as root
+            (rw / "new.txt").write_text("ok")
+        finally:
+            await shared.unshare("c1")
+
+    asyncio.run(main())
+    assert (volume / "orig.txt").read_text() == "original"
+    assert mounts.mount_points_under(shared.root) == []
+
+
+def _decoy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    decoy = tmp_path / "decoy"
+    (decoy / "sub").mkdir(parents=True)
+    (decoy / "keep.txt").write_text("host data")
+    (decoy / "sub" / "deep.txt").write_text("deep")
+    return decoy, {"keep.txt": "host data", "sub/deep.txt": "deep"}
+
+
+def _assert_untouched(decoy: Path, files: dict[str, str]) -> None:
+    assert {str(p.relative_to(decoy)) for p in decoy.rglob("*") if p.is_file()} == set(files)
+    for name, text in files.items():
+        assert (decoy / name).read_text() == text
+    assert mounts.mount_points_under(decoy) == []
+
+
+def test_guest_symlinks_in_the_share_are_never_followed(tmp_path: Path) -> None:
+    """Links a guest planted (a link to a host dir, a replaced component): nothing outside moves."""
+    decoy, files = _decoy(tmp_path)
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    shared = SharedDir(tmp_path / "shared")
+    shared.create()
+
+    async def main() -> None:
+        (shared.root / "c1").symlink_to(decoy)  # a whole container dir replaced by a link
+        with pytest.raises(FailedPrecondition, match="refusing to follow"):
+            await shared.share("c1", "rootfs", volume)
+        (shared.root / "c2").mkdir()
+        (shared.root / "c2" / "mount-0").symlink_to(decoy / "keep.txt")  # target name pre-planted
+        with pytest.raises(FailedPrecondition, match="refusing to follow"):
+            await shared.share("c2", "mount-0", tmp_path / "vol")
+        await shared.share("c3", "rootfs", volume)
+        (shared.root / "c3" / "link").symlink_to(decoy)  # links inside a container dir
+        (shared.root / "c3" / "file-link").symlink_to(decoy / "keep.txt")
+        for cid in ("c1", "c2", "c3"):
+            await shared.unshare(cid)
+        await shared.unshare_all()
+
+    asyncio.run(main())
+    _assert_untouched(decoy, files)
+    assert list(shared.root.iterdir()) == []
+    assert volume.is_dir()
+
+
+def test_a_renamed_container_dir_is_unmounted_by_mount_id_not_by_path(tmp_path: Path) -> None:
+    """The guest renames c1 away and puts a link to a host dir in its place."""
+    decoy, files = _decoy(tmp_path)
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    (volume / "data").write_text("volume data")
+    shared = SharedDir(tmp_path / "shared")
+    shared.create()
+
+    async def main() -> None:
+        await shared.share("c1", "mount-0", volume)
+        (shared.root / "c1").rename(shared.root / "moved")
+        (shared.root / "c1").symlink_to(decoy)
+        await shared.unshare("c1")  # removes the link only
+        assert mounts.mount_points_under(shared.root) == [shared.root / "moved" / "mount-0"]
+        await shared.unshare_all()
+
+    asyncio.run(main())
+    _assert_untouched(decoy, files)
+    assert (volume / "data").read_text() == "volume data"
+    assert list(shared.root.iterdir()) == []

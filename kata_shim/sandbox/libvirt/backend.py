@@ -196,8 +196,11 @@ class LibvirtSandbox(Sandbox):
             f"{block('last lines of the guest console', tail(self.vm_dir / 'console.log'), False)}"
         )
 
-    async def share(self, container_id: str, name: str, host_path: Path) -> str:
-        return await SharedDir(self.share_dir).share(container_id, name, host_path)
+    async def share(
+        self, container_id: str, name: str, host_path: Path, *, readonly: bool = False
+    ) -> str:
+        shared = SharedDir(self.share_dir)
+        return await shared.share(container_id, name, host_path, readonly=readonly)
 
     async def unshare(self, container_id: str) -> None:
         await SharedDir(self.share_dir).unshare(container_id)

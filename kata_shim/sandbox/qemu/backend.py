@@ -276,8 +276,10 @@ class QemuSandbox(Sandbox):
             raise
         return client
 
-    async def share(self, container_id: str, name: str, host_path: Path) -> str:
-        return await self.shared.share(container_id, name, host_path)
+    async def share(
+        self, container_id: str, name: str, host_path: Path, *, readonly: bool = False
+    ) -> str:
+        return await self.shared.share(container_id, name, host_path, readonly=readonly)
 
     async def unshare(self, container_id: str) -> None:
         await self.shared.unshare(container_id)

@@ -3,10 +3,15 @@
 Direct kernel boot (PVH vmlinux + initramfs), no firmware, no default devices,
 serial console to a log file, QMP on a unix socket, the agent channel as a
 virtio-serial port (`agent.channel.0`) on a host unix socket, and the
-sandbox's share directory as 9p (`kataShared`). With debug_console_enabled, a
-second port (`console.0`, host end `<state>/console.sock`) for the guest's
-debug shell (kata_shim.debugconsole). microvm needs MMIO devices and,
-under TCG, `tsc_early_khz` (the guest cannot calibrate its TSC otherwise).
+sandbox's share directory as 9p (`kataShared`, security_model=none: owners
+and modes pass through, so images keep working, symlinks included; the jail's
+seccomp filter and QEMU's missing CAP_MKNOD/CAP_FSETID keep setuid/setgid
+modes and device nodes from being made on the host — qemu/confine.py).
+QEMU is confined (qemu/confine.py): seccomp sandbox, reduced capabilities.
+With debug_console_enabled, a second port (`console.0`, host end
+`<state>/console.sock`) for the guest's debug shell (kata_shim.debugconsole).
+microvm needs MMIO devices and, under TCG, `tsc_early_khz` (the guest cannot
+calibrate its TSC otherwise).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from typing import Any
 
 from kata_shim.debugconsole import CONSOLE_PORT, CONSOLE_SOCKET, KERNEL_PARAM
 from kata_shim.errors import InvalidArgument
+from kata_shim.sandbox.qemu.confine import DEFAULT_SANDBOX, confine_prefix, sandbox_args
 
 __all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command", "console_socket"]
 
 SHARE_TAG = "kataShared"
+SECURITY_MODEL = "none"
 AGENT_PORT = "agent.channel.0"
 
 
@@ -40,6 +47,8 @@ class QemuConfig:
     agent_channel: str = "auto"  # auto (vsock when /dev/vhost-vsock exists), vsock, virtio-serial
     enable_debug: bool = False
     debug_console_enabled: bool = False  # a guest shell on a second virtio-serial port
+    seccompsandbox: str = DEFAULT_SANDBOX  # QEMU's -sandbox; "off" or "" for none
+    rootless: bool = False
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> QemuConfig:
@@ -61,6 +70,12 @@ class QemuConfig:
             )
         if config.shared_fs not in ("virtio-9p", "none"):
             raise InvalidArgument(f"shared_fs {config.shared_fs!r}: use virtio-9p or none")
+        if config.rootless:
+            raise InvalidArgument(
+                "rootless = true is not supported: QEMU's 9p server must read and write "
+                "container rootfs files of every owner; set rootless = false (QEMU runs as "
+                "root with only the capabilities 9p needs and its seccomp sandbox on)"
+            )
         if config.default_memory < 128 or config.default_vcpus < 1:
             raise InvalidArgument("default_memory must be >= 128 MiB and default_vcpus >= 1")
         return config
@@ -129,7 +144,7 @@ def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None
         nine_p = "virtio-9p-device" if mmio else "virtio-9p-pci"
         args += [
             "-fsdev",
-            f"local,id=share,path={paths.share},security_model=none",
+            f"local,id=share,path={paths.share},security_model={SECURITY_MODEL}",
             "-device",
             f"{nine_p},fsdev=share,mount_tag={SHARE_TAG}",
         ]
@@ -166,7 +181,9 @@ def build_command(
 ) -> list[str]:
     cpu = ["-cpu", "host"] if accel == "kvm" else []  # TCG: QEMU's default model boots fastest
     return [
+        *confine_prefix(),
         config.path,
+        *sandbox_args(config.seccompsandbox),
         "-name",
         "kata-shim,debug-threads=on",
         "-accel",

@@ -18,7 +18,7 @@ PATHS = SandboxPaths(
 def test_microvm_tcg_command() -> None:
     argv = build_command(QemuConfig(), PATHS, "tcg", 2596124)
     joined = " ".join(argv)
-    assert argv[0] == "/usr/bin/qemu-system-x86_64"
+    assert argv[argv.index("--", 4) + 1] == "/usr/bin/qemu-system-x86_64"
     assert "-accel tcg -M microvm" in joined and "-cpu" not in argv
     assert "virtserialport,chardev=agent,name=agent.channel.0" in joined
     assert "socket,id=agent,path=/s/agent.sock,server=on,wait=off" in joined
@@ -86,3 +86,33 @@ def test_a_second_qmp_monitor_carries_the_death_events() -> None:
         "unix:/s/qmp-events.sock,server=on,wait=off",
     ]
     assert "-no-reboot" in argv and "panic=-1" in argv[argv.index("-append") + 1]
+
+
+def test_qemu_is_confined_by_default() -> None:
+    argv = build_command(QemuConfig(), PATHS, "tcg", 1)
+    assert argv[1:4] == ["-m", "kata_shim.sandbox.qemu.jail", "--"]
+    assert argv[4].endswith("/setpriv")
+    prefix = argv[4 : argv.index("--", 4)]
+    assert "--bounding-set=-all,+chown,+dac_override,+dac_read_search,+fowner" in prefix
+    assert "--inh-caps=-all" in prefix and "--no-new-privs" in prefix
+    sandbox = argv[argv.index("-sandbox") + 1]
+    assert sandbox == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+    fsdev = argv[argv.index("-fsdev") + 1]
+    assert fsdev == "local,id=share,path=/s/shared,security_model=none"
+
+
+@pytest.mark.parametrize("value", ["off", ""])
+def test_seccompsandbox_off_leaves_the_sandbox_out(value: str) -> None:
+    argv = build_command(QemuConfig.from_table({"seccompsandbox": value}), PATHS, "tcg", 1)
+    assert "-sandbox" not in argv
+
+
+def test_seccompsandbox_is_passed_as_configured() -> None:
+    config = QemuConfig.from_table({"seccompsandbox": "on,spawn=deny"})
+    argv = build_command(config, PATHS, "tcg", 1)
+    assert argv[argv.index("-sandbox") + 1] == "on,spawn=deny"
+
+
+def test_rootless_is_refused_with_the_reason() -> None:
+    with pytest.raises(errors.InvalidArgument, match="rootless = true is not supported: QEMU's 9p"):
+        QemuConfig.from_table({"rootless": True})

@@ -1,0 +1,117 @@
+"""What the share's security settings cost: sequential file IO on a 9p volume inside the VM.
+
+Two sandboxes in turn, each running one container that writes then reads a
+file on a volume shared from the host (`dd`, 1 MiB blocks, fsync on write;
+9p has no guest page cache by default, so the read goes through QEMU):
+  confined    the defaults (docs/security.md): QEMU under the jail's seccomp
+              filter, setpriv-reduced capabilities and `-sandbox`, the host
+              side of the share nosuid,nodev;
+  unconfined  the settings before it: no jail/setpriv, no `-sandbox`, the
+              share's host side without nosuid,nodev.
+Prints JSON: MB/s per mode and direction (median over --runs), and the ratio.
+Run: `.venv/bin/python bench/share_io.py [--image DIR] [--mib 256] [--runs 1]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kata_shim import oci
+from kata_shim.devenv.specs import container_spec, shared_rootfs
+from kata_shim.image.builder import build
+from kata_shim.proto import agent_pb2
+from kata_shim.proto.agent_ttrpc import AgentServiceClient
+from kata_shim.sandbox import share
+from kata_shim.sandbox.base import SandboxSpec, create_sandbox
+from kata_shim.sandbox.qemu import cmdline
+
+_TIMES = re.compile(rb"t ([\d.]+) ([\d.]+) ([\d.]+)")
+
+
+def _unconfined() -> None:
+    cmdline.confine_prefix = list  # type: ignore[assignment]  # no jail, no setpriv
+    share.HOST_FLAGS = 0
+
+
+async def _read(agent: AgentServiceClient, cid: str) -> bytes:
+    out = bytearray()
+    for read in (agent.ReadStdout, agent.ReadStderr):
+        while reply := await read(agent_pb2.ReadStreamRequest(container_id=cid, len=65536)):
+            if not reply.data:
+                break
+            out += reply.data
+    return bytes(out)
+
+
+async def run_once(table: dict[str, Any], mib: int) -> list[float]:
+    state = Path(tempfile.mkdtemp(prefix="ks-bench-io-", dir="/tmp"))
+    volume = Path(tempfile.mkdtemp(prefix="ks-bench-vol-", dir="/var/tmp"))
+    sandbox = create_sandbox(
+        "qemu", SandboxSpec("benchio", state, hypervisor=table, agent={"dial_timeout": 120})
+    )
+    try:
+        await sandbox.start()
+        client = await sandbox.connect_agent()
+        agent = AgentServiceClient(client)
+        now = "$(cut -d' ' -f1 /proc/uptime)"  # busybox dd prints no rate; 10 ms ticks
+        script = (
+            f"a={now}; dd if=/dev/zero of=/data/f bs=1048576 count={mib} conv=fsync 2>/dev/null; "
+            f"b={now}; dd if=/data/f of=/dev/null bs=1048576 2>/dev/null; "
+            f'c={now}; rm /data/f; echo "t $a $b $c"'
+        )
+        spec = container_spec(["/bin/sh", "-c", script])
+        spec["root"] = {"path": await sandbox.share("c", "rootfs", shared_rootfs())}
+        guest = await sandbox.share("c", "mount-0", volume)
+        spec["mounts"].append(
+            {"destination": "/data", "type": "bind", "source": guest, "options": ["rbind"]}
+        )
+        create = agent_pb2.CreateContainerRequest(container_id="c", OCI=oci.spec_from_json(spec))
+        await agent.CreateContainer(create)
+        await agent.StartContainer(agent_pb2.StartContainerRequest(container_id="c"))
+        output = await _read(agent, "c")
+        await agent.WaitProcess(agent_pb2.WaitProcessRequest(container_id="c"))
+        client.close()
+        found = _TIMES.search(output)
+        if found is None:
+            raise RuntimeError(f"unexpected output: {output!r}")
+        a, b, c = (float(v) for v in found.groups())
+        return [mib / (b - a), mib / (c - b)]
+    finally:
+        await sandbox.cleanup()
+        volume.rmdir()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--image", type=Path, default=Path("/tmp/kata-shim-test-image"))
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    build(args.image, progress=lambda m: None)
+    table = {
+        "kernel": str(args.image / "vmlinux"),
+        "initrd": str(args.image / "kata-shim-initrd.img"),
+    }
+    result: dict[str, Any] = {"mib": args.mib, "runs": args.runs}
+    for mode in ("confined", "unconfined"):
+        if mode == "unconfined":
+            _unconfined()
+            table = {**table, "seccompsandbox": "off"}
+        runs = [asyncio.run(run_once(table, args.mib)) for _ in range(args.runs)]
+        result[f"{mode}_write_mb_s"] = round(statistics.median(r[0] for r in runs), 1)
+        result[f"{mode}_read_mb_s"] = round(statistics.median(r[1] for r in runs), 1)
+    for direction in ("write", "read"):
+        before = result[f"unconfined_{direction}_mb_s"]
+        result[f"{direction}_ratio"] = round(result[f"confined_{direction}_mb_s"] / before, 3)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

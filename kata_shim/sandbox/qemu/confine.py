@@ -1,0 +1,57 @@
+"""What QEMU may do on the host: its seccomp sandbox and its capabilities (docs/security.md).
+
+* `-sandbox <seccompsandbox>` (Kata's key), on by default with every optional
+  filter: obsolete syscalls, privilege changes, fork/exec and scheduler/CPU
+  affinity changes are denied — a `spawn` through QMP kills QEMU (SIGSYS).
+  `seccompsandbox = "off"` (or "") leaves it off.
+* QEMU starts under our seccomp filter (qemu/jail.py: no setuid/setgid mode,
+  no device node can be made through the 9p server), then through
+  util-linux's `setpriv`, which execs it with a bounding
+  set of only the capabilities its 9p server needs (`QEMU_CAPS`); as root,
+  its permitted and effective sets become exactly that set, the inheritable
+  and ambient sets are empty and no_new_privs is set. Without CAP_FSETID the
+  kernel strips setuid/setgid bits from any host file QEMU writes; without
+  CAP_MKNOD, CAP_SYS_ADMIN, CAP_SETUID, ... it cannot create devices, mount
+  or change identity even if the guest takes it over.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+from kata_shim.errors import FailedPrecondition
+
+__all__ = ["DEFAULT_SANDBOX", "QEMU_CAPS", "confine_prefix", "sandbox_args"]
+
+DEFAULT_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+#: 9p serves (and chowns, chmods, times) files of any owner in the container's rootfs.
+QEMU_CAPS = ("chown", "dac_override", "dac_read_search", "fowner")
+
+
+def sandbox_args(seccompsandbox: str) -> list[str]:
+    value = seccompsandbox.strip()
+    if value in ("", "off"):
+        return []
+    return ["-sandbox", value]
+
+
+def confine_prefix() -> list[str]:
+    """argv that execs what follows under the jail's filter with only QEMU_CAPS."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise FailedPrecondition(
+            "setpriv (util-linux) is not installed: it is needed to drop QEMU's "
+            "capabilities; install util-linux"
+        )
+    keep = ",".join(f"+{cap}" for cap in QEMU_CAPS)
+    jail = [sys.executable, "-m", "kata_shim.sandbox.qemu.jail", "--"]
+    return [
+        *jail,
+        setpriv,
+        f"--bounding-set=-all,{keep}",
+        "--inh-caps=-all",
+        "--no-new-privs",
+        "--",
+    ]

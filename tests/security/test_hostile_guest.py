@@ -1,0 +1,254 @@
+"""A hostile guest (root in the VM, through the debug console) attacks the host via its share.
+
+One VM pod A (QEMU, TCG) runs with a read-only rootfs copy, a read-only and a
+read-write volume; the guest's root shell then tries, in file order:
+1. to write the read-only volume's and rootfs's host sources;
+2. to plant setuid/setgid files and device nodes on the host (and a setuid
+   binary of the image must still work for the container);
+3. to reach a second pod B's share;
+4. symlinks to a decoy host directory and file, and a renamed container
+   directory replaced by a link, before an app container is created and
+   deleted;
+5. QEMU's confinement: /proc/<qemu>/status, then a `spawn` through QMP
+   (a bridge netdev's helper; a bare QEMU without -sandbox does spawn it):
+   the sandbox kills QEMU (SIGSYS) before anything runs.
+After every attack the host is inspected; at the end nothing is mounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from qemu.qmp import QMPClient
+
+from kata_shim.sandbox.share import GUEST_SHARED
+from tests.integration.test_shim_containerd import remove, wait_status
+from tests.integration.test_vm_containerd import mounts_of, qemu_processes
+from tests.security.hostile import HostileRig, snapshot
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+QEMU_CAPS_MASK = 0xF  # cap_chown, cap_dac_override, cap_dac_read_search, cap_fowner
+
+
+class Pods:
+    def __init__(self, hostile: HostileRig) -> None:
+        self.hostile = hostile
+        self.a = hostile.rig.id("pod-a")
+        self.a_dirs = hostile.pod_dirs("a")
+        self.decoy_before = snapshot(hostile.decoy)
+        hostile.start(self.a, self.a, self.a_dirs)
+        # after create: the shim made the mount points (/ro, /rw) in the read-only rootfs
+        self.before = {name: snapshot(path) for name, path in self.a_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def pods(guest_image: Path) -> Iterator[Pods]:
+    with HostileRig(guest_image) as hostile:
+        state = Pods(hostile)
+        yield state
+        for task in list(hostile.rig.ids):
+            hostile.rig.ctr("task", "kill", "-s", "SIGKILL", task, timeout=30)
+        for task in reversed(hostile.rig.ids):
+            hostile.rig.ctr("task", "delete", "--force", task, timeout=60)
+            hostile.rig.ctr("container", "delete", task, timeout=30)
+        left = mounts_of(hostile.rig)
+        assert snapshot(hostile.decoy) == state.decoy_before
+        assert not left, left
+
+
+def _share_of(pods: Pods, kind: str) -> str:
+    """The guest's path of pod A's `kind` volume (found by its marker file)."""
+    return f"$(dirname {pods.hostile.guest_share(pods.a)}/mount-*/a-{kind}-marker)"
+
+
+def test_read_only_volume_and_rootfs_cannot_be_written_from_guest_root(pods: Pods) -> None:
+    share = pods.hostile.guest_share(pods.a)
+    script = f"""
+RO={_share_of(pods, "ro")}
+echo pwned > $RO/orig.txt; echo "@@ro_overwrite=$?@@"
+echo new > $RO/planted.txt; echo "@@ro_create=$?@@"
+rm -f $RO/a-ro-marker; echo "@@ro_remove=$?@@"
+echo pwned > {share}/rootfs/orig.txt; echo "@@rootfs_overwrite=$?@@"
+echo new > {share}/rootfs/bin/planted; echo "@@rootfs_create=$?@@"
+chmod 777 {share}/rootfs/bin; echo "@@rootfs_chmod=$?@@"
+grep kataShared /proc/mounts | head -1
+"""
+    out, found = pods.hostile.guest(pods.a, script)
+    print(out)
+    assert found and all(found[key] != "0" for key in found), found
+    assert "Read-only file system" in out
+    assert snapshot(pods.a_dirs["ro"]) == pods.before["ro"]
+    assert snapshot(pods.a_dirs["rootfs"]) == pods.before["rootfs"]
+
+
+def test_no_setuid_file_or_device_node_reaches_the_host(pods: Pods) -> None:
+    script = f"""
+RW={_share_of(pods, "rw")}
+for tool in cp chmod mknod chown; do command -v $tool >/dev/null || echo "@@missing=$tool@@"; done
+cp /bin/sh $RW/suid-bb; chmod 4755 $RW/suid-bb; echo "@@chmod_suid=$?@@"
+cp /bin/sh $RW/sgid-bb; chmod 2755 $RW/sgid-bb; echo "@@chmod_sgid=$?@@"
+chmod u+s $RW/orig.txt; echo "@@chmod_existing=$?@@"
+mknod $RW/kmem c 1 2; echo "@@mknod_char=$?@@"
+mknod $RW/loop b 7 0; echo "@@mknod_block=$?@@"
+chown 4242:4242 $RW/orig.txt; echo "@@chown=$?@@"
+echo data > $RW/plain.txt; echo "@@plain=$?@@"
+"""
+    out, found = pods.hostile.guest(pods.a, script)
+    print(out)
+    assert "missing" not in found, out
+    for key in ("chmod_suid", "chmod_sgid", "chmod_existing", "mknod_char", "mknod_block"):
+        assert found[key] != "0", (key, out)
+    assert found["plain"] == "0", out
+    volume = pods.a_dirs["rw"]
+    for path in volume.iterdir():
+        st = path.lstat()
+        print(f"host: {stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid} {path.name}")
+        assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), path
+        assert not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)), path
+    assert (volume / "plain.txt").read_text() == "data\n"
+
+    exec_id = "euid"
+    done = pods.hostile.rig.ctr(
+        "task", "exec", "--user", "1000", "--exec-id", exec_id, pods.a, "/bin/euid", timeout=120
+    )
+    print("container (uid 1000) runs the image's setuid /bin/euid:", done.stdout.decode())
+    assert done.returncode == 0 and done.stdout.decode().split() == ["euid=0", "uid=1000"]
+
+
+def test_a_guest_cannot_reach_another_pods_share(pods: Pods) -> None:
+    hostile = pods.hostile
+    b = hostile.rig.id("pod-b")
+    b_dirs = hostile.pod_dirs("b")
+    hostile.start(b, b, b_dirs)
+    b_share = hostile.host_share(b)
+    for me, other in ((pods.a, b), (b, pods.a)):
+        script = f"""
+ls {hostile.guest_share(other)} >/dev/null 2>&1; echo "@@other_listed=$?@@"
+ls -a {hostile.guest_share(me)}/../.. | tr '\\n' ' '; echo
+N=$(find {GUEST_SHARED}/ -name '*-marker' | wc -l); echo "@@markers=$N@@"
+N=$(find {GUEST_SHARED}/ -name '*{other}*' | wc -l); echo "@@other_files=$N@@"
+"""
+        out, found = hostile.guest(me, script)
+        print(f"--- guest of {me}:\n{out}")
+        assert found["other_listed"] != "0" and found["other_files"] == "0", out
+        assert found["markers"] == "2", out  # its own ro and rw markers only
+    assert sorted(os.listdir(b_share)) == [b]
+    assert sorted(os.listdir(hostile.host_share(pods.a))) == [pods.a]
+    hostile.rig.ctr("task", "kill", "-s", "SIGKILL", b, timeout=30)
+    wait_status(hostile.rig, b, "STOPPED", timeout=60)
+    remove(hostile.rig, b)
+    assert not b_share.exists()
+
+
+def test_guest_symlinks_never_lead_create_or_delete_outside_the_share(pods: Pods) -> None:
+    hostile = pods.hostile
+    decoy = hostile.decoy
+    trap, app = hostile.rig.id("trap"), hostile.rig.id("app")
+    share = hostile.guest_share("")
+    plant = f"""
+ln -s {decoy} {share}{trap}; echo "@@planted_dir=$?@@"
+"""
+    out, found = hostile.guest(pods.a, plant)
+    assert found["planted_dir"] == "0", out
+    refused = hostile.run(trap, pods.a, hostile.pod_dirs("trap"))
+    print("create over a planted link:", refused.returncode, refused.stderr.decode()[-300:])
+    assert refused.returncode != 0 and b"refusing to follow" in refused.stderr
+    assert snapshot(decoy) == pods.decoy_before
+    hostile.rig.ctr("container", "delete", trap, timeout=30)
+
+    hostile.start(app, pods.a, hostile.pod_dirs("app"))
+    attack = f"""
+cd {share}{app} || exit 9
+ln -s {decoy} evil-dir; ln -s {decoy}/keep.txt evil-file; echo "@@links=$?@@"
+cd {share}
+mv {app} {app}-moved; echo "@@renamed=$?@@"
+ln -s {decoy} {app}; echo "@@replaced=$?@@"
+ls -la {share} | tr '\\n' ' '; echo
+"""
+    out, found = hostile.guest(pods.a, attack)
+    print(out)
+    assert found["links"] == "0" and found["renamed"] == "0" and found["replaced"] == "0", out
+    host = hostile.host_share(pods.a)
+    assert (host / app).is_symlink()  # the guest's links are real links on the host
+    hostile.rig.ctr("task", "kill", "-s", "SIGKILL", app, timeout=30)
+    wait_status(hostile.rig, app, "STOPPED", timeout=60)
+    remove(hostile.rig, app)
+    assert snapshot(decoy) == pods.decoy_before
+    assert not [m for m in mounts_of(hostile.rig) if str(decoy) in m]
+    assert not (host / app).exists() and not (host / app).is_symlink()
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def test_qemu_is_seccomp_confined_with_reduced_capabilities(pods: Pods) -> None:
+    hostile = pods.hostile
+    state = hostile.rig.state_dir / pods.a
+    qemus = [pid for pid in qemu_processes(hostile.rig) if str(state) in _cmdline(pid)]
+    assert len(qemus) == 1, qemu_processes(hostile.rig)
+    status = _status(qemus[0])
+    print({key: status[key] for key in status if key.startswith(("Cap", "Seccomp", "NoNew"))})
+    assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
+    for key in ("CapEff", "CapPrm", "CapBnd"):
+        assert int(status[key], 16) == QEMU_CAPS_MASK, (key, status[key])
+    assert int(status["CapInh"], 16) == 0 and int(status["CapAmb"], 16) == 0
+
+    control = hostile.work / "spawned-by-unconfined-qemu"
+    _spawn_from_unconfined_qemu(hostile.work / "control.sock", control)
+    assert control.exists(), "the QMP spawn path did not spawn even without a sandbox"
+
+    marker = hostile.work / "spawned-by-qemu"
+    outcome = asyncio.run(_qmp_spawn(state / "qmp.sock", marker))
+    print("QMP netdev_add bridge helper (a spawn): ->", outcome)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{qemus[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{qemus[0]}").exists(), "QEMU survived a denied spawn"
+    assert not marker.exists()
+    wait_status(hostile.rig, pods.a, "STOPPED", timeout=60)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _spawn_from_unconfined_qemu(socket: Path, marker: Path) -> None:
+    """The same QMP command against a bare QEMU without -sandbox: it does spawn."""
+    argv = ["qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none"]
+    qemu = subprocess.Popen([*argv, "-qmp", f"unix:{socket},server=on,wait=off"])
+    try:
+        deadline = time.monotonic() + 30
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("control (no -sandbox):", asyncio.run(_qmp_spawn(socket, marker)))
+    finally:
+        qemu.kill()
+        qemu.wait()
+
+
+async def _qmp_spawn(socket: Path, marker: Path) -> str:
+    """netdev_add of a bridge forks and execs its helper (through sh -c: a command line)."""
+    client = QMPClient("kata-shim-security-test")
+    await client.connect(str(socket))
+    arguments = {"type": "bridge", "id": "spawn0", "br": "ks0", "helper": f"touch {marker} #"}
+    try:
+        return repr(await asyncio.wait_for(client.execute("netdev_add", arguments), 20))
+    except Exception as exc:  # QEMU is killed by its sandbox mid-command
+        return f"refused: {exc!r}"
+    finally:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
