@@ -79,8 +79,8 @@ class Process:
         self.spec: oci_pb2.Process | None = None
         #: host stdio pumps; set when the agent process exists (Create / Start(exec))
         self.pumps: Pumps | None = None
-        #: the exit monitor task (drain → WaitProcess → exit), owned by the task layer
-        self.monitor: asyncio.Task[None] | None = None
+        #: the exit-watch task (drain → WaitProcess → exit), owned by the task layer
+        self.exit_watch: asyncio.Task[None] | None = None
         #: CloseIO(stdin) arrived before the pumps existed
         self.stdin_close_requested = False
         name = container_id if not exec_id else f"{container_id}/{exec_id}"

@@ -27,6 +27,7 @@ from kata_shim.metrics.observer import ShimObserver
 from kata_shim.proto.task_ttrpc import TASK_DESC
 from kata_shim.shim.flags import Flags
 from kata_shim.shim.runtime import ShimRuntime, exit_fifo_dir
+from kata_shim.task.profile import client_profile
 from kata_shim.task.service import TaskService
 from kata_shim.ttrpc.server import Server
 from kata_shim.ttrpc.service import Dispatcher
@@ -77,11 +78,10 @@ class Daemon:
             publisher=publisher,
             sandbox_factory=runtime.sandbox,
             on_shutdown=self._on_shutdown,
-            exit_fifo_dir=exit_fifo_dir(),
             config_loader=runtime.load,
             shim_pid=os.getpid(),
             # containerd always passes -address; iSulad (lib-shim-v2) never does
-            lib_shim_v2=not flags.address,
+            profile=client_profile(lib_shim_v2=not flags.address, exit_fifo_dir=exit_fifo_dir()),
             observer=self.observer,
         )
         self.observer.metrics.task_states = service.process_states

@@ -22,6 +22,7 @@ from kata_shim.process.exits import ExitOrder
 from kata_shim.process.process import Process
 from kata_shim.process.states import ProcessState
 from kata_shim.proto import mount_pb2
+from kata_shim.task.exitfifo import ExitFifos
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
 from kata_shim.task.tuning import Tuning
@@ -52,7 +53,7 @@ class TaskEnv:
     namespace: str
     publisher: Publisher
     tuning: Tuning
-    exit_fifo_dir: Path | None = None
+    exit_fifos: ExitFifos = field(default_factory=ExitFifos)
     observer: TaskObserver = field(default_factory=TaskObserver)
 
     def publish(self, topic: str, event: Message) -> None:
@@ -76,8 +77,6 @@ class Container:
     execs: dict[str, Process] = field(default_factory=dict)
     #: exec-before-init exit ordering for this container
     order: ExitOrder = field(default_factory=ExitOrder)
-    #: iSulad's exit fifo, opened at Start of the init, closed after the exit is written
-    exit_fifo: int | None = None
     #: for a pod's sandbox container: the pod's other containers (their exits go first)
     siblings: Callable[[], list[Container]] | None = None
 

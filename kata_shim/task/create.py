@@ -1,9 +1,9 @@
 """Create of one task inside an acquired pod: rootfs, guest shares (rootfs and volumes),
-CreateContainer, stdio, monitor.
+CreateContainer, stdio, exit watch.
 
 Rule: on any failure (or cancellation by containerd's deadline) everything
 done so far is undone, in reverse, shielded from the cancellation; the pod
-itself is released by the caller. The init's pumps and exit monitor start
+itself is released by the caller. The init's pumps and exit watch start
 here, at Create: the process exists in the agent from now on, so Wait (which
 containerd calls before Start) must already see a kill or a sandbox death.
 """
@@ -19,10 +19,10 @@ from typing import Any
 from kata_shim.errors import ShimError
 from kata_shim.io.stdio import HostStdio
 from kata_shim.process.process import Process
-from kata_shim.proto import agent_pb2, task_pb2
+from kata_shim.proto import task_pb2
 from kata_shim.task.containers import Container, TaskEnv
-from kata_shim.task.lifecycle import open_stdio, start_pumps
-from kata_shim.task.monitor import spawn_monitor
+from kata_shim.task.exitwatch import spawn_exit_watch
+from kata_shim.task.lifecycle import open_stdio, remove_from_agent, start_pumps
 from kata_shim.task.mounts import mount_rootfs, unmount_rootfs
 from kata_shim.task.pod import Pod
 from kata_shim.task.spec import agent_spec, host_rootfs
@@ -58,33 +58,25 @@ async def create_container(
             container.id, "rootfs", container.host_rootfs, readonly=readonly
         )
         volumes = await share_volumes(pod.sandbox, container.id, spec)
-        create = agent_pb2.CreateContainerRequest(
-            container_id=container.id,
-            exec_id=container.id,
-            OCI=agent_spec(spec, guest_root, volumes),
-        )
-        await pod.agent.CreateContainer(create, timeout=env.tuning.agent_timeout)
+        await pod.agent.create_container(container.id, agent_spec(spec, guest_root, volumes))
         created = True
         start_pumps(env, container, init, host)
     except BaseException:
-        await asyncio.shield(_undo(env, container, created, host))
+        await asyncio.shield(_undo(container, created, host))
         raise
-    spawn_monitor(env, container, init)
+    spawn_exit_watch(env, container, init)
     return container
 
 
-async def _undo(env: TaskEnv, container: Container, created: bool, host: HostStdio | None) -> None:
+async def _undo(container: Container, created: bool, host: HostStdio | None) -> None:
     pod = container.pod
     if container.init.pumps is not None:
         await container.init.pumps.close()
     elif host is not None:
         await host.close()
     if created and not pod.dead:
-        request = agent_pb2.RemoveContainerRequest(
-            container_id=container.id, timeout=env.tuning.remove_timeout
-        )
         with contextlib.suppress(ShimError):
-            await pod.agent.RemoveContainer(request, timeout=env.tuning.agent_timeout)
+            await remove_from_agent(container)
     try:
         await pod.sandbox.unshare(container.id)
     except Exception:

@@ -1,13 +1,14 @@
-"""What a lib-shim-v2 client (iSulad) needs beyond containerd's semantics (docs/isulad.md).
+"""The lib-shim-v2 (iSulad) client profile: what it needs beyond containerd's (docs/isulad.md).
 
-Active when the shim runs without `-address` (containerd always passes one):
+Injected (profile.client_profile) when the shim runs without `-address`
+(containerd always passes one):
   * exec reaping — iSulad never Deletes an exec, so an exited exec's record is
     dropped `Tuning.exec_reap_delay` after its exit (later Wait/State: NotFound),
     and one whose Start failed at once;
   * idle exit — after a failed Create iSulad sends only Kill(SIGKILL): no
     Shutdown, and it never runs `delete`. A shim left without any task asks the
-    service to finish `Tuning.idle_exit_delay` later (a new Create disarms it).
-Stats in v1 form for lib-shim-v2 live in stats.py.
+    service to finish `Tuning.idle_exit_delay` later (a new Create disarms it);
+  * Stats always as v1 Metrics with blkio as read/write pairs (stats.py).
 """
 
 from __future__ import annotations
@@ -15,24 +16,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
+
+from google.protobuf.any_pb2 import Any as AnyMessage
 
 from kata_shim.errors import ShimError
 from kata_shim.process.process import Process
+from kata_shim.proto import agent_pb2
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv
+from kata_shim.task.profile import ClientProfile
+from kata_shim.task.stats import stats_any
 from kata_shim.task.tuning import Tuning
 
-__all__ = ["LibShimV2Care"]
+__all__ = ["LibShimV2Profile"]
 
 
-class LibShimV2Care:
+class LibShimV2Profile(ClientProfile):
     """Exec reapers and the idle-exit timer of one TaskService (event loop only)."""
 
-    def __init__(self, tuning: Tuning, on_idle: Callable[[], None]) -> None:
-        self._tuning = tuning
-        self._on_idle = on_idle
+    name = "lib-shim-v2"
+
+    def __init__(self, exit_fifo_dir: Path | None = None) -> None:
+        super().__init__(exit_fifo_dir)
+        self._tuning = Tuning()
+        self._on_idle: Callable[[], None] = lambda: None
         self._reapers: set[asyncio.Task[None]] = set()
         self._idle_timer: asyncio.TimerHandle | None = None
+
+    def bind(self, tuning: Tuning, on_idle: Callable[[], None]) -> None:
+        self._tuning = tuning
+        self._on_idle = on_idle
+
+    def create_began(self) -> None:
+        self.disarm_idle_exit()
+
+    def create_ended(self, idle: bool) -> None:
+        if idle:
+            self.arm_idle_exit()  # a failed Create left the shim without a task
+
+    def stats(self, stats: agent_pb2.CgroupStats) -> AnyMessage:
+        return stats_any(stats, for_lib_shim_v2=True)
 
     async def start_exec(self, env: TaskEnv, container: Container, process: Process) -> int:
         """Start(exec); its record goes after the exit, or at once if Start failed."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 
 from kata_shim.errors import FailedPrecondition, NotFound, ShimError, Unavailable
@@ -21,9 +20,9 @@ from kata_shim.io.stdio import HostStdio, open_host_stdio
 from kata_shim.process.exits import UNKNOWN_EXIT
 from kata_shim.process.process import Process
 from kata_shim.process.states import Op, ProcessState
-from kata_shim.proto import agent_pb2, events_pb2, task_pb2
+from kata_shim.proto import events_pb2, task_pb2
 from kata_shim.task.containers import Container, TaskEnv, Topic
-from kata_shim.task.monitor import open_exit_fifo, report_exit, spawn_monitor
+from kata_shim.task.exitwatch import report_exit, spawn_exit_watch
 from kata_shim.task.mounts import unmount_rootfs
 
 __all__ = [
@@ -34,6 +33,7 @@ __all__ = [
     "open_stdio",
     "pause",
     "release_host",
+    "remove_from_agent",
     "resize",
     "resume",
     "start_exec",
@@ -60,14 +60,15 @@ async def open_stdio(env: TaskEnv, container: Container, process: Process) -> Ho
 
 def start_pumps(env: TaskEnv, container: Container, process: Process, host: HostStdio) -> Pumps:
     """Start the pumps between `host` and the (now existing) agent process. No await:
-    nothing can cancel the caller between the agent call and the monitor's start."""
+    nothing can cancel the caller between the agent call and the exit watch's start."""
+    agent = container.pod.agent
     pumps = Pumps(
-        container.pod.agent,
+        agent.service,
         container.id,
         process.agent_exec_id,
         host,
         terminal=process.stdio.terminal,
-        rpc_timeout=env.tuning.agent_timeout,
+        rpc_timeout=agent.rpc_timeout,
     )
     if process.stdin_close_requested:
         pumps.request_stdin_close()
@@ -81,9 +82,8 @@ async def start_init(env: TaskEnv, container: Container) -> int:
     init = container.init
     async with init.lock:
         init.check(Op.START)
-        open_exit_fifo(env, container)
-        request = agent_pb2.StartContainerRequest(container_id=container.id)
-        await container.pod.agent.StartContainer(request, timeout=env.tuning.agent_timeout)
+        env.exit_fifos.open(container.id)
+        await container.pod.agent.start(container.id)
         init.apply(Op.START)
         env.publish(Topic.START, events_pb2.TaskStart(container_id=container.id, pid=container.pid))
     return container.pid
@@ -104,7 +104,7 @@ async def start_exec(env: TaskEnv, container: Container, process: Process) -> in
             container_id=container.id, exec_id=process.exec_id, pid=container.pid
         )
         env.publish(Topic.EXEC_STARTED, event)
-        spawn_monitor(env, container, process)
+        spawn_exit_watch(env, container, process)
     if container.order.init_exited:  # the init died while this exec was starting
         with contextlib.suppress(ShimError):
             await kill(env, container, process, signal.SIGKILL, False)
@@ -117,15 +117,13 @@ async def start_exec(env: TaskEnv, container: Container, process: Process) -> in
 
 async def _launch_exec(env: TaskEnv, container: Container, process: Process) -> None:
     host = await open_stdio(env, container, process)
-    request = agent_pb2.ExecProcessRequest(
-        container_id=container.id, exec_id=process.agent_exec_id, process=process.spec
-    )
+    assert process.spec is not None  # an exec always has one (Exec)
     try:
-        await container.pod.agent.ExecProcess(request, timeout=env.tuning.agent_timeout)
+        await container.pod.agent.exec_process(container.id, process.agent_exec_id, process.spec)
     except BaseException:
         await asyncio.shield(host.close())
         raise
-    start_pumps(env, container, process, host)  # from here on, no await until the monitor
+    start_pumps(env, container, process, host)  # from here on, no await until the exit watch
 
 
 # signals -------------------------------------------------------------------------------
@@ -143,11 +141,9 @@ async def kill(env: TaskEnv, container: Container, process: Process, sig: int, a
     if sig:
         for target in targets:
             target.delivered_signals.add(sig)
-    request = agent_pb2.SignalProcessRequest(
-        container_id=container.id, exec_id="" if whole else process.agent_exec_id, signal=sig
-    )
     try:
-        await container.pod.agent.SignalProcess(request, timeout=env.tuning.agent_timeout)
+        agent = container.pod.agent
+        await agent.signal(container.id, sig, exec_id=None if whole else process.agent_exec_id)
     except (NotFound, Unavailable) as exc:
         if isinstance(exc, Unavailable) and not container.pod.dead:
             raise
@@ -166,8 +162,7 @@ async def pause(env: TaskEnv, container: Container) -> None:
     async with init.lock:
         init.apply(Op.PAUSE)
         try:
-            request = agent_pb2.PauseContainerRequest(container_id=container.id)
-            await container.pod.agent.PauseContainer(request, timeout=env.tuning.agent_timeout)
+            await container.pod.agent.pause(container.id)
         except BaseException:
             init.apply(Op.UNPAUSE)
             raise
@@ -179,8 +174,7 @@ async def resume(env: TaskEnv, container: Container) -> None:
     init = container.init
     async with init.lock:
         init.check(Op.RESUME)
-        request = agent_pb2.ResumeContainerRequest(container_id=container.id)
-        await container.pod.agent.ResumeContainer(request, timeout=env.tuning.agent_timeout)
+        await container.pod.agent.resume(container.id)
         init.apply(Op.RESUME)
         env.publish(Topic.RESUMED, events_pb2.TaskResumed(container_id=container.id))
 
@@ -215,7 +209,7 @@ async def delete_init(env: TaskEnv, container: Container) -> task_pb2.DeleteResp
 
 
 async def _stop_created_init(env: TaskEnv, container: Container) -> None:
-    """A created, never-started init: kill it and let its monitor report the exit (bounded)."""
+    """A created, never-started init: kill it and let its exit watch report the exit (bounded)."""
     init = container.init
     with contextlib.suppress(ShimError):
         await kill(env, container, init, signal.SIGKILL, True)
@@ -228,18 +222,20 @@ async def _stop_created_init(env: TaskEnv, container: Container) -> None:
 
 async def _release(env: TaskEnv, container: Container) -> None:
     """Remove the container from the agent and the guest share, unmount its rootfs."""
-    pod = container.pod
-    if not pod.dead:
-        timeout = env.tuning.remove_timeout
-        request = agent_pb2.RemoveContainerRequest(container_id=container.id, timeout=timeout)
+    if not container.pod.dead:
         try:
-            await pod.agent.RemoveContainer(request, timeout=timeout + env.tuning.agent_timeout)
+            await remove_from_agent(container)
         except ShimError as exc:
             container.init.log.warning("RemoveContainer: %s", exc)
-    await release_host(container)
+    await release_host(env, container)
 
 
-async def release_host(container: Container) -> None:
+async def remove_from_agent(container: Container) -> None:
+    """RemoveContainer: the one way a container leaves the agent (Delete, a failed Create)."""
+    await container.pod.agent.remove(container.id)
+
+
+async def release_host(env: TaskEnv, container: Container) -> None:
     """Undo the host side: guest share, bundle rootfs mounts, exit fifo. Idempotent."""
     try:
         await container.pod.sandbox.unshare(container.id)
@@ -248,10 +244,7 @@ async def release_host(container: Container) -> None:
     if container.host_rootfs is not None and container.mounted_layers:
         layers, container.mounted_layers = container.mounted_layers, 0
         await unmount_rootfs(container.host_rootfs, layers)
-    if container.exit_fifo is not None:
-        fd, container.exit_fifo = container.exit_fifo, None
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    env.exit_fifos.close(container.id)
 
 
 async def delete_exec(container: Container, process: Process) -> task_pb2.DeleteResponse:
@@ -301,7 +294,4 @@ async def resize(
 async def _resize(
     env: TaskEnv, container: Container, process: Process, width: int, height: int
 ) -> None:
-    request = agent_pb2.TtyWinResizeRequest(
-        container_id=container.id, exec_id=process.agent_exec_id, row=height, column=width
-    )
-    await container.pod.agent.TtyWinResize(request, timeout=env.tuning.agent_timeout)
+    await container.pod.agent.resize_tty(container.id, process.agent_exec_id, width, height)

@@ -3,9 +3,9 @@
 Owns the Sandbox object, the agent client, the death watch and the OOM loop.
 Rules: the pod is "dead" once Sandbox.wait() resolved or the agent connection
 dropped; marking it dead closes the agent client, which makes every in-flight
-ReadStdout/WaitProcess fail so each process's monitor reports 255. Teardown
+ReadStdout/WaitProcess fail so each process's exit watch reports 255. Teardown
 (DestroySandbox → stop → cleanup) runs once, bounded, never under a service
-lock, and never before the exits it causes were published (monitors publish on
+lock, and never before the exits it causes were published (exit watches publish on
 their own; teardown is only started by Delete of the last container or close).
 """
 
@@ -17,9 +17,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from kata_shim.agent.client import AgentClient, AgentTimeouts
 from kata_shim.errors import ShimError, Unavailable, Unimplemented
-from kata_shim.proto import agent_pb2, health_pb2
-from kata_shim.proto.agent_ttrpc import AgentServiceClient
+from kata_shim.proto import health_pb2
 from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox
 from kata_shim.task.observer import TaskObserver
@@ -46,7 +46,7 @@ class Pod:
         self.tuning = tuning
         self.observer = observer or TaskObserver()
         self._client: Client | None = None
-        self._agent: AgentServiceClient | None = None
+        self._agent: AgentClient | None = None
         #: ids of this pod's containers, including ones being created (service, event loop)
         self.containers: set[str] = set()
         #: resolves when boot finished (True) or failed (False); pod containers wait on it
@@ -62,10 +62,20 @@ class Pod:
         return self.sandbox.pid
 
     @property
-    def agent(self) -> AgentServiceClient:
+    def agent(self) -> AgentClient:
         if self._agent is None or self.dead:
             raise Unavailable(f"sandbox {self.id}: agent not available")
         return self._agent
+
+    def attach_agent(self, agent: AgentClient) -> None:
+        """Use `agent` for this pod's agent calls (boot does, once the agent answered)."""
+        self._agent = agent
+
+    def _agent_timeouts(self) -> AgentTimeouts:
+        tuning = self.tuning
+        return AgentTimeouts(
+            tuning.agent_timeout, tuning.remove_timeout, tuning.sandbox_stop_timeout
+        )
 
     # boot ---------------------------------------------------------------------------
     async def boot(self, hostname: str) -> None:
@@ -80,9 +90,8 @@ class Pod:
             )
             if reply.status != health_pb2.HealthCheckResponse.SERVING:
                 raise Unavailable(f"sandbox {self.id}: agent is not serving")
-            self._agent = AgentServiceClient(self._client)
-            request = agent_pb2.CreateSandboxRequest(hostname=hostname, sandbox_id=self.id)
-            await self._agent.CreateSandbox(request, timeout=self.tuning.agent_timeout)
+            self.attach_agent(AgentClient(self._client, self._agent_timeouts()))
+            await self.agent.create_sandbox(self.id, hostname)
         except BaseException:
             self.ready.set_result(False)
             await asyncio.shield(self._destroy(destroy_in_agent=False))
@@ -112,14 +121,14 @@ class Pod:
     async def _oom_loop(self, on_oom: Callable[[str], None]) -> None:
         while not self.dead:
             try:
-                event = await self.agent.GetOOMEvent(agent_pb2.GetOOMEventRequest())
+                container_id = await self.agent.get_oom_event()
             except (Unavailable, Unimplemented):
                 return
             except ShimError as exc:
                 log.debug("sandbox %s: GetOOMEvent: %s", self.id, exc)
                 await asyncio.sleep(1.0)
                 continue
-            on_oom(event.container_id)
+            on_oom(container_id)
 
     def mark_dead(self, reason: str, level: int = logging.WARNING) -> None:
         """The sandbox or its agent is gone: fail every agent call from now on."""
@@ -146,8 +155,7 @@ class Pod:
     async def _destroy(self, *, destroy_in_agent: bool) -> None:
         if destroy_in_agent and not self.dead and self._agent is not None:
             with contextlib.suppress(ShimError, OSError):
-                request = agent_pb2.DestroySandboxRequest()
-                await self._agent.DestroySandbox(request, timeout=self.tuning.sandbox_stop_timeout)
+                await self._agent.destroy_sandbox()
         self.mark_dead("torn down", logging.INFO)
         for task in list(self._tasks):
             task.cancel()

@@ -3,10 +3,12 @@
 The 17 RPCs with containerd's semantics and error classes (contract §3.2):
 unknown ids → NotFound, wrong state → FailedPrecondition (from the process
 state machine), bad payloads → InvalidArgument, Checkpoint → Unimplemented.
-Behaviour lives in lifecycle.py / create.py / monitor.py; this class owns the
-task table and the pods. Rules: handlers never hold a lock across sandbox
-teardown; Connect and State are lock-free; every pid reported (tasks and
-execs alike) is the sandbox's pid (Kata: the hypervisor's).
+Behaviour lives in lifecycle.py / create.py / exitwatch.py; what differs
+between clients (containerd, iSulad's lib-shim-v2) in the injected
+ClientProfile (profile.py); this class owns the task table and the pods.
+Rules: handlers never hold a lock across sandbox teardown; Connect and State
+are lock-free; every pid reported (tasks and execs alike) is the sandbox's pid
+(Kata: the hypervisor's).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -27,16 +28,16 @@ from kata_shim.events.publisher import Publisher
 from kata_shim.ids import identifier_problem
 from kata_shim.process.process import Process, Stdio
 from kata_shim.process.states import Op, status_of
-from kata_shim.proto import agent_pb2, events_pb2, task_pb2, task_types_pb2
+from kata_shim.proto import events_pb2, task_pb2, task_types_pb2
 from kata_shim.proto.task_ttrpc import TaskBase
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
-from kata_shim.task.libshimv2 import LibShimV2Care
-from kata_shim.task.monitor import abort_pod_processes
+from kata_shim.task.exitwatch import abort_pod_processes
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
 from kata_shim.task.pods import PodRegistry, SandboxFactory
+from kata_shim.task.profile import ClientProfile
 from kata_shim.task.spec import (
     Role,
     config_path,
@@ -45,7 +46,6 @@ from kata_shim.task.spec import (
     load_bundle_spec,
     placement,
 )
-from kata_shim.task.stats import stats_any
 from kata_shim.task.tuning import Tuning
 from kata_shim.ttrpc.service import RequestContext
 
@@ -71,19 +71,18 @@ class TaskService(TaskBase):
         publisher: Publisher,
         sandbox_factory: SandboxFactory,
         on_shutdown: Callable[[], None],
-        exit_fifo_dir: Path | None = None,
         config_loader: ConfigLoader | None = None,
         shim_pid: int | None = None,
         tuning: Tuning | None = None,
-        lib_shim_v2: bool = False,
+        profile: ClientProfile | None = None,
         observer: TaskObserver | None = None,
     ) -> None:
         observer = observer or TaskObserver()
-        self.env = TaskEnv(namespace, publisher, tuning or Tuning(), exit_fifo_dir, observer)
-        #: the client is iSulad's lib-shim-v2: Stats always as v1 Metrics with blkio as
-        #: read/write pairs (stats.py), exec reaping and idle exit (libshimv2.py)
-        self._lib_shim_v2 = lib_shim_v2
-        self._care = LibShimV2Care(self.env.tuning, self._idle) if lib_shim_v2 else None
+        #: what differs between containerd and iSulad's lib-shim-v2 (profile.py)
+        self._profile = profile or ClientProfile()
+        tuning = tuning or Tuning()
+        self.env = TaskEnv(namespace, publisher, tuning, self._profile.exit_fifos, observer)
+        self._profile.bind(tuning, self._idle)
         self._on_shutdown = on_shutdown
         self._config_loader = config_loader or _default_config_loader
         self._config: Mapping[str, Any] | None = None  # loaded once, at the first Create
@@ -133,14 +132,12 @@ class TaskService(TaskBase):
         if cid in self._containers or cid in self._creating:
             raise AlreadyExists(f"task {cid}: already exists")
         self._creating.add(cid)
-        if self._care is not None:
-            self._care.disarm_idle_exit()
+        self._profile.create_began()
         try:
             container = await self._create(request)
         finally:
             self._creating.discard(cid)
-            if self._care is not None and not self._containers and not self._creating:
-                self._care.arm_idle_exit()  # a failed Create left the shim without a task
+            self._profile.create_ended(idle=not self._containers and not self._creating)
         return task_pb2.CreateTaskResponse(pid=container.pid)
 
     def _idle(self) -> None:
@@ -207,10 +204,8 @@ class TaskService(TaskBase):
         container, process = self._process(request.id, request.exec_id)
         if process.is_init:
             pid = await lifecycle.start_init(self.env, container)
-        elif self._care is None:
-            pid = await lifecycle.start_exec(self.env, container, process)
         else:
-            pid = await self._care.start_exec(self.env, container, process)
+            pid = await self._profile.start_exec(self.env, container, process)
         return task_pb2.StartResponse(pid=pid)
 
     async def Wait(
@@ -314,20 +309,15 @@ class TaskService(TaskBase):
         container = self._container(request.id)
         container.init.check(Op.UPDATE)
         resources = linux_resources(request.resources)
-        update = agent_pb2.UpdateContainerRequest(container_id=container.id, resources=resources)
-        await container.pod.agent.UpdateContainer(update, timeout=self.env.tuning.agent_timeout)
+        await container.pod.agent.update_container(container.id, resources)
         return EMPTY
 
     async def Stats(
         self, ctx: RequestContext, request: task_pb2.StatsRequest
     ) -> task_pb2.StatsResponse:
         container = self._container(request.id)
-        query = agent_pb2.StatsContainerRequest(container_id=container.id)
-        reply = await container.pod.agent.StatsContainer(
-            query, timeout=self.env.tuning.agent_timeout
-        )
-        payload = stats_any(reply.cgroup_stats, for_lib_shim_v2=self._lib_shim_v2)
-        return task_pb2.StatsResponse(stats=payload)
+        stats = await container.pod.agent.stats(container.id)
+        return task_pb2.StatsResponse(stats=self._profile.stats(stats))
 
     async def Checkpoint(
         self, ctx: RequestContext, request: task_pb2.CheckpointTaskRequest
@@ -368,15 +358,16 @@ class TaskService(TaskBase):
     async def close(self) -> None:
         """Tear everything down (SIGTERM path): running processes exit 255, sandboxes stop."""
         containers = list(self._containers.values())
-        if self._care is not None:
-            self._care.close()
+        self._profile.close()
         for pod in self._pods:
             pod.mark_dead("shim closing", logging.INFO)
-        monitors = {p.monitor for c in containers for p in c.processes() if p.monitor is not None}
-        if monitors:
-            _, late = await asyncio.wait(monitors, timeout=self.env.tuning.drain_abandon)
-            for monitor in late:
-                monitor.cancel()
+        watches = {
+            p.exit_watch for c in containers for p in c.processes() if p.exit_watch is not None
+        }
+        if watches:
+            _, late = await asyncio.wait(watches, timeout=self.env.tuning.drain_abandon)
+            for watch in late:
+                watch.cancel()
         await self._pods.close(self.env.tuning.teardown_timeout)
         for container in containers:
-            await lifecycle.release_host(container)
+            await lifecycle.release_host(self.env, container)

@@ -17,6 +17,7 @@ import uvloop
 from google.protobuf.any_pb2 import Any as AnyMessage
 
 from kata_shim.proto import task_pb2
+from kata_shim.task.profile import client_profile
 from kata_shim.task.service import TaskService
 from kata_shim.task.tuning import Tuning
 from kata_shim.ttrpc.service import RequestContext
@@ -159,8 +160,12 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(
-    tuning: Tuning = FAST, exit_fifo_dir: Path | None = None, **kwargs: Any
+    tuning: Tuning = FAST,
+    exit_fifo_dir: Path | None = None,
+    lib_shim_v2: bool = False,
+    **kwargs: Any,
 ) -> AsyncIterator[Harness]:
+    """A TaskService over fakes; `lib_shim_v2` picks iSulad's client profile."""
     root = Path(tempfile.mkdtemp(prefix="ks-task-", dir="/tmp"))
     farm = SandboxFarm(root / "sandboxes")
     publisher = RecordingPublisher()
@@ -170,7 +175,7 @@ async def harness(
         publisher=publisher,
         sandbox_factory=farm,
         on_shutdown=lambda: shutdowns.append(1),
-        exit_fifo_dir=exit_fifo_dir,
+        profile=client_profile(lib_shim_v2=lib_shim_v2, exit_fifo_dir=exit_fifo_dir),
         shim_pid=4242,
         tuning=tuning,
         **kwargs,

@@ -1,4 +1,4 @@
-"""Exit monitoring: one monitor task per process that exists in the agent.
+"""Exit watching: one exit-watch task per process that exists in the agent.
 
 Sequence per process (docs/exits.md): drain stdout/stderr to EOF → WaitProcess
 (an error means the agent/sandbox is gone → 255) → close the host stdio (clients
@@ -6,9 +6,11 @@ see EOF) → for the init, hold the exit until the container's execs have
 reported theirs (killing them first); for a pod's sandbox container, also
 until the pod's other containers reported theirs (killing them first, as Kata
 stops the sandbox) → record the exit and queue TaskExit in one step under the
-process lock (`report_exit`). iSulad's exit fifo gets the init's status in that
-same step. Every hold is bounded (`exec_exit_bound`; a straggler is reported
-255). Nothing here tears a sandbox down.
+process lock (`report_exit`). iSulad's exit fifo (exitfifo.py) gets the init's
+status in that same step. Every hold is bounded (`exec_exit_bound`; a straggler
+is reported 255). The forced stops here (execs after their init, a pod's
+containers after its sandbox container) go through `force_kill`. Nothing here
+tears a sandbox down.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import struct
 import time
 from collections.abc import Iterable
 
@@ -26,38 +26,37 @@ from kata_shim.errors import ShimError
 from kata_shim.process.exits import UNKNOWN_EXIT, finish_exit, normalise_status
 from kata_shim.process.process import ExitRecord, Process
 from kata_shim.process.states import ProcessState
-from kata_shim.proto import agent_pb2, events_pb2
+from kata_shim.proto import events_pb2
 from kata_shim.task.containers import Container, TaskEnv, Topic
 
 __all__ = [
     "abort_pod_processes",
+    "force_kill",
     "kill_execs",
-    "monitor",
-    "open_exit_fifo",
     "report_exit",
-    "spawn_monitor",
+    "spawn_exit_watch",
+    "watch_exit",
 ]
 
 log = logging.getLogger(__name__)
 
-_EXIT_INT = struct.Struct("=i")  # iSulad reads a native-endian C int
 _background: set[asyncio.Task[None]] = set()  # keeps fire-and-forget tasks referenced
 
 
-def spawn_monitor(env: TaskEnv, container: Container, process: Process) -> None:
-    process.monitor = asyncio.get_running_loop().create_task(_guarded(env, container, process))
+def spawn_exit_watch(env: TaskEnv, container: Container, process: Process) -> None:
+    process.exit_watch = asyncio.get_running_loop().create_task(_guarded(env, container, process))
 
 
 async def _guarded(env: TaskEnv, container: Container, process: Process) -> None:
-    """A monitor bug must not leave Wait hanging: report 255 instead."""
+    """A bug in the exit watch must not leave Wait hanging: report 255 instead."""
     try:
-        await monitor(env, container, process)
+        await watch_exit(env, container, process)
     except Exception:
-        process.log.exception("exit monitor failed")
+        process.log.exception("exit watch failed")
         await report_exit(env, container, process, UNKNOWN_EXIT)
 
 
-async def monitor(env: TaskEnv, container: Container, process: Process) -> None:
+async def watch_exit(env: TaskEnv, container: Container, process: Process) -> None:
     """Drain, WaitProcess, close stdio, order, record + publish the exit."""
     if process.pumps is not None:
         await process.pumps.drained()
@@ -74,13 +73,11 @@ async def monitor(env: TaskEnv, container: Container, process: Process) -> None:
 
 
 async def _wait_process(container: Container, process: Process) -> int:
-    request = agent_pb2.WaitProcessRequest(container_id=container.id, exec_id=process.agent_exec_id)
     try:
-        reply = await container.pod.agent.WaitProcess(request)  # no deadline: long poll
+        return await container.pod.agent.wait(container.id, process.agent_exec_id)
     except ShimError as exc:
         process.log.warning("WaitProcess failed (%s): exit status %d", exc, UNKNOWN_EXIT)
         return UNKNOWN_EXIT
-    return reply.status
 
 
 async def report_exit(
@@ -108,7 +105,7 @@ async def report_exit(
             env.observer.exit_published(time.monotonic() - observed)
         proc.log.info("exited with status %d", record.status)
         if proc.is_init:
-            _write_exit_fifo(env, container, record.status)
+            env.exit_fifos.write(container.id, record.status)
 
     await finish_exit(process, status, published)
     if not process.is_init:
@@ -151,18 +148,24 @@ async def _hold_sandbox_exit(env: TaskEnv, sandbox: Container) -> None:
         await report_exit(env, other, other.init, UNKNOWN_EXIT)
 
 
+async def force_kill(
+    env: TaskEnv, container: Container, targets: Iterable[Process], exec_id: str | None
+) -> None:
+    """SIGKILL `exec_id` (None: the whole container) for the shim's own reasons: the
+    targets' exits count as killed and their output is drained only for `drain_grace`.
+    Agent errors propagate (a stop racing the exit fails with NotFound)."""
+    for process in targets:
+        process.delivered_signals.add(signal.SIGKILL)
+        if process.pumps is not None:
+            process.pumps.abort(env.tuning.drain_grace, env.tuning.drain_abandon)
+    await container.pod.agent.kill(container.id, exec_id=exec_id)
+
+
 async def _kill_container(env: TaskEnv, container: Container) -> None:
     """SIGKILL every process of `container` (Kill(SIGKILL, all) without the service)."""
-    for process in container.processes():
-        if not process.exited:
-            process.delivered_signals.add(signal.SIGKILL)
-            if process.pumps is not None:
-                process.pumps.abort(env.tuning.drain_grace, env.tuning.drain_abandon)
-    request = agent_pb2.SignalProcessRequest(
-        container_id=container.id, exec_id="", signal=signal.SIGKILL
-    )
+    running = [process for process in container.processes() if not process.exited]
     with contextlib.suppress(ShimError):
-        await container.pod.agent.SignalProcess(request, timeout=env.tuning.agent_timeout)
+        await force_kill(env, container, running, None)
 
 
 async def kill_execs(env: TaskEnv, container: Container, exec_ids: Iterable[str]) -> None:
@@ -171,13 +174,8 @@ async def kill_execs(env: TaskEnv, container: Container, exec_ids: Iterable[str]
         process = container.execs.get(exec_id)
         if process is None or process.exited or process.pumps is None:
             continue
-        process.delivered_signals.add(signal.SIGKILL)
-        process.pumps.abort(env.tuning.drain_grace, env.tuning.drain_abandon)
-        request = agent_pb2.SignalProcessRequest(
-            container_id=container.id, exec_id=process.agent_exec_id, signal=signal.SIGKILL
-        )
         try:
-            await container.pod.agent.SignalProcess(request, timeout=env.tuning.agent_timeout)
+            await force_kill(env, container, [process], process.agent_exec_id)
         except ShimError as exc:
             process.log.debug("SIGKILL after the init's exit: %s", exc)
 
@@ -198,30 +196,3 @@ async def _settle_unstarted(process: Process) -> None:
     async with process.lock:
         if process.state is ProcessState.CREATED and process.pumps is None:
             process.record_exit(UNKNOWN_EXIT)  # never ran: no TaskExit, Wait gets 255
-
-
-# iSulad's exit fifo ---------------------------------------------------------------------
-def open_exit_fifo(env: TaskEnv, container: Container) -> None:
-    """Open `<EXIT_FIFO_DIR>/<id>/exit_fifo` without blocking; a missing reader is a warning."""
-    if env.exit_fifo_dir is None or container.exit_fifo is not None:
-        return
-    path = env.exit_fifo_dir / container.id / "exit_fifo"
-    try:
-        container.exit_fifo = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        log.warning("exit fifo %s: %s", path, exc)
-
-
-def _write_exit_fifo(env: TaskEnv, container: Container, status: int) -> None:
-    if env.exit_fifo_dir is None:
-        return
-    open_exit_fifo(env, container)  # retry if Start could not open it
-    fd, container.exit_fifo = container.exit_fifo, None
-    if fd is None:
-        return
-    try:
-        os.write(fd, _EXIT_INT.pack(status))
-    except OSError as exc:
-        log.warning("writing exit status of %s to its exit fifo: %s", container.id, exc)
-    finally:
-        os.close(fd)
