@@ -5,7 +5,8 @@ output to emit, an exit code, a run time (None = until signalled), stdin echo
 (cat-like: exits at stdin EOF), ignored signals, and the old agents' habit of
 reporting a bare signal number. `agent.calls` records every RPC (and stream
 EOFs) in order, for ordering assertions. `die()` closes every connection, as
-an agent (or its VM) dying does. `fail[rpc]` makes an RPC raise.
+an agent (or its VM) dying does. `fail[rpc]` makes an RPC raise. Networking
+RPCs keep the guest's interfaces, routes and ARP neighbours as lists.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from google.protobuf import empty_pb2
 
 from kata_shim import errors
-from kata_shim.proto import agent_pb2, health_pb2, oci_pb2
+from kata_shim.proto import agent_pb2, health_pb2, oci_pb2, types_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceBase
 from kata_shim.proto.health_ttrpc import HealthBase
 from kata_shim.ttrpc.server import Server
@@ -135,6 +136,9 @@ class FakeAgent(AgentServiceBase):
         self.max_stdin_write = 0  # >0: accept at most this many bytes per WriteStdin
         self.dead = False
         self.server: Server | None = None
+        self.interfaces: list[types_pb2.Interface] = []  # networking: the guest's view
+        self.routes: list[types_pb2.Route] = []
+        self.neighbors: list[types_pb2.ARPNeighbor] = []
 
     # plumbing ------------------------------------------------------------------------
     async def serve(self, path: str) -> None:
@@ -319,6 +323,31 @@ class FakeAgent(AgentServiceBase):
 
     async def GetOOMEvent(self, ctx: RequestContext, request: agent_pb2.GetOOMEventRequest):
         return agent_pb2.OOMEvent(container_id=await self.oom_events.get())
+
+    # networking -----------------------------------------------------------------------
+    async def UpdateInterface(self, ctx: RequestContext, request: agent_pb2.UpdateInterfaceRequest):
+        await self._enter("UpdateInterface", request.interface.name)
+        self.interfaces = [i for i in self.interfaces if i.hwAddr != request.interface.hwAddr]
+        self.interfaces.append(request.interface)
+        return request.interface
+
+    async def UpdateRoutes(self, ctx: RequestContext, request: agent_pb2.UpdateRoutesRequest):
+        await self._enter("UpdateRoutes", str(len(request.routes.Routes)))
+        self.routes = list(request.routes.Routes)
+        return agent_pb2.Routes(Routes=self.routes)
+
+    async def ListInterfaces(self, ctx: RequestContext, request: agent_pb2.ListInterfacesRequest):
+        await self._enter("ListInterfaces")
+        return agent_pb2.Interfaces(Interfaces=self.interfaces)
+
+    async def ListRoutes(self, ctx: RequestContext, request: agent_pb2.ListRoutesRequest):
+        await self._enter("ListRoutes")
+        return agent_pb2.Routes(Routes=self.routes)
+
+    async def AddARPNeighbors(self, ctx: RequestContext, request: agent_pb2.AddARPNeighborsRequest):
+        await self._enter("AddARPNeighbors", str(len(request.neighbors.ARPNeighbors)))
+        self.neighbors.extend(request.neighbors.ARPNeighbors)
+        return EMPTY
 
 
 def stop_all(agent: FakeAgent) -> None:
