@@ -33,14 +33,15 @@ __all__ = ["LibShimV2Profile"]
 
 
 class LibShimV2Profile(ClientProfile):
-    """Exec reapers and the idle-exit timer of one TaskService (event loop only)."""
+    """iSulad's profile: exec reapers, the idle-exit timer, v1 Stats (event loop only)."""
 
     name = "lib-shim-v2"
 
     def __init__(self, exit_fifo_dir: Path | None = None) -> None:
         super().__init__(exit_fifo_dir)
-        self._tuning = Tuning()
+        self._tuning = Tuning()  # until bind()
         self._on_idle: Callable[[], None] = lambda: None
+        #: exec record reapers (dropped once done) and the idle-exit timer
         self._reapers: set[asyncio.Task[None]] = set()
         self._idle_timer: asyncio.TimerHandle | None = None
 
