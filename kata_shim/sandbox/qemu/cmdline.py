@@ -172,18 +172,9 @@ def kernel_command_line(
     return " ".join([*params, config.kernel_params]).strip()
 
 
-def build_command(
-    config: QemuConfig,
-    paths: SandboxPaths,
-    accel: str,
-    tsc_khz: int,
-    vsock: VsockChannel | None = None,
-) -> list[str]:
+def _machine_args(config: QemuConfig, accel: str) -> list[str]:
     cpu = ["-cpu", "host"] if accel == "kvm" else []  # TCG: QEMU's default model boots fastest
     return [
-        *confine_prefix(),
-        config.path,
-        *sandbox_args(config.seccompsandbox),
         "-name",
         "kata-shim,debug-threads=on",
         "-accel",
@@ -199,23 +190,40 @@ def build_command(
         "-nographic",
         "-no-reboot",
         "-no-user-config",
+    ]
+
+
+def _monitor_args(paths: SandboxPaths) -> list[str]:
+    return [
         "-serial",
         f"file:{paths.console}",
         "-qmp",
         f"unix:{paths.qmp},server=on,wait=off",
         "-qmp",  # a second monitor only for VM-death events (qemu/events.py)
         f"unix:{paths.qmp.with_name('qmp-events.sock')},server=on,wait=off",
-        "-kernel",
-        config.kernel,
-        "-initrd",
-        config.initrd,
-        "-append",
-        kernel_command_line(
-            config,
-            accel,
-            tsc_khz,
-            vsock=vsock is not None,
-            debug_console=config.debug_console_enabled,
-        ),
+    ]
+
+
+def _boot_args(config: QemuConfig, accel: str, tsc_khz: int, vsock: bool) -> list[str]:
+    cmdline = kernel_command_line(
+        config, accel, tsc_khz, vsock=vsock, debug_console=config.debug_console_enabled
+    )
+    return ["-kernel", config.kernel, "-initrd", config.initrd, "-append", cmdline]
+
+
+def build_command(
+    config: QemuConfig,
+    paths: SandboxPaths,
+    accel: str,
+    tsc_khz: int,
+    vsock: VsockChannel | None = None,
+) -> list[str]:
+    return [
+        *confine_prefix(),
+        config.path,
+        *sandbox_args(config.seccompsandbox),
+        *_machine_args(config, accel),
+        *_monitor_args(paths),
+        *_boot_args(config, accel, tsc_khz, vsock is not None),
         *_devices(config, paths, vsock),
     ]
