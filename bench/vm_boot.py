@@ -21,12 +21,11 @@ from pathlib import Path
 
 from kata_shim import oci
 from kata_shim.devenv.specs import container_spec, shared_rootfs
-from kata_shim.devenv.vm import host_tsc_khz
 from kata_shim.image.builder import build
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
-from kata_shim.sandbox.qemu.accel import choose_accel
+from kata_shim.sandbox.qemu.accel import choose_accel, host_tsc_khz
 from kata_shim.sandbox.qemu.cmdline import QemuConfig, SandboxPaths, build_command
 
 

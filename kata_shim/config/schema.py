@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "DEFAULT_DIAL_TIMEOUT",
     "HYPERVISOR_TYPES",
     "AgentConfig",
     "Config",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 DEFAULT_STATE_DIR = "/run/kata-shim"
+#: [agent.kata] dial_timeout when unset: how long the shim dials a booting guest's agent (s)
+DEFAULT_DIAL_TIMEOUT = 45.0
 
 
 class ConfigError(ValueError):
@@ -151,7 +154,7 @@ class AgentConfig:
 
     enable_debug: bool = False
     debug_console_enabled: bool = False
-    dial_timeout: float = 45.0
+    dial_timeout: float = DEFAULT_DIAL_TIMEOUT
     kernel_modules: tuple[str, ...] = ()
     table: Mapping[str, Any] = field(default_factory=dict)
 
@@ -237,7 +240,7 @@ def _agent(source: str, data: dict[str, Any], warnings: list[str]) -> AgentConfi
         if name != "kata":
             warnings.append(f"{source}: unknown table [agent.{name}] ignored")
     table = check_table(source, "agent.kata", section.get("kata", {}), AGENT_KEYS, warnings)
-    timeout = float(table.get("dial_timeout", 45.0))
+    timeout = float(table.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
     if timeout <= 0:
         raise ConfigError(f"{source}: [agent.kata] dial_timeout: must be > 0, got {timeout}")
     return AgentConfig(

@@ -5,7 +5,9 @@ group) hosting one guest agent. The task service only ever sees this ABC: it
 never imports a concrete backend. Backends register themselves by name
 (`local`, `qemu`, `libvirt`) and are chosen from the configuration.
 Rule: every method is idempotent where it can be (stop/cleanup twice is fine),
-and none blocks forever — each takes or derives a bound.
+and none blocks forever — each takes or derives a bound. A backend says where
+its agent is (`agent_address`); dialling it is implemented once, here, over
+sandbox/dial.py.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kata_shim.errors import InvalidArgument
+from kata_shim.config.schema import DEFAULT_DIAL_TIMEOUT
+from kata_shim.errors import DeadlineExceeded, InvalidArgument, ShimError
+from kata_shim.sandbox.dial import AgentAddress, DialPolicy, dial_agent
 from kata_shim.ttrpc.client import Client
 
 __all__ = [
+    "BackendFactory",
     "Sandbox",
     "SandboxSpec",
     "available_backends",
@@ -54,6 +59,9 @@ class Sandbox(abc.ABC):
     backend: str = ""
     #: False when containers are not isolated from the host (the `local` backend)
     isolated: bool = True
+    #: pause after a failed dial attempt, and the bound of each attempt's health check
+    dial_retry: float = 0.1
+    dial_health_timeout: float = 2.0
 
     def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
@@ -72,8 +80,35 @@ class Sandbox(abc.ABC):
         """
 
     @abc.abstractmethod
+    def agent_address(self) -> AgentAddress:
+        """Where the host reaches this sandbox's agent (meaningful once `start` began)."""
+
     async def connect_agent(self) -> Client:
-        """Dial the guest agent (retrying until the configured dial timeout) and return a client."""
+        """Dial the guest agent until it answers Health.Check or the dial timeout passes."""
+        policy = DialPolicy(self.dial_timeout, self.dial_retry, self.dial_health_timeout)
+        return await dial_agent(
+            self.agent_address(), policy, alive=self._check_alive, silent=self._agent_silent
+        )
+
+    @property
+    def dial_timeout(self) -> float:
+        return float(self.spec.agent.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
+
+    def _check_alive(self) -> None:
+        """Raise a ShimError when the sandbox is gone (ends a dial early)."""
+        return None
+
+    def _agent_silent(self, last_error: Exception | None) -> ShimError:
+        """The error of a dial that timed out."""
+        return DeadlineExceeded(
+            f"timed out connecting to agent at {self.agent_address()}: {last_error}"
+        )
+
+    async def _await_agent(self) -> None:
+        """For `start`: return once the agent answers (the connection is not kept)."""
+        client = await self.connect_agent()
+        client.close()
+        await client.wait_closed()
 
     @abc.abstractmethod
     async def share(
@@ -100,9 +135,10 @@ class Sandbox(abc.ABC):
         """Remove every host resource the sandbox created (sockets, dirs, mounts). Idempotent."""
 
 
-SandboxFactory = Callable[[SandboxSpec], Sandbox]
+#: builds a backend's Sandbox from a spec (the registry's entries)
+BackendFactory = Callable[[SandboxSpec], Sandbox]
 
-_BACKENDS: dict[str, SandboxFactory] = {}
+_BACKENDS: dict[str, BackendFactory] = {}
 
 # Built-in backends are imported on first use only (keeps libvirt/QMP imports
 # off the shim's start path when they are not configured).
@@ -113,7 +149,7 @@ _BUILTIN_MODULES = {
 }
 
 
-def register_backend(name: str, factory: SandboxFactory) -> None:
+def register_backend(name: str, factory: BackendFactory) -> None:
     """Make `factory` available as hypervisor type `name`."""
     _BACKENDS[name] = factory
 

@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable
 
 from kata_shim.errors import ShimError, Unavailable, Unimplemented
-from kata_shim.proto import agent_pb2, health_pb2
+from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
-from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.tuning import Tuning
@@ -73,13 +72,8 @@ class Pod:
         began = time.monotonic()
         try:
             await self.sandbox.start()
-            self._client = await self.sandbox.connect_agent()
+            self._client = await self.sandbox.connect_agent()  # answered Health.Check
             self._client.observer = self.observer.agent_rpc
-            reply = await HealthClient(self._client).Check(
-                health_pb2.CheckRequest(), timeout=self.tuning.health_timeout
-            )
-            if reply.status != health_pb2.HealthCheckResponse.SERVING:
-                raise Unavailable(f"sandbox {self.id}: agent is not serving")
             self._agent = AgentServiceClient(self._client)
             request = agent_pb2.CreateSandboxRequest(hostname=hostname, sandbox_id=self.id)
             await self._agent.CreateSandbox(request, timeout=self.tuning.agent_timeout)

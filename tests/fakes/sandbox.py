@@ -19,6 +19,7 @@ from typing import Any
 
 from kata_shim.errors import Unavailable
 from kata_shim.sandbox.base import Sandbox, SandboxSpec
+from kata_shim.sandbox.dial import UnixAddress
 from kata_shim.ttrpc.client import Client
 from tests.fakes.agent import FakeAgent, Program, stop_all
 
@@ -58,6 +59,9 @@ class FakeSandbox(Sandbox):
         self.spec.state_dir.mkdir(parents=True, exist_ok=True)
         await self.agent.serve(str(self.socket))
         self._pid = next(_PIDS)
+
+    def agent_address(self) -> UnixAddress:
+        return UnixAddress(self.socket)
 
     async def connect_agent(self) -> Client:
         if self.agent.dead:

@@ -39,7 +39,6 @@ def run_on(loop_kind: str, coro: Coroutine[Any, Any, T]) -> T:
 
 FAST = Tuning(
     agent_timeout=5.0,
-    health_timeout=5.0,
     drain_grace=0.2,
     drain_abandon=0.5,
     stall_timeout=2.0,

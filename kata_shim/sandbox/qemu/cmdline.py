@@ -24,6 +24,7 @@ from typing import Any
 
 from kata_shim.debugconsole import CONSOLE_PORT, CONSOLE_SOCKET, KERNEL_PARAM
 from kata_shim.errors import InvalidArgument
+from kata_shim.sandbox.dial import AGENT_VSOCK_PORT
 from kata_shim.sandbox.qemu.confine import DEFAULT_SANDBOX, confine_prefix, sandbox_args
 
 __all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command", "console_socket"]
@@ -87,9 +88,6 @@ class SandboxPaths:
     agent: Path
     console: Path
     share: Path
-
-
-AGENT_VSOCK_PORT = 1024
 
 
 @dataclass(frozen=True, slots=True)
