@@ -5,7 +5,8 @@ table-driven; a wrong type is a `ConfigError` naming the file, the table and
 the key; an unknown key or table is a warning (returned, logged by the
 loader), never an error, so a stock Kata file with keys we do not use loads.
 Exactly one `[hypervisor.<type>]` table must be present. Every dataclass is
-frozen; `Config.as_mapping()` is the plain-dict view handed to the task service.
+frozen; the shim hands its sections to the sandbox backends as they are (the
+hypervisor table is the backend's to interpret, e.g. as QemuConfig).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Kind(enum.Enum):
 _S, _B, _I, _N, _L = Kind.STR, Kind.BOOL, Kind.INT, Kind.NUMBER, Kind.STR_LIST
 
 # Kata's [hypervisor.qemu] keys (configuration-qemu.toml.in) plus ours (accel, agent_channel,
-# debug_console_enabled: Kata has it in [agent.kata], which is honoured too — see as_mapping).
+# debug_console_enabled: Kata has it in [agent.kata], which is honoured too — see build_config).
 _VM_KEYS: dict[str, Kind] = {
     "path": _S, "kernel": _S, "initrd": _S, "image": _S, "machine_type": _S,
     "rootfs_type": _S, "kernel_params": _S, "firmware": _S, "firmware_volume": _S,
@@ -184,31 +185,8 @@ class Config:
         return self.runtime.enable_debug
 
     def sandbox_state_dir(self, sandbox_id: str) -> Path:
+        """`<[runtime] state_dir>/<sandbox-id>`: the sandbox's private state directory."""
         return Path(self.runtime.state_dir) / sandbox_id
-
-    def as_mapping(self) -> Mapping[str, Any]:
-        """Plain-dict view for the task service's `config_loader` contract."""
-        agent = {
-            **self.agent.table,
-            "enable_debug": self.agent.enable_debug,
-            "debug_console_enabled": self.agent.debug_console_enabled,
-            "dial_timeout": self.agent.dial_timeout,
-            "kernel_modules": list(self.agent.kernel_modules),
-        }
-        runtime = {**self.runtime.table, "state_dir": self.runtime.state_dir}
-        runtime["enable_debug"] = self.runtime.enable_debug
-        hypervisor = dict(self.hypervisor.table)
-        if self.agent.debug_console_enabled:  # Kata's place for it; the backend reads this table
-            hypervisor["debug_console_enabled"] = True
-        return MappingProxyType(
-            {
-                "source": self.source,
-                "hypervisor_type": self.hypervisor.type,
-                "hypervisor": hypervisor,
-                "agent": agent,
-                "runtime": runtime,
-            }
-        )
 
 
 def _hypervisor(source: str, data: dict[str, Any], warnings: list[str]) -> HypervisorConfig:
@@ -276,10 +254,16 @@ def build_config(source: str, data: dict[str, Any]) -> Config:
             warnings.append(f"{source}: unknown top-level key or table {name!r} ignored")
     if "factory" in data:
         check_table(source, "factory", data["factory"], FACTORY_KEYS, warnings)
+    hypervisor = _hypervisor(source, data, warnings)
+    agent = _agent(source, data, warnings)
+    runtime = _runtime(source, data, warnings)
+    if agent.debug_console_enabled:  # Kata's place for it; the backend reads its own table
+        table = MappingProxyType({**hypervisor.table, "debug_console_enabled": True})
+        hypervisor = HypervisorConfig(hypervisor.type, table)
     return Config(
         source=source,
-        hypervisor=_hypervisor(source, data, warnings),
-        agent=_agent(source, data, warnings),
-        runtime=_runtime(source, data, warnings),
+        hypervisor=hypervisor,
+        agent=agent,
+        runtime=runtime,
         warnings=tuple(warnings),
     )

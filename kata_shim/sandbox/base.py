@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import abc
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from kata_shim.config.schema import DEFAULT_DIAL_TIMEOUT
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.errors import DeadlineExceeded, InvalidArgument, ShimError
 from kata_shim.sandbox.dial import AgentAddress, DialPolicy, dial_agent
 from kata_shim.ttrpc.client import Client
@@ -27,6 +26,7 @@ from kata_shim.ttrpc.client import Client
 __all__ = [
     "BackendFactory",
     "Sandbox",
+    "SandboxProvider",
     "SandboxSpec",
     "available_backends",
     "create_sandbox",
@@ -39,15 +39,16 @@ class SandboxSpec:
     """What a backend needs to know to build one sandbox.
 
     `state_dir` is private to this sandbox (sockets, logs, share dirs) and is
-    removed by `cleanup`. `hypervisor` is the backend's config table (e.g. the
-    `[hypervisor.qemu]` section as a dict), `agent` the `[agent.kata]` table;
-    `config_source` is the configuration file they came from (for error messages).
+    removed by `cleanup`. `hypervisor` is the configuration's `[hypervisor.<type>]`
+    section (its type names the backend, its table is the backend's to read),
+    `agent` the `[agent.kata]` section; `config_source` is the configuration file
+    they came from (for error messages).
     """
 
     sandbox_id: str
     state_dir: Path
-    hypervisor: Mapping[str, Any] = field(default_factory=dict)
-    agent: Mapping[str, Any] = field(default_factory=dict)
+    hypervisor: HypervisorConfig = field(default_factory=lambda: HypervisorConfig("local"))
+    agent: AgentConfig = field(default_factory=AgentConfig)
     debug: bool = False
     config_source: str = ""
 
@@ -92,7 +93,7 @@ class Sandbox(abc.ABC):
 
     @property
     def dial_timeout(self) -> float:
-        return float(self.spec.agent.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
+        return self.spec.agent.dial_timeout
 
     def _check_alive(self) -> None:
         """Raise a ShimError when the sandbox is gone (ends a dial early)."""
@@ -137,6 +138,8 @@ class Sandbox(abc.ABC):
 
 #: builds a backend's Sandbox from a spec (the registry's entries)
 BackendFactory = Callable[[SandboxSpec], Sandbox]
+#: the sandbox for a sandbox id, configured (what the task service is given)
+SandboxProvider = Callable[[str], Sandbox]
 
 _BACKENDS: dict[str, BackendFactory] = {}
 
@@ -158,8 +161,9 @@ def available_backends() -> list[str]:
     return sorted(set(_BACKENDS) | set(_BUILTIN_MODULES))
 
 
-def create_sandbox(backend: str, spec: SandboxSpec) -> Sandbox:
-    """Build a sandbox of the named backend (registered by importing its module)."""
+def create_sandbox(spec: SandboxSpec) -> Sandbox:
+    """A sandbox of backend `spec.hypervisor.type` (registered by importing its module)."""
+    backend = spec.hypervisor.type
     if backend not in _BACKENDS and backend in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[backend])
     factory = _BACKENDS.get(backend)

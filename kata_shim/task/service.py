@@ -15,9 +15,8 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import empty_pb2
 
@@ -29,6 +28,7 @@ from kata_shim.process.process import Process, Stdio
 from kata_shim.process.states import Op, status_of
 from kata_shim.proto import agent_pb2, events_pb2, task_pb2, task_types_pb2
 from kata_shim.proto.task_ttrpc import TaskBase
+from kata_shim.sandbox.base import SandboxProvider
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
@@ -36,7 +36,7 @@ from kata_shim.task.libshimv2 import LibShimV2Care
 from kata_shim.task.monitor import abort_pod_processes
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
-from kata_shim.task.pods import PodRegistry, SandboxFactory
+from kata_shim.task.pods import PodRegistry
 from kata_shim.task.spec import (
     Role,
     config_path,
@@ -54,11 +54,8 @@ __all__ = ["TaskService"]
 log = logging.getLogger(__name__)
 
 EMPTY = empty_pb2.Empty()
-ConfigLoader = Callable[[str | None], Mapping[str, Any]]
-
-
-def _default_config_loader(path: str | None) -> Mapping[str, Any]:
-    return {}
+#: called once, at the first Create, with its options' config_path: this shim's sandboxes
+ProviderLoader = Callable[[str | None], SandboxProvider]
 
 
 class TaskService(TaskBase):
@@ -69,10 +66,9 @@ class TaskService(TaskBase):
         *,
         namespace: str,
         publisher: Publisher,
-        sandbox_factory: SandboxFactory,
+        provider_loader: ProviderLoader,
         on_shutdown: Callable[[], None],
         exit_fifo_dir: Path | None = None,
-        config_loader: ConfigLoader | None = None,
         shim_pid: int | None = None,
         tuning: Tuning | None = None,
         lib_shim_v2: bool = False,
@@ -85,14 +81,12 @@ class TaskService(TaskBase):
         self._lib_shim_v2 = lib_shim_v2
         self._care = LibShimV2Care(self.env.tuning, self._idle) if lib_shim_v2 else None
         self._on_shutdown = on_shutdown
-        self._config_loader = config_loader or _default_config_loader
-        self._config: Mapping[str, Any] | None = None  # loaded once, at the first Create
+        self._provider_loader = provider_loader
+        self._provider: SandboxProvider | None = None  # loaded once, at the first Create
         self._shim_pid = shim_pid or os.getpid()
         self._containers: dict[str, Container] = {}  # event loop, await-free mutations
         self._creating: set[str] = set()  # ids whose Create is in flight
-        self._pods = PodRegistry(
-            sandbox_factory, self.env.tuning, self._pod_died, self._oom, observer
-        )
+        self._pods = PodRegistry(self.env.tuning, self._pod_died, self._oom, observer)
         self._shutdown_task: asyncio.Task[None] | None = None  # Shutdown's teardown-then-exit
 
     # lookups ---------------------------------------------------------------------------
@@ -151,12 +145,12 @@ class TaskService(TaskBase):
 
     async def _create(self, request: task_pb2.CreateTaskRequest) -> Container:
         spec = load_bundle_spec(request.bundle)
-        config = self._load_config(request)
+        provider = self._load_provider(request)
         where = placement(request.id, spec.get("annotations") or {})
         stdio = Stdio(request.stdin, request.stdout, request.stderr, request.terminal)
         init = Process(request.id, "", request.id, stdio)
         async with init.lock:  # the init's exit is queued after TaskCreate
-            pod = await self._pods.acquire(where, config, spec.get("hostname", ""), request.id)
+            pod = await self._pods.acquire(where, provider, spec.get("hostname", ""), request.id)
             try:
                 container = await create_container(self.env, request, spec, pod, init)
             except BaseException:
@@ -175,11 +169,11 @@ class TaskService(TaskBase):
 
         return siblings
 
-    def _load_config(self, request: task_pb2.CreateTaskRequest) -> Mapping[str, Any]:
-        if self._config is None:
+    def _load_provider(self, request: task_pb2.CreateTaskRequest) -> SandboxProvider:
+        if self._provider is None:
             options = request.options if request.HasField("options") else None
-            self._config = self._config_loader(config_path(options))
-        return self._config
+            self._provider = self._provider_loader(config_path(options))
+        return self._provider
 
     @staticmethod
     def _create_event(

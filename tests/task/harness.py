@@ -167,7 +167,7 @@ async def harness(
     service = TaskService(
         namespace="testns",
         publisher=publisher,
-        sandbox_factory=farm,
+        provider_loader=farm.load,
         on_shutdown=lambda: shutdowns.append(1),
         exit_fifo_dir=exit_fifo_dir,
         shim_pid=4242,

@@ -47,7 +47,7 @@ class LibvirtSandbox(Sandbox):
 
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
-        table = dict(spec.hypervisor)
+        table = dict(spec.hypervisor.table)
         self.uri = str(table.pop("uri", "qemu:///system"))
         self.origin = Origin(spec.config_source, "hypervisor.libvirt")
         self.table = {**table, "machine_type": table.get("machine_type", "pc")}

@@ -52,7 +52,7 @@ class QemuSandbox(Sandbox):
         super().__init__(spec)
         self.origin = Origin(spec.config_source, "hypervisor.qemu")
         try:
-            self.config = qemu_config(spec.hypervisor, self.origin)
+            self.config = qemu_config(spec.hypervisor.table, self.origin)
         except ShimError as exc:
             log_start_failure(spec.sandbox_id, exc)
             raise
@@ -99,7 +99,7 @@ class QemuSandbox(Sandbox):
             raise
 
     def _preflight(self) -> None:
-        problems = launch_problems(self.spec.hypervisor, self.origin)
+        problems = launch_problems(self.spec.hypervisor.table, self.origin)
         for problem in problems[1:]:
             log.error("sandbox %s: also: %s", self.spec.sandbox_id, problem.message)
         if problems:
