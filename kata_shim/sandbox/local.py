@@ -180,32 +180,25 @@ class LocalSandbox(Sandbox):
     async def start(self) -> None:
         log.warning("local sandbox: containers are NOT isolated in a VM (development/CI only)")
         self.spec.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.spec.debug:
-            self._proc = HostProcess(
-                self._argv(), stdout=2, stderr=2, new_session=True, spawner=agent_spawner
-            )
-        else:
-            agent_log = os.open(
-                self.spec.state_dir / "agent.log",
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                0o600,
-            )
-            try:
-                self._proc = HostProcess(
-                    self._argv(),
-                    stdout=agent_log,
-                    stderr=agent_log,
-                    new_session=True,
-                    spawner=agent_spawner,
-                )
-            finally:
-                os.close(agent_log)
+        self._proc = self._spawn_agent()
         try:
             await self._await_agent()
         except ShimError:
             await self.stop(timeout=2)
             raise
         log.info("local sandbox %s: agent pid %d ready", self.spec.sandbox_id, self.pid)
+
+    def _spawn_agent(self) -> HostProcess:
+        """The agent in its own session; output to our stderr (debug) or to agent.log."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        out = 2 if self.spec.debug else os.open(self.spec.state_dir / "agent.log", flags, 0o600)
+        try:
+            return HostProcess(
+                self._argv(), stdout=out, stderr=out, new_session=True, spawner=agent_spawner
+            )
+        finally:
+            if out != 2:
+                os.close(out)
 
     def _check_alive(self) -> None:
         if self._proc is not None and self._proc.returncode is not None:

@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 from kata_shim import mounts
 from kata_shim.errors import FailedPrecondition, ShimError, Unavailable
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
-from kata_shim.sandbox.diagnostics import agent_silent, block, log_start_failure, tail
+from kata_shim.sandbox.diagnostics import (
+    agent_silent,
+    block,
+    log_start_failure,
+    logged_start,
+    tail,
+)
 from kata_shim.sandbox.dial import UnixAddress
 from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
@@ -102,11 +108,7 @@ class LibvirtSandbox(Sandbox):
         )
 
     async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException as exc:
-            log_start_failure(self.spec.sandbox_id, exc)
-            raise
+        await logged_start(self.spec.sandbox_id, self._start())
 
     async def _open(self) -> None:
         import libvirt  # only when this backend is configured

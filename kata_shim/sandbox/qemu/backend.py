@@ -31,7 +31,12 @@ from kata_shim import mounts
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
 from kata_shim.sandbox import vsock
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
-from kata_shim.sandbox.diagnostics import agent_silent, log_start_failure, vm_exited
+from kata_shim.sandbox.diagnostics import (
+    agent_silent,
+    log_start_failure,
+    logged_start,
+    vm_exited,
+)
 from kata_shim.sandbox.dial import AgentAddress, UnixAddress, VsockAddress
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel, host_tsc_khz
@@ -92,11 +97,7 @@ class QemuSandbox(Sandbox):
         return UnixAddress(self.paths.agent)
 
     async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException as exc:
-            log_start_failure(self.spec.sandbox_id, exc)
-            raise
+        await logged_start(self.spec.sandbox_id, self._start())
 
     def _preflight(self) -> None:
         problems = launch_problems(self.spec.hypervisor.table, self.origin)
