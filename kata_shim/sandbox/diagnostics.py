@@ -20,9 +20,11 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
+from kata_shim.sandbox.dial import AgentAddress, VsockAddress
 from kata_shim.sandbox.preflight import Origin
 
 __all__ = [
+    "agent_channel",
     "agent_silent",
     "block",
     "exit_text",
@@ -129,6 +131,13 @@ def agent_silent(
         f"on a slow host (TCG) raise {agent_origin.key('dial_timeout')}"
         f"{block('last lines of the guest console', tail(console), inline=False)}"
     )
+
+
+def agent_channel(address: AgentAddress, serial_port: str) -> str:
+    """How the agent was dialled: the vsock address, or the virtio-serial port and its host end."""
+    if isinstance(address, VsockAddress):
+        return str(address)
+    return f"virtio-serial port {serial_port} (host socket {address})"
 
 
 def log_start_failure(sandbox_id: str, exc: BaseException) -> None:

@@ -23,6 +23,7 @@ from kata_shim import mounts
 from kata_shim.errors import FailedPrecondition, ShimError, Unavailable
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.diagnostics import (
+    agent_channel,
     agent_silent,
     block,
     log_start_failure,
@@ -170,7 +171,7 @@ class LibvirtSandbox(Sandbox):
     def _agent_silent(self, last_error: Exception | None) -> ShimError:
         return agent_silent(
             self.dial_timeout,
-            f"virtio-serial port {AGENT_PORT} (host socket {self.agent_address()})",
+            agent_channel(self.agent_address(), AGENT_PORT),
             f"last dial error: {last_error}; libvirt domain {self.name} is still running",
             Origin(self.spec.config_source, "agent.kata"),
             self.vm_dir / "console.log",

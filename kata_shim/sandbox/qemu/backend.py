@@ -32,6 +32,7 @@ from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
 from kata_shim.sandbox import vsock
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.diagnostics import (
+    agent_channel,
     agent_silent,
     log_start_failure,
     logged_start,
@@ -227,15 +228,9 @@ class QemuSandbox(Sandbox):
         self._raise_if_exited()
 
     def _agent_silent(self, last_error: Exception | None) -> ShimError:
-        address = self.agent_address()
-        channel = (
-            str(address)
-            if isinstance(address, VsockAddress)
-            else f"virtio-serial port {AGENT_PORT} (host socket {address})"
-        )
         return agent_silent(
             self.dial_timeout,
-            channel,
+            agent_channel(self.agent_address(), AGENT_PORT),
             f"last dial error: {last_error}; QEMU (pid {self.pid}) is still running",
             Origin(self.spec.config_source, "agent.kata"),
             self.paths.console,
