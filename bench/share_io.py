@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kata_shim import oci
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.devenv.specs import container_spec, shared_rootfs
 from kata_shim.image.builder import build
 from kata_shim.proto import agent_pb2
@@ -54,7 +55,12 @@ async def run_once(table: dict[str, Any], mib: int) -> list[float]:
     state = Path(tempfile.mkdtemp(prefix="ks-bench-io-", dir="/tmp"))
     volume = Path(tempfile.mkdtemp(prefix="ks-bench-vol-", dir="/var/tmp"))
     sandbox = create_sandbox(
-        "qemu", SandboxSpec("benchio", state, hypervisor=table, agent={"dial_timeout": 120})
+        SandboxSpec(
+            "benchio",
+            state,
+            hypervisor=HypervisorConfig("qemu", table),
+            agent=AgentConfig(dial_timeout=120),
+        )
     )
     try:
         await sandbox.start()

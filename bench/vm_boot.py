@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 from kata_shim import oci
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.devenv.specs import container_spec, shared_rootfs
-from kata_shim.devenv.vm import host_tsc_khz
 from kata_shim.image.builder import build
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
-from kata_shim.sandbox.qemu.accel import choose_accel
+from kata_shim.sandbox.qemu.accel import choose_accel, host_tsc_khz
 from kata_shim.sandbox.qemu.cmdline import QemuConfig, SandboxPaths, build_command
 
 
@@ -59,7 +59,12 @@ def _read(path: Path) -> bytes:
 async def sandbox_boot(table: dict[str, str]) -> tuple[float, float]:
     state = Path(tempfile.mkdtemp(prefix="ks-bench-", dir="/tmp"))
     sandbox = create_sandbox(
-        "qemu", SandboxSpec("bench", state, hypervisor=table, agent={"dial_timeout": 120})
+        SandboxSpec(
+            "bench",
+            state,
+            hypervisor=HypervisorConfig("qemu", table),
+            agent=AgentConfig(dial_timeout=120),
+        )
     )
     started = time.perf_counter()
     try:

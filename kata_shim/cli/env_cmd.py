@@ -35,11 +35,20 @@ def _table(name: str, table: Mapping[str, Any]) -> list[str]:
 
 
 def sections(config: Config) -> dict[str, Mapping[str, Any]]:
-    view = config.as_mapping()
+    """Each table as the shim uses it: the file's keys with the typed values filled in."""
+    agent = {
+        **config.agent.table,
+        "enable_debug": config.agent.enable_debug,
+        "debug_console_enabled": config.agent.debug_console_enabled,
+        "dial_timeout": config.agent.dial_timeout,
+        "kernel_modules": list(config.agent.kernel_modules),
+    }
+    runtime = {**config.runtime.table, "state_dir": config.runtime.state_dir}
+    runtime["enable_debug"] = config.runtime.enable_debug
     return {
-        f"hypervisor.{config.hypervisor.type}": view["hypervisor"],
-        "agent.kata": view["agent"],
-        "runtime": view["runtime"],
+        f"hypervisor.{config.hypervisor.type}": config.hypervisor.table,
+        "agent.kata": agent,
+        "runtime": runtime,
     }
 
 

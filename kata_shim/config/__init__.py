@@ -1,8 +1,8 @@
 """Kata-style configuration.toml: lookup order (loader) and validated schema (schema).
 
-`load_config(config_path)` returns a frozen `Config`; `Config.as_mapping()` is
-the plain view the task service's `config_loader` returns. Importing this
-package costs only tomllib and dataclasses.
+`load_config(config_path)` returns a frozen `Config`; the shim builds its
+sandboxes from it (shim/runtime.py). Importing this package costs only tomllib
+and dataclasses.
 """
 
 from kata_shim.config.loader import DEFAULT_PATHS, EMBEDDED_CONFIG, choose_config_file, load_config

@@ -5,7 +5,8 @@ table-driven; a wrong type is a `ConfigError` naming the file, the table and
 the key; an unknown key or table is a warning (returned, logged by the
 loader), never an error, so a stock Kata file with keys we do not use loads.
 Exactly one `[hypervisor.<type>]` table must be present. Every dataclass is
-frozen; `Config.as_mapping()` is the plain-dict view handed to the task service.
+frozen; the shim hands its sections to the sandbox backends as they are (the
+hypervisor table is the backend's to interpret, e.g. as QemuConfig).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "DEFAULT_DIAL_TIMEOUT",
     "HYPERVISOR_TYPES",
     "AgentConfig",
     "Config",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_STATE_DIR = "/run/kata-shim"
+#: [agent.kata] dial_timeout when unset: how long the shim dials a booting guest's agent (s)
+DEFAULT_DIAL_TIMEOUT = 45.0
 
 
 class ConfigError(ValueError):
@@ -45,57 +49,73 @@ class Kind(enum.Enum):
     STR_LIST = "a list of strings"
 
 
-_S, _B, _I, _N, _L = Kind.STR, Kind.BOOL, Kind.INT, Kind.NUMBER, Kind.STR_LIST
+def _keys(**names_by_kind: str) -> dict[str, Kind]:
+    """A key table from space-separated key names per Kind member name."""
+    return {key: Kind[kind] for kind, names in names_by_kind.items() for key in names.split()}
+
 
 # Kata's [hypervisor.qemu] keys (configuration-qemu.toml.in) plus ours (accel, agent_channel,
-# debug_console_enabled: Kata has it in [agent.kata], which is honoured too — see as_mapping).
-_VM_KEYS: dict[str, Kind] = {
-    "path": _S, "kernel": _S, "initrd": _S, "image": _S, "machine_type": _S,
-    "rootfs_type": _S, "kernel_params": _S, "firmware": _S, "firmware_volume": _S,
-    "machine_accelerators": _S, "cpu_features": _S, "default_vcpus": _N,
-    "default_maxvcpus": _I, "default_memory": _I, "memory_slots": _I,
-    "default_maxmemory": _I, "memory_offset": _I, "default_bridges": _I,
-    "shared_fs": _S, "virtio_fs_daemon": _S, "valid_virtio_fs_daemon_paths": _L,
-    "virtio_fs_cache": _S, "virtio_fs_cache_size": _I, "virtio_fs_extra_args": _L,
-    "virtio_fs_queue_size": _I, "block_device_driver": _S, "disable_block_device_use": _B,
-    "block_device_cache_set": _B, "block_device_cache_direct": _B,
-    "block_device_cache_noflush": _B, "enable_iothreads": _B, "enable_annotations": _L,
-    "valid_hypervisor_paths": _L, "enable_debug": _B, "rootless": _B,
-    "disable_nesting_checks": _B, "enable_iommu": _B, "enable_hugepages": _B,
-    "file_mem_backend": _S, "guest_hook_path": _S, "hot_plug_vfio": _S, "cold_plug_vfio": _S,
-    "pcie_root_port": _I, "disable_vhost_net": _B, "entropy_source": _S,
-    "guest_memory_dump_path": _S, "disable_image_nvdimm": _B, "disable_selinux": _B,
-    "disable_guest_selinux": _B, "confidential_guest": _B, "seccompsandbox": _S,
-    "accel": _S, "agent_channel": _S, "debug_console_enabled": _B,
-}  # fmt: skip
+# debug_console_enabled: Kata has it in [agent.kata], which is honoured too — see build_config).
+_VM_KEYS: dict[str, Kind] = _keys(
+    STR=(
+        "path kernel initrd image machine_type rootfs_type kernel_params firmware "
+        "firmware_volume machine_accelerators cpu_features shared_fs virtio_fs_daemon "
+        "virtio_fs_cache block_device_driver file_mem_backend guest_hook_path "
+        "hot_plug_vfio cold_plug_vfio entropy_source guest_memory_dump_path "
+        "seccompsandbox accel agent_channel"
+    ),
+    BOOL=(
+        "disable_block_device_use block_device_cache_set block_device_cache_direct "
+        "block_device_cache_noflush enable_iothreads enable_debug rootless "
+        "disable_nesting_checks enable_iommu enable_hugepages disable_vhost_net "
+        "disable_image_nvdimm disable_selinux disable_guest_selinux confidential_guest "
+        "debug_console_enabled"
+    ),
+    INT=(
+        "default_maxvcpus default_memory memory_slots default_maxmemory memory_offset "
+        "default_bridges virtio_fs_cache_size virtio_fs_queue_size pcie_root_port"
+    ),
+    NUMBER="default_vcpus",
+    STR_LIST=(
+        "valid_virtio_fs_daemon_paths virtio_fs_extra_args enable_annotations "
+        "valid_hypervisor_paths"
+    ),
+)
 
 HYPERVISOR_KEYS: dict[str, dict[str, Kind]] = {
-    "local": {"enable_debug": _B, "path": _S},
+    "local": {"enable_debug": Kind.BOOL, "path": Kind.STR},
     "qemu": _VM_KEYS,
-    "libvirt": {**_VM_KEYS, "uri": _S},
+    "libvirt": {**_VM_KEYS, "uri": Kind.STR},
 }
 HYPERVISOR_TYPES = tuple(HYPERVISOR_KEYS)
 
-AGENT_KEYS: dict[str, Kind] = {
-    "enable_debug": _B, "enable_tracing": _B, "debug_console_enabled": _B,
-    "dial_timeout": _N, "kernel_modules": _L, "cdh_api_timeout": _N,
-    "launch_process_timeout": _N, "container_pipe_size": _I,
-}  # fmt: skip
+AGENT_KEYS: dict[str, Kind] = _keys(
+    BOOL="enable_debug enable_tracing debug_console_enabled",
+    INT="container_pipe_size",
+    NUMBER="dial_timeout cdh_api_timeout launch_process_timeout",
+    STR_LIST="kernel_modules",
+)
 
-RUNTIME_KEYS: dict[str, Kind] = {
-    "enable_debug": _B, "state_dir": _S, "sandbox_cgroup_only": _B,
-    "internetworking_model": _S, "disable_guest_seccomp": _B, "disable_new_netns": _B,
-    "static_sandbox_resource_mgmt": _B, "sandbox_bind_mounts": _L, "vfio_mode": _S,
-    "disable_guest_empty_dir": _B, "emptydir_mode": _S, "experimental": _L,
-    "enable_pprof": _B, "create_container_timeout": _N, "enable_tracing": _B,
-    "jaeger_endpoint": _S, "jaeger_user": _S, "jaeger_password": _S,
-    "guest_selinux_label": _S, "enable_vcpus_pinning": _B, "kubelet_root_dir": _S,
-    "pod_resource_api_sock": _S, "dan_conf": _S,
-}  # fmt: skip
+RUNTIME_KEYS: dict[str, Kind] = _keys(
+    STR=(
+        "state_dir internetworking_model vfio_mode emptydir_mode jaeger_endpoint "
+        "jaeger_user jaeger_password guest_selinux_label kubelet_root_dir "
+        "pod_resource_api_sock dan_conf"
+    ),
+    BOOL=(
+        "enable_debug sandbox_cgroup_only disable_guest_seccomp disable_new_netns "
+        "static_sandbox_resource_mgmt disable_guest_empty_dir enable_pprof enable_tracing "
+        "enable_vcpus_pinning"
+    ),
+    NUMBER="create_container_timeout",
+    STR_LIST="sandbox_bind_mounts experimental",
+)
 
-FACTORY_KEYS: dict[str, Kind] = {
-    "enable_template": _B, "template_path": _S, "vm_cache_number": _I, "vm_cache_endpoint": _S,
-}  # fmt: skip
+FACTORY_KEYS: dict[str, Kind] = _keys(
+    STR="template_path vm_cache_endpoint",
+    BOOL="enable_template",
+    INT="vm_cache_number",
+)
 
 
 def _matches(kind: Kind, value: Any) -> bool:
@@ -151,7 +171,7 @@ class AgentConfig:
 
     enable_debug: bool = False
     debug_console_enabled: bool = False
-    dial_timeout: float = 45.0
+    dial_timeout: float = DEFAULT_DIAL_TIMEOUT
     kernel_modules: tuple[str, ...] = ()
     table: Mapping[str, Any] = field(default_factory=dict)
 
@@ -181,31 +201,8 @@ class Config:
         return self.runtime.enable_debug
 
     def sandbox_state_dir(self, sandbox_id: str) -> Path:
+        """`<[runtime] state_dir>/<sandbox-id>`: the sandbox's private state directory."""
         return Path(self.runtime.state_dir) / sandbox_id
-
-    def as_mapping(self) -> Mapping[str, Any]:
-        """Plain-dict view for the task service's `config_loader` contract."""
-        agent = {
-            **self.agent.table,
-            "enable_debug": self.agent.enable_debug,
-            "debug_console_enabled": self.agent.debug_console_enabled,
-            "dial_timeout": self.agent.dial_timeout,
-            "kernel_modules": list(self.agent.kernel_modules),
-        }
-        runtime = {**self.runtime.table, "state_dir": self.runtime.state_dir}
-        runtime["enable_debug"] = self.runtime.enable_debug
-        hypervisor = dict(self.hypervisor.table)
-        if self.agent.debug_console_enabled:  # Kata's place for it; the backend reads this table
-            hypervisor["debug_console_enabled"] = True
-        return MappingProxyType(
-            {
-                "source": self.source,
-                "hypervisor_type": self.hypervisor.type,
-                "hypervisor": hypervisor,
-                "agent": agent,
-                "runtime": runtime,
-            }
-        )
 
 
 def _hypervisor(source: str, data: dict[str, Any], warnings: list[str]) -> HypervisorConfig:
@@ -237,7 +234,7 @@ def _agent(source: str, data: dict[str, Any], warnings: list[str]) -> AgentConfi
         if name != "kata":
             warnings.append(f"{source}: unknown table [agent.{name}] ignored")
     table = check_table(source, "agent.kata", section.get("kata", {}), AGENT_KEYS, warnings)
-    timeout = float(table.get("dial_timeout", 45.0))
+    timeout = float(table.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
     if timeout <= 0:
         raise ConfigError(f"{source}: [agent.kata] dial_timeout: must be > 0, got {timeout}")
     return AgentConfig(
@@ -273,10 +270,16 @@ def build_config(source: str, data: dict[str, Any]) -> Config:
             warnings.append(f"{source}: unknown top-level key or table {name!r} ignored")
     if "factory" in data:
         check_table(source, "factory", data["factory"], FACTORY_KEYS, warnings)
+    hypervisor = _hypervisor(source, data, warnings)
+    agent = _agent(source, data, warnings)
+    runtime = _runtime(source, data, warnings)
+    if agent.debug_console_enabled:  # Kata's place for it; the backend reads its own table
+        table = MappingProxyType({**hypervisor.table, "debug_console_enabled": True})
+        hypervisor = HypervisorConfig(hypervisor.type, table)
     return Config(
         source=source,
-        hypervisor=_hypervisor(source, data, warnings),
-        agent=_agent(source, data, warnings),
-        runtime=_runtime(source, data, warnings),
+        hypervisor=hypervisor,
+        agent=agent,
+        runtime=runtime,
         warnings=tuple(warnings),
     )

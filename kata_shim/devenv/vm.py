@@ -12,14 +12,9 @@ import re
 import subprocess
 from pathlib import Path
 
-__all__ = ["host_tsc_khz", "run_selftest"]
+from kata_shim.sandbox.qemu.accel import host_tsc_khz
 
-
-def host_tsc_khz(cpuinfo: str | None = None) -> int:
-    """The host CPU frequency in kHz from /proc/cpuinfo (what the TCG guest should assume)."""
-    text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
-    match = re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.MULTILINE)
-    return int(float(match.group(1)) * 1000) if match else 2_000_000
+__all__ = ["run_selftest"]
 
 
 def run_selftest(image_dir: Path, name: str, timeout: float = 120.0) -> tuple[int, str]:

@@ -34,22 +34,11 @@ __all__ = ["SOCKET_NAME", "SandboxEndpoint", "agent_url", "sandbox_state"]
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "shim-monitor.sock"
-AGENT_VSOCK_PORT = 1024
 
 
 def agent_url(sandbox: Sandbox) -> str:
-    """Where the shim dials `sandbox`'s agent (duck-typed over the backends)."""
-    channel = getattr(sandbox, "vsock", None)
-    if channel is not None:
-        return f"vsock://{channel.cid}:{AGENT_VSOCK_PORT}"
-    paths = getattr(sandbox, "paths", None)  # qemu: the virtio-serial port's host socket
-    if paths is not None:
-        return f"unix://{paths.agent}"
-    vm_dir = getattr(sandbox, "vm_dir", None)  # libvirt
-    if vm_dir is not None:
-        return f"unix://{vm_dir / 'agent.sock'}"
-    local = getattr(sandbox, "socket_path", None)  # local: the host agent's socket
-    return f"unix://{local}" if local is not None else ""
+    """Where the shim dials `sandbox`'s agent: unix://<path> or vsock://<cid>:<port>."""
+    return sandbox.agent_address().url()
 
 
 def sandbox_state(pod: Pod) -> str:

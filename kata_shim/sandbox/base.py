@@ -5,23 +5,28 @@ group) hosting one guest agent. The task service only ever sees this ABC: it
 never imports a concrete backend. Backends register themselves by name
 (`local`, `qemu`, `libvirt`) and are chosen from the configuration.
 Rule: every method is idempotent where it can be (stop/cleanup twice is fine),
-and none blocks forever — each takes or derives a bound.
+and none blocks forever — each takes or derives a bound. A backend says where
+its agent is (`agent_address`); dialling it is implemented once, here, over
+sandbox/dial.py.
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from kata_shim.errors import InvalidArgument
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
+from kata_shim.errors import DeadlineExceeded, InvalidArgument, ShimError
+from kata_shim.sandbox.dial import AgentAddress, DialPolicy, dial_agent
 from kata_shim.ttrpc.client import Client
 
 __all__ = [
+    "BackendFactory",
     "Sandbox",
+    "SandboxProvider",
     "SandboxSpec",
     "available_backends",
     "create_sandbox",
@@ -34,15 +39,16 @@ class SandboxSpec:
     """What a backend needs to know to build one sandbox.
 
     `state_dir` is private to this sandbox (sockets, logs, share dirs) and is
-    removed by `cleanup`. `hypervisor` is the backend's config table (e.g. the
-    `[hypervisor.qemu]` section as a dict), `agent` the `[agent.kata]` table;
-    `config_source` is the configuration file they came from (for error messages).
+    removed by `cleanup`. `hypervisor` is the configuration's `[hypervisor.<type>]`
+    section (its type names the backend, its table is the backend's to read),
+    `agent` the `[agent.kata]` section; `config_source` is the configuration file
+    they came from (for error messages).
     """
 
     sandbox_id: str
     state_dir: Path
-    hypervisor: Mapping[str, Any] = field(default_factory=dict)
-    agent: Mapping[str, Any] = field(default_factory=dict)
+    hypervisor: HypervisorConfig = field(default_factory=lambda: HypervisorConfig("local"))
+    agent: AgentConfig = field(default_factory=AgentConfig)
     debug: bool = False
     config_source: str = ""
 
@@ -54,6 +60,9 @@ class Sandbox(abc.ABC):
     backend: str = ""
     #: False when containers are not isolated from the host (the `local` backend)
     isolated: bool = True
+    #: pause after a failed dial attempt, and the bound of each attempt's health check
+    dial_retry: float = 0.1
+    dial_health_timeout: float = 2.0
 
     def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
@@ -72,8 +81,35 @@ class Sandbox(abc.ABC):
         """
 
     @abc.abstractmethod
+    def agent_address(self) -> AgentAddress:
+        """Where the host reaches this sandbox's agent (meaningful once `start` began)."""
+
     async def connect_agent(self) -> Client:
-        """Dial the guest agent (retrying until the configured dial timeout) and return a client."""
+        """Dial the guest agent until it answers Health.Check or the dial timeout passes."""
+        policy = DialPolicy(self.dial_timeout, self.dial_retry, self.dial_health_timeout)
+        return await dial_agent(
+            self.agent_address(), policy, alive=self._check_alive, silent=self._agent_silent
+        )
+
+    @property
+    def dial_timeout(self) -> float:
+        return self.spec.agent.dial_timeout
+
+    def _check_alive(self) -> None:
+        """Raise a ShimError when the sandbox is gone (ends a dial early)."""
+        return None
+
+    def _agent_silent(self, last_error: Exception | None) -> ShimError:
+        """The error of a dial that timed out."""
+        return DeadlineExceeded(
+            f"timed out connecting to agent at {self.agent_address()}: {last_error}"
+        )
+
+    async def _await_agent(self) -> None:
+        """For `start`: return once the agent answers (the connection is not kept)."""
+        client = await self.connect_agent()
+        client.close()
+        await client.wait_closed()
 
     @abc.abstractmethod
     async def share(
@@ -100,9 +136,12 @@ class Sandbox(abc.ABC):
         """Remove every host resource the sandbox created (sockets, dirs, mounts). Idempotent."""
 
 
-SandboxFactory = Callable[[SandboxSpec], Sandbox]
+#: builds a backend's Sandbox from a spec (the registry's entries)
+BackendFactory = Callable[[SandboxSpec], Sandbox]
+#: the sandbox for a sandbox id, configured (what the task service is given)
+SandboxProvider = Callable[[str], Sandbox]
 
-_BACKENDS: dict[str, SandboxFactory] = {}
+_BACKENDS: dict[str, BackendFactory] = {}
 
 # Built-in backends are imported on first use only (keeps libvirt/QMP imports
 # off the shim's start path when they are not configured).
@@ -113,7 +152,7 @@ _BUILTIN_MODULES = {
 }
 
 
-def register_backend(name: str, factory: SandboxFactory) -> None:
+def register_backend(name: str, factory: BackendFactory) -> None:
     """Make `factory` available as hypervisor type `name`."""
     _BACKENDS[name] = factory
 
@@ -122,8 +161,9 @@ def available_backends() -> list[str]:
     return sorted(set(_BACKENDS) | set(_BUILTIN_MODULES))
 
 
-def create_sandbox(backend: str, spec: SandboxSpec) -> Sandbox:
-    """Build a sandbox of the named backend (registered by importing its module)."""
+def create_sandbox(spec: SandboxSpec) -> Sandbox:
+    """A sandbox of backend `spec.hypervisor.type` (registered by importing its module)."""
+    backend = spec.hypervisor.type
     if backend not in _BACKENDS and backend in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[backend])
     factory = _BACKENDS.get(backend)

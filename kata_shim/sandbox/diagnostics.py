@@ -16,12 +16,23 @@ import logging
 import os
 import re
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
 
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
+from kata_shim.sandbox.dial import AgentAddress, VsockAddress
 from kata_shim.sandbox.preflight import Origin
 
-__all__ = ["agent_silent", "block", "exit_text", "log_start_failure", "tail", "vm_exited"]
+__all__ = [
+    "agent_channel",
+    "agent_silent",
+    "block",
+    "exit_text",
+    "log_start_failure",
+    "logged_start",
+    "tail",
+    "vm_exited",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +133,23 @@ def agent_silent(
     )
 
 
+def agent_channel(address: AgentAddress, serial_port: str) -> str:
+    """How the agent was dialled: the vsock address, or the virtio-serial port and its host end."""
+    if isinstance(address, VsockAddress):
+        return str(address)
+    return f"virtio-serial port {serial_port} (host socket {address})"
+
+
 def log_start_failure(sandbox_id: str, exc: BaseException) -> None:
     """The full error, with the sandbox id, at error level (shim log and journald)."""
     if isinstance(exc, ShimError):
         log.error("sandbox %s: cannot start (%s): %s", sandbox_id, exc.code.name, exc.message)
+
+
+async def logged_start(sandbox_id: str, start: Awaitable[None]) -> None:
+    """Await a VM backend's start; a failure is logged in full, then re-raised."""
+    try:
+        await start
+    except BaseException as exc:
+        log_start_failure(sandbox_id, exc)
+        raise

@@ -25,20 +25,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kata_shim import mounts
-from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
+from kata_shim.errors import ShimError, Unavailable
 from kata_shim.guest import cgroups
 from kata_shim.guest.bundle import default_cgroups_path
-from kata_shim.proto import health_pb2
-from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
-from kata_shim.ttrpc.client import Client
+from kata_shim.sandbox.dial import UnixAddress
 
 __all__ = ["HostProcess", "LocalSandbox"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIAL_TIMEOUT = 45.0
-DIAL_RETRY = 0.005  # the agent is ready ~0.1 s after spawn; a failed dial (ENOENT) is cheap
 UNKNOWN_STATUS = 255  # the exit status was collected by someone else
 _MNT_DETACH = 2
 
@@ -150,6 +146,8 @@ def unmount_detach(path: Path) -> None:
 class LocalSandbox(Sandbox):
     backend = "local"
     isolated = False
+    dial_retry = 0.005  # the agent is ready ~0.1 s after spawn; a failed dial (ENOENT) is cheap
+    dial_health_timeout = 5.0
 
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
@@ -161,9 +159,8 @@ class LocalSandbox(Sandbox):
     def pid(self) -> int:
         return self._proc.pid if self._proc is not None else 0
 
-    @property
-    def dial_timeout(self) -> float:
-        return float(self.spec.agent.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
+    def agent_address(self) -> UnixAddress:
+        return UnixAddress(self.socket_path)
 
     def _argv(self) -> list[str]:
         return [
@@ -183,60 +180,29 @@ class LocalSandbox(Sandbox):
     async def start(self) -> None:
         log.warning("local sandbox: containers are NOT isolated in a VM (development/CI only)")
         self.spec.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.spec.debug:
-            self._proc = HostProcess(
-                self._argv(), stdout=2, stderr=2, new_session=True, spawner=agent_spawner
-            )
-        else:
-            agent_log = os.open(
-                self.spec.state_dir / "agent.log",
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                0o600,
-            )
-            try:
-                self._proc = HostProcess(
-                    self._argv(),
-                    stdout=agent_log,
-                    stderr=agent_log,
-                    new_session=True,
-                    spawner=agent_spawner,
-                )
-            finally:
-                os.close(agent_log)
+        self._proc = self._spawn_agent()
         try:
-            client = await self.connect_agent()
+            await self._await_agent()
         except ShimError:
             await self.stop(timeout=2)
             raise
-        client.close()
-        await client.wait_closed()
         log.info("local sandbox %s: agent pid %d ready", self.spec.sandbox_id, self.pid)
 
-    async def connect_agent(self) -> Client:
-        """Dial the agent's socket until it answers Health.Check or dial_timeout passes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.dial_timeout
-        last_error: Exception | None = None
-        while loop.time() < deadline:
-            if self._proc is not None and self._proc.returncode is not None:
-                raise Unavailable(f"agent exited with status {self._proc.returncode}")
-            try:
-                return await self._dial()
-            except (OSError, ShimError) as exc:
-                last_error = exc
-                await asyncio.sleep(DIAL_RETRY)
-        raise DeadlineExceeded(f"timed out connecting to agent at {self.socket_path}: {last_error}")
-
-    async def _dial(self) -> Client:
-        client = await Client.connect_unix(str(self.socket_path), timeout=2)
+    def _spawn_agent(self) -> HostProcess:
+        """The agent in its own session; output to our stderr (debug) or to agent.log."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        out = 2 if self.spec.debug else os.open(self.spec.state_dir / "agent.log", flags, 0o600)
         try:
-            reply = await HealthClient(client).Check(health_pb2.CheckRequest(), timeout=5)
-            if reply.status != health_pb2.HealthCheckResponse.SERVING:
-                raise Unavailable("agent not serving yet")
-        except BaseException:
-            client.close()
-            raise
-        return client
+            return HostProcess(
+                self._argv(), stdout=out, stderr=out, new_session=True, spawner=agent_spawner
+            )
+        finally:
+            if out != 2:
+                os.close(out)
+
+    def _check_alive(self) -> None:
+        if self._proc is not None and self._proc.returncode is not None:
+            raise Unavailable(f"agent exited with status {self._proc.returncode}")
 
     async def share(
         self, container_id: str, name: str, host_path: Path, *, readonly: bool = False

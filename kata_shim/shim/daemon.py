@@ -76,9 +76,8 @@ class Daemon:
         service = TaskService(
             namespace=flags.namespace,
             publisher=publisher,
-            sandbox_factory=runtime.sandbox,
+            provider_loader=runtime.load,
             on_shutdown=self._on_shutdown,
-            config_loader=runtime.load,
             shim_pid=os.getpid(),
             # containerd always passes -address; iSulad (lib-shim-v2) never does
             profile=client_profile(lib_shim_v2=not flags.address, exit_fifo_dir=exit_fifo_dir()),

@@ -1,24 +1,24 @@
-"""What the daemon injects into the task service: the config loader and the sandbox factory.
+"""What the daemon injects into the task service: the sandbox provider, from the configuration.
 
-`ShimRuntime.load(config_path)` is TaskService's `config_loader`: it falls back
-to the options `start` saved in `<bundle>/options.pb` when Create carried none
-(iSulad never sends options), turns a bad file into InvalidArgument (the
-message reaches `ctr`), and raises the log level when the configuration asks
-for debug. `ShimRuntime.sandbox(sandbox_id, config)` is the `sandbox_factory`:
+`ShimRuntime.load(config_path)` is TaskService's `provider_loader`, called at
+the first Create: it falls back to the options `start` saved in
+`<bundle>/options.pb` when Create carried none (iSulad never sends options),
+turns a bad file into InvalidArgument (the message reaches `ctr`), raises the
+log level when the configuration asks for debug, and returns the
+`SandboxProvider` (sandbox id → Sandbox) built from the typed configuration:
 backend from `[hypervisor.<type>]`, state dir `<[runtime] state_dir>/<sandbox-id>`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from kata_shim.config import ConfigError, load_config
+from kata_shim.config import Config, ConfigError, load_config
 from kata_shim.errors import InvalidArgument
-from kata_shim.sandbox.base import Sandbox, SandboxSpec, create_sandbox
+from kata_shim.sandbox.base import Sandbox, SandboxProvider, SandboxSpec, create_sandbox
 from kata_shim.shim import zygote
 from kata_shim.shim.minipb import options_config_path
 from kata_shim.shim.paths import OPTIONS_FILE, STATE_ROOT_FILE, atomic_write
@@ -47,15 +47,19 @@ class ShimRuntime:
             log.warning("ignoring unreadable %s: %s", OPTIONS_FILE, exc)
             return None
 
-    def load(self, config_path: str | None) -> Mapping[str, Any]:
-        """TaskService config_loader: the chosen configuration as a mapping."""
+    def load_config(self, config_path: str | None) -> Config:
+        """The chosen configuration (InvalidArgument when it cannot be used)."""
         try:
             config = load_config(config_path or self.saved_config_path())
         except ConfigError as exc:
             raise InvalidArgument(f"kata-shim configuration: {exc}") from exc
         if config.debug or config.hypervisor.enable_debug or config.agent.enable_debug:
             logging.getLogger().setLevel(logging.DEBUG)
-        return config.as_mapping()
+        return config
+
+    def load(self, config_path: str | None) -> SandboxProvider:
+        """TaskService provider_loader: the sandboxes of the chosen configuration."""
+        return functools.partial(self.sandbox, self.load_config(config_path))
 
     def _record_state_root(self, state_root: str) -> None:
         """Tell our `delete` where sandboxes live, so it need not load the configuration."""
@@ -64,36 +68,29 @@ class ShimRuntime:
         except OSError as exc:  # delete then reads the configuration, as before
             log.warning("cannot record the state dir in the bundle: %s", exc)
 
-    def sandbox(self, sandbox_id: str, config: Mapping[str, Any]) -> Sandbox:
-        """TaskService sandbox_factory."""
-        if not config:  # a loader that returned nothing: use the embedded default
-            config = self.load(None)
-        runtime = config["runtime"]
-        hypervisor = config["hypervisor"]
+    def sandbox(self, config: Config, sandbox_id: str) -> Sandbox:
+        """The sandbox `sandbox_id` as `config` describes it (not started)."""
         debug = (
             self.debug
-            or bool(runtime.get("enable_debug"))
-            or bool(hypervisor.get("enable_debug"))
-            or bool(config["agent"].get("enable_debug"))
+            or config.debug
+            or config.hypervisor.enable_debug
+            or config.agent.enable_debug
         )
         spec = SandboxSpec(
             sandbox_id=sandbox_id,
-            state_dir=Path(runtime["state_dir"]) / sandbox_id,
-            hypervisor=hypervisor,
-            agent=config["agent"],
+            state_dir=config.sandbox_state_dir(sandbox_id),
+            hypervisor=config.hypervisor,
+            agent=config.agent,
             debug=debug,
-            config_source=str(config.get("source", "")),
+            config_source=config.source,
         )
         log.info(
-            "sandbox %s: %s backend, state %s",
-            sandbox_id,
-            config["hypervisor_type"],
-            spec.state_dir,
+            "sandbox %s: %s backend, state %s", sandbox_id, config.hypervisor.type, spec.state_dir
         )
-        self._record_state_root(str(runtime["state_dir"]))
-        if config["hypervisor_type"] != "local":
+        self._record_state_root(config.runtime.state_dir)
+        if config.hypervisor.type != "local":
             zygote.discard()  # a pre-forked local agent (forked daemons) is not needed
-        return create_sandbox(config["hypervisor_type"], spec)
+        return create_sandbox(spec)
 
 
 def exit_fifo_dir() -> Path | None:

@@ -19,8 +19,6 @@ from collections.abc import Callable
 
 from kata_shim.agent.client import AgentClient, AgentTimeouts
 from kata_shim.errors import ShimError, Unavailable, Unimplemented
-from kata_shim.proto import health_pb2
-from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.tuning import Tuning
@@ -83,13 +81,8 @@ class Pod:
         began = time.monotonic()
         try:
             await self.sandbox.start()
-            self._client = await self.sandbox.connect_agent()
+            self._client = await self.sandbox.connect_agent()  # answered Health.Check
             self._client.observer = self.observer.agent_rpc
-            reply = await HealthClient(self._client).Check(
-                health_pb2.CheckRequest(), timeout=self.tuning.health_timeout
-            )
-            if reply.status != health_pb2.HealthCheckResponse.SERVING:
-                raise Unavailable(f"sandbox {self.id}: agent is not serving")
             self.attach_agent(AgentClient(self._client, self._agent_timeouts()))
             await self.agent.create_sandbox(self.id, hostname)
         except BaseException:

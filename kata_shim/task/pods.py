@@ -11,33 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from kata_shim.errors import AlreadyExists, FailedPrecondition, NotFound
-from kata_shim.sandbox.base import Sandbox
+from kata_shim.sandbox.base import SandboxProvider
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
 from kata_shim.task.spec import Placement, Role
 from kata_shim.task.tuning import Tuning
 
-__all__ = ["PodRegistry", "SandboxFactory"]
+__all__ = ["PodRegistry"]
 
 log = logging.getLogger(__name__)
-
-SandboxFactory = Callable[[str, Mapping[str, Any]], Sandbox]
 
 
 class PodRegistry:
     def __init__(
         self,
-        factory: SandboxFactory,
         tuning: Tuning,
         on_death: Callable[[Pod], None],
         on_oom: Callable[[str], None],
         observer: TaskObserver | None = None,
     ) -> None:
-        self._factory = factory
         self._observer = observer or TaskObserver()
         self._tuning = tuning
         self._on_death = on_death
@@ -49,14 +45,14 @@ class PodRegistry:
         return iter(list(self._pods.values()))
 
     async def acquire(
-        self, where: Placement, config: Mapping[str, Any], hostname: str, container_id: str
+        self, where: Placement, provider: SandboxProvider, hostname: str, container_id: str
     ) -> Pod:
         """The pod `container_id` goes into (booted now for a sandbox or single container)."""
         if where.role is Role.CONTAINER:
             return await self._join(where.sandbox_id, container_id)
         if where.sandbox_id in self._pods:
             raise AlreadyExists(f"sandbox {where.sandbox_id} already exists in this shim")
-        sandbox = self._factory(where.sandbox_id, config)
+        sandbox = provider(where.sandbox_id)
         pod = Pod(where.sandbox_id, sandbox, self._tuning, self._observer)
         pod.containers.add(container_id)
         self._pods[pod.id] = pod

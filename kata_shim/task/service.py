@@ -17,8 +17,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from google.protobuf import empty_pb2
 
@@ -30,13 +29,14 @@ from kata_shim.process.process import Process, Stdio
 from kata_shim.process.states import Op, status_of
 from kata_shim.proto import events_pb2, task_pb2, task_types_pb2
 from kata_shim.proto.task_ttrpc import TaskBase
+from kata_shim.sandbox.base import SandboxProvider
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
 from kata_shim.task.exitwatch import abort_pod_processes
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
-from kata_shim.task.pods import PodRegistry, SandboxFactory
+from kata_shim.task.pods import PodRegistry
 from kata_shim.task.profile import ClientProfile
 from kata_shim.task.spec import (
     Role,
@@ -54,11 +54,8 @@ __all__ = ["TaskService"]
 log = logging.getLogger(__name__)
 
 EMPTY = empty_pb2.Empty()
-ConfigLoader = Callable[[str | None], Mapping[str, Any]]
-
-
-def _default_config_loader(path: str | None) -> Mapping[str, Any]:
-    return {}
+#: called once, at the first Create, with its options' config_path: this shim's sandboxes
+ProviderLoader = Callable[[str | None], SandboxProvider]
 
 
 class TaskService(TaskBase):
@@ -69,9 +66,8 @@ class TaskService(TaskBase):
         *,
         namespace: str,
         publisher: Publisher,
-        sandbox_factory: SandboxFactory,
+        provider_loader: ProviderLoader,
         on_shutdown: Callable[[], None],
-        config_loader: ConfigLoader | None = None,
         shim_pid: int | None = None,
         tuning: Tuning | None = None,
         profile: ClientProfile | None = None,
@@ -84,14 +80,12 @@ class TaskService(TaskBase):
         self.env = TaskEnv(namespace, publisher, tuning, self._profile.exit_fifos, observer)
         self._profile.bind(tuning, self._idle)
         self._on_shutdown = on_shutdown
-        self._config_loader = config_loader or _default_config_loader
-        self._config: Mapping[str, Any] | None = None  # loaded once, at the first Create
+        self._provider_loader = provider_loader
+        self._provider: SandboxProvider | None = None  # loaded once, at the first Create
         self._shim_pid = shim_pid or os.getpid()
         self._containers: dict[str, Container] = {}  # event loop, await-free mutations
         self._creating: set[str] = set()  # ids whose Create is in flight
-        self._pods = PodRegistry(
-            sandbox_factory, self.env.tuning, self._pod_died, self._oom, observer
-        )
+        self._pods = PodRegistry(self.env.tuning, self._pod_died, self._oom, observer)
         self._shutdown_task: asyncio.Task[None] | None = None  # Shutdown's teardown-then-exit
 
     # lookups ---------------------------------------------------------------------------
@@ -148,12 +142,12 @@ class TaskService(TaskBase):
 
     async def _create(self, request: task_pb2.CreateTaskRequest) -> Container:
         spec = load_bundle_spec(request.bundle)
-        config = self._load_config(request)
+        provider = self._load_provider(request)
         where = placement(request.id, spec.get("annotations") or {})
         stdio = Stdio(request.stdin, request.stdout, request.stderr, request.terminal)
         init = Process(request.id, "", request.id, stdio)
         async with init.lock:  # the init's exit is queued after TaskCreate
-            pod = await self._pods.acquire(where, config, spec.get("hostname", ""), request.id)
+            pod = await self._pods.acquire(where, provider, spec.get("hostname", ""), request.id)
             try:
                 container = await create_container(self.env, request, spec, pod, init)
             except BaseException:
@@ -172,11 +166,11 @@ class TaskService(TaskBase):
 
         return siblings
 
-    def _load_config(self, request: task_pb2.CreateTaskRequest) -> Mapping[str, Any]:
-        if self._config is None:
+    def _load_provider(self, request: task_pb2.CreateTaskRequest) -> SandboxProvider:
+        if self._provider is None:
             options = request.options if request.HasField("options") else None
-            self._config = self._config_loader(config_path(options))
-        return self._config
+            self._provider = self._provider_loader(config_path(options))
+        return self._provider
 
     @staticmethod
     def _create_event(

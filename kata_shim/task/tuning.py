@@ -15,8 +15,6 @@ __all__ = ["Tuning"]
 class Tuning:
     #: deadline of ordinary agent RPCs (WaitProcess, ReadStdout/Stderr, WriteStdin have none)
     agent_timeout: float = 60.0
-    #: Health.Check right after the sandbox booted
-    health_timeout: float = 30.0
     #: after SIGKILL / sandbox death: normal drain time before output is discarded
     drain_grace: float = 2.0
     #: after discarding: wait this long for the agent's EOF before abandoning the reads

@@ -47,7 +47,7 @@ def test_config_key_in_either_section_reaches_the_backend(section: str) -> None:
     table["debug_console_enabled"] = True
     config = build_config("test.toml", data)
     assert not config.warnings
-    hypervisor = config.as_mapping()["hypervisor"]
+    hypervisor = config.hypervisor.table
     assert QemuConfig.from_table(hypervisor).debug_console_enabled
 
 

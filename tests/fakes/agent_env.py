@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kata_shim import oci
+from kata_shim.config.schema import AgentConfig
 from kata_shim.devenv.specs import container_spec, shared_rootfs
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
@@ -49,7 +50,9 @@ class AgentHandle:
 async def local_agent(sandbox_id: str = "t") -> AsyncIterator[AgentHandle]:
     state = Path(tempfile.mkdtemp(prefix="ks-agent-", dir="/tmp"))
     sandbox = LocalSandbox(
-        SandboxSpec(sandbox_id=sandbox_id, state_dir=state, agent={"dial_timeout": 20}, debug=True)
+        SandboxSpec(
+            sandbox_id=sandbox_id, state_dir=state, agent=AgentConfig(dial_timeout=20), debug=True
+        )
     )
     await sandbox.start()
     client = await sandbox.connect_agent()

@@ -3,8 +3,9 @@
 `start` serves the fake agent on a unix socket in the sandbox's state dir;
 `crash()` makes `wait()` resolve (the VM died) and, by default, kills the
 agent's connections too; `stop` can be made slow (`stop_delay`) to check that
-nothing waits for teardown. `SandboxFarm` is a `sandbox_factory` for
-TaskService that builds one FakeSandbox (and FakeAgent) per sandbox id.
+nothing waits for teardown. `SandboxFarm` is the `SandboxProvider` a
+TaskService gets (`provider_loader=farm.load`): one FakeSandbox (and FakeAgent)
+per sandbox id.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ import asyncio
 import itertools
 import shutil
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from kata_shim.errors import Unavailable
 from kata_shim.sandbox.base import Sandbox, SandboxSpec
+from kata_shim.sandbox.dial import UnixAddress
 from kata_shim.ttrpc.client import Client
 from tests.fakes.agent import FakeAgent, Program, stop_all
 
@@ -58,6 +58,9 @@ class FakeSandbox(Sandbox):
         self.spec.state_dir.mkdir(parents=True, exist_ok=True)
         await self.agent.serve(str(self.socket))
         self._pid = next(_PIDS)
+
+    def agent_address(self) -> UnixAddress:
+        return UnixAddress(self.socket)
 
     async def connect_agent(self) -> Client:
         if self.agent.dead:
@@ -107,18 +110,24 @@ class FakeSandbox(Sandbox):
 
 
 class SandboxFarm:
-    """A TaskService `sandbox_factory` building FakeSandboxes that share `programs`."""
+    """A SandboxProvider building FakeSandboxes that share `programs`."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix="ks-fake-"))
         self.programs: dict[str, Program] = {}
         self.sandboxes: dict[str, FakeSandbox] = {}
-        self.configs: list[Mapping[str, Any]] = []
+        self.config_paths: list[str | None] = []  # what `load` was called with
+        self.built = 0
         self.stop_delay = 0.0
 
-    def __call__(self, sandbox_id: str, config: Mapping[str, Any]) -> FakeSandbox:
-        self.configs.append(config)
-        state = self.root / f"{sandbox_id}-{len(self.configs)}"
+    def load(self, config_path: str | None) -> SandboxFarm:
+        """TaskService provider_loader."""
+        self.config_paths.append(config_path)
+        return self
+
+    def __call__(self, sandbox_id: str) -> FakeSandbox:
+        self.built += 1
+        state = self.root / f"{sandbox_id}-{self.built}"
         sandbox = FakeSandbox(SandboxSpec(sandbox_id=sandbox_id, state_dir=state))
         sandbox.agent.programs = self.programs
         sandbox.stop_delay = self.stop_delay

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from kata_shim.devenv.vm import host_tsc_khz, run_selftest
+from kata_shim.devenv.vm import run_selftest
+from kata_shim.sandbox.qemu.accel import host_tsc_khz
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.errors import DeadlineExceeded, Unavailable
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
 from kata_shim.sandbox.diagnostics import agent_silent, exit_text, tail, vm_exited
@@ -109,13 +110,13 @@ def test_a_failing_qemu_reports_its_exit_status_and_stderr(
     spec = SandboxSpec(
         "errfake",
         state,
-        hypervisor=_fake_table(tmp_path, script),
-        agent={"dial_timeout": 10},
+        hypervisor=HypervisorConfig("qemu", _fake_table(tmp_path, script)),
+        agent=AgentConfig(dial_timeout=10),
         config_source="/etc/kata/configuration.toml",
     )
 
     async def main() -> Unavailable:
-        sandbox = create_sandbox("qemu", spec)
+        sandbox = create_sandbox(spec)
         try:
             with pytest.raises(Unavailable) as raised:
                 await sandbox.start()

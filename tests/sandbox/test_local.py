@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kata_shim import errors
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox.base import SandboxSpec, available_backends, create_sandbox
@@ -23,7 +24,9 @@ pytestmark = [pytest.mark.timeout(60)]
 
 
 def spec(tmp_path: Path, sandbox_id: str = "sb", **agent) -> SandboxSpec:
-    return SandboxSpec(sandbox_id=sandbox_id, state_dir=tmp_path / "state", agent=agent)
+    return SandboxSpec(
+        sandbox_id=sandbox_id, state_dir=tmp_path / "state", agent=AgentConfig(**agent)
+    )
 
 
 def alive(pid: int) -> bool:
@@ -35,10 +38,11 @@ def alive(pid: int) -> bool:
 
 def test_registry_builds_local_and_rejects_unknown(tmp_path) -> None:
     assert {"local", "qemu", "libvirt"} <= set(available_backends())
-    sandbox = create_sandbox("local", spec(tmp_path))
+    sandbox = create_sandbox(spec(tmp_path))
     assert isinstance(sandbox, LocalSandbox) and sandbox.isolated is False and sandbox.pid == 0
     with pytest.raises(errors.InvalidArgument, match="unknown sandbox backend"):
-        create_sandbox("firecracker", spec(tmp_path))
+        other = HypervisorConfig("firecracker")
+        create_sandbox(SandboxSpec("sb", tmp_path / "state", hypervisor=other))
 
 
 def test_start_warns_not_isolated_and_stop_cleanup_are_idempotent(tmp_path, caplog) -> None:

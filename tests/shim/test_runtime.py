@@ -1,4 +1,4 @@
-"""ShimRuntime: the daemon's config_loader and sandbox_factory for the task service."""
+"""ShimRuntime: the daemon's provider_loader (configuration → sandboxes) for the task service."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def _options(path: Path) -> bytes:
 def test_create_options_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KATA_CONF_FILE", raising=False)
     config = write_config(tmp_path / "c.toml", state_dir=tmp_path / "sbs")
-    loaded = ShimRuntime(str(tmp_path)).load(str(config))
-    assert loaded["source"] == str(config)
-    assert loaded["runtime"]["state_dir"] == str(tmp_path / "sbs")
+    loaded = ShimRuntime(str(tmp_path)).load_config(str(config))
+    assert loaded.source == str(config)
+    assert loaded.runtime.state_dir == str(tmp_path / "sbs")
 
 
 def test_falls_back_to_the_options_start_saved(
@@ -46,7 +46,7 @@ def test_falls_back_to_the_options_start_saved(
     monkeypatch.delenv("KATA_CONF_FILE", raising=False)
     config = write_config(tmp_path / "saved.toml", state_dir=tmp_path / "sbs")
     (tmp_path / "options.pb").write_bytes(_options(config))
-    assert ShimRuntime(str(tmp_path)).load(None)["source"] == str(config)
+    assert ShimRuntime(str(tmp_path)).load_config(None).source == str(config)
 
 
 def test_bad_configuration_is_invalid_argument(tmp_path: Path) -> None:
@@ -63,12 +63,12 @@ def test_enable_debug_raises_the_log_level(tmp_path: Path) -> None:
     assert logging.getLogger().level == logging.DEBUG
 
 
-def test_sandbox_factory_builds_the_configured_backend(tmp_path: Path) -> None:
+def test_the_provider_builds_the_configured_backend(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.toml", state_dir=tmp_path / "sbs")
     runtime = ShimRuntime(str(tmp_path), debug=True)
-    sandbox = runtime.sandbox("sb1", runtime.load(str(config)))
+    sandbox = runtime.load(str(config))("sb1")
     assert sandbox.backend == "local"
     assert sandbox.spec.sandbox_id == "sb1"
     assert sandbox.spec.state_dir == tmp_path / "sbs" / "sb1"
     assert sandbox.spec.debug is True
-    assert sandbox.spec.agent["dial_timeout"] == 30
+    assert sandbox.spec.agent.dial_timeout == 30

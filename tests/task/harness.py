@@ -40,7 +40,6 @@ def run_on(loop_kind: str, coro: Coroutine[Any, Any, T]) -> T:
 
 FAST = Tuning(
     agent_timeout=5.0,
-    health_timeout=5.0,
     drain_grace=0.2,
     drain_abandon=0.5,
     stall_timeout=2.0,
@@ -173,7 +172,7 @@ async def harness(
     service = TaskService(
         namespace="testns",
         publisher=publisher,
-        sandbox_factory=farm,
+        provider_loader=farm.load,
         on_shutdown=lambda: shutdowns.append(1),
         profile=client_profile(lib_shim_v2=lib_shim_v2, exit_fifo_dir=exit_fifo_dir),
         shim_pid=4242,

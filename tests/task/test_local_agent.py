@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from kata_shim.config.schema import AgentConfig
 from kata_shim.proto import task_pb2
 from kata_shim.sandbox.base import Sandbox, SandboxSpec
 from kata_shim.task.service import TaskService
@@ -49,8 +50,10 @@ async def test_run_exec_pause_stats_kill_on_the_real_agent() -> None:
     root = Path(tempfile.mkdtemp(prefix="ks-local-", dir="/tmp"))
     sandboxes: list[Sandbox] = []
 
-    def factory(sandbox_id: str, config: object) -> Sandbox:
-        spec = SandboxSpec(sandbox_id, root / f"sb-{sandbox_id}", agent={"dial_timeout": 20})
+    def provider(sandbox_id: str) -> Sandbox:
+        spec = SandboxSpec(
+            sandbox_id, root / f"sb-{sandbox_id}", agent=AgentConfig(dial_timeout=20)
+        )
         sandboxes.append(LocalSandbox(spec))
         return sandboxes[-1]
 
@@ -59,7 +62,7 @@ async def test_run_exec_pause_stats_kill_on_the_real_agent() -> None:
     service = TaskService(
         namespace="t",
         publisher=publisher,
-        sandbox_factory=factory,
+        provider_loader=lambda config_path: provider,
         on_shutdown=lambda: done.append(1),
     )
     try:

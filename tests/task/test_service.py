@@ -71,12 +71,12 @@ async def test_failed_create_undoes_everything_and_tears_a_new_sandbox_down() ->
         # make CreateContainer fail in the sandbox that Create is about to boot
         original = h.farm.__call__
 
-        def factory(sandbox_id, config):  # type: ignore[no-untyped-def]
-            sandbox = original(sandbox_id, config)
+        def provider(sandbox_id):  # type: ignore[no-untyped-def]
+            sandbox = original(sandbox_id)
             sandbox.agent.fail["CreateContainer"] = errors.InvalidArgument("bad spec")
             return sandbox
 
-        h.service._pods._factory = factory
+        h.service._provider = provider
         with pytest.raises(errors.InvalidArgument):
             await h.service.Create(CTX, task_pb2.CreateTaskRequest(id="c1", bundle=bundle))
         sandbox = h.sandbox("c1")
@@ -110,22 +110,16 @@ async def test_pod_containers_share_one_sandbox_and_it_goes_with_the_last() -> N
         assert h.shutdowns == [1] and "cleanup" in h.sandbox("pod").events
 
 
-async def test_config_loader_is_called_once_with_the_options_config_path() -> None:
-    calls: list[str | None] = []
-
-    def loader(path: str | None):  # type: ignore[no-untyped-def]
-        calls.append(path)
-        return {"hypervisor": {"fake": {}}}
-
-    async with harness(config_loader=loader) as h:
+async def test_provider_loader_is_called_once_with_the_options_config_path() -> None:
+    async with harness() as h:
         options = runtimeoptions_pb2.Options(config_path="/etc/kata/custom.toml")
         any_options = AnyMessage(
             type_url="cri.runtimeoptions.v1.Options", value=options.SerializeToString()
         )
         await h.create("pod", ["x"], CRI_SANDBOX, options=any_options)
         await h.create("app", ["x"], cri_container("pod"))
-        assert calls == ["/etc/kata/custom.toml"]
-        assert h.farm.configs == [{"hypervisor": {"fake": {}}}]
+        assert h.farm.config_paths == ["/etc/kata/custom.toml"]
+        assert h.farm.built == 1
 
 
 async def test_start_twice_and_state_transitions() -> None:

@@ -21,16 +21,21 @@ from typing import Any, TypeVar
 
 from kata_shim import mounts
 from kata_shim.errors import FailedPrecondition, ShimError, Unavailable
-from kata_shim.proto import health_pb2
-from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
-from kata_shim.sandbox.diagnostics import agent_silent, block, log_start_failure, tail
+from kata_shim.sandbox.diagnostics import (
+    agent_channel,
+    agent_silent,
+    block,
+    log_start_failure,
+    logged_start,
+    tail,
+)
+from kata_shim.sandbox.dial import UnixAddress
 from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel
 from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, kernel_command_line
 from kata_shim.sandbox.share import SharedDir, run_mount
-from kata_shim.ttrpc.client import Client
 
 __all__ = ["LibvirtSandbox"]
 
@@ -49,7 +54,7 @@ class LibvirtSandbox(Sandbox):
 
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
-        table = dict(spec.hypervisor)
+        table = dict(spec.hypervisor.table)
         self.uri = str(table.pop("uri", "qemu:///system"))
         self.origin = Origin(spec.config_source, "hypervisor.libvirt")
         self.table = {**table, "machine_type": table.get("machine_type", "pc")}
@@ -70,6 +75,9 @@ class LibvirtSandbox(Sandbox):
     @property
     def pid(self) -> int:
         return self._pid
+
+    def agent_address(self) -> UnixAddress:
+        return UnixAddress(self.vm_dir / "agent.sock")
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -101,11 +109,7 @@ class LibvirtSandbox(Sandbox):
         )
 
     async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException as exc:
-            log_start_failure(self.spec.sandbox_id, exc)
-            raise
+        await logged_start(self.spec.sandbox_id, self._start())
 
     async def _open(self) -> None:
         import libvirt  # only when this backend is configured
@@ -144,12 +148,10 @@ class LibvirtSandbox(Sandbox):
         self._pid = _read_pid(Path(f"/run/libvirt/qemu/{self.name}.pid"))
         self._ended = asyncio.ensure_future(self._watch())
         try:
-            client = await self.connect_agent()
+            await self._await_agent()
         except BaseException:
             await self.stop(timeout=1)
             raise
-        client.close()
-        await client.wait_closed()
 
     async def _watch(self) -> int:
         while True:
@@ -162,28 +164,15 @@ class LibvirtSandbox(Sandbox):
                 return 0
             await asyncio.sleep(POLL_INTERVAL)
 
-    async def connect_agent(self) -> Client:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(self.spec.agent.get("dial_timeout", 45))
-        last: Exception | None = None
-        while loop.time() < deadline:
-            if self._ended is not None and self._ended.done():
-                raise self._ended_error()
-            try:
-                client = await Client.connect_unix(str(self.vm_dir / "agent.sock"), timeout=2)
-                try:
-                    await HealthClient(client).Check(health_pb2.CheckRequest(), timeout=2)
-                except BaseException:
-                    client.close()
-                    raise
-                return client
-            except (OSError, ShimError) as exc:
-                last = exc
-                await asyncio.sleep(0.1)
-        raise agent_silent(
-            float(self.spec.agent.get("dial_timeout", 45)),
-            f"virtio-serial port {AGENT_PORT} (host socket {self.vm_dir / 'agent.sock'})",
-            f"last dial error: {last}; libvirt domain {self.name} is still running",
+    def _check_alive(self) -> None:
+        if self._ended is not None and self._ended.done():
+            raise self._ended_error()
+
+    def _agent_silent(self, last_error: Exception | None) -> ShimError:
+        return agent_silent(
+            self.dial_timeout,
+            agent_channel(self.agent_address(), AGENT_PORT),
+            f"last dial error: {last_error}; libvirt domain {self.name} is still running",
             Origin(self.spec.config_source, "agent.kata"),
             self.vm_dir / "console.log",
         )

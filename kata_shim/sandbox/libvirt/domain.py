@@ -34,15 +34,38 @@ class DomainSpec:
     share: Path | None
 
 
+def _share_xml(share: Path | None) -> str:
+    if share is None:
+        return ""
+    return (
+        "    <filesystem type='mount' accessmode='passthrough'>\n"
+        f"      <source dir={quoteattr(str(share))}/>\n"
+        "      <target dir='kataShared'/>\n"
+        "    </filesystem>\n"
+    )
+
+
+def _devices_xml(spec: DomainSpec) -> str:
+    return f"""  <devices>
+    <emulator>{escape(spec.emulator)}</emulator>
+    <serial type='file'>
+      <source path={quoteattr(str(spec.console))}/>
+      <target port='0'/>
+    </serial>
+    <channel type='unix'>
+      <source mode='bind' path={quoteattr(str(spec.agent_socket))}/>
+      <target type='virtio' name='agent.channel.0'/>
+    </channel>
+{_share_xml(spec.share)}    <rng model='virtio'>
+      <backend model='random'>/dev/urandom</backend>
+    </rng>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+"""
+
+
 def domain_xml(spec: DomainSpec) -> str:
-    share = ""
-    if spec.share is not None:
-        share = (
-            "    <filesystem type='mount' accessmode='passthrough'>\n"
-            f"      <source dir={quoteattr(str(spec.share))}/>\n"
-            "      <target dir='kataShared'/>\n"
-            "    </filesystem>\n"
-        )
     return f"""<domain type={quoteattr(spec.domain_type)}>
   <name>{escape(spec.name)}</name>
   <memory unit='MiB'>{spec.memory_mib}</memory>
@@ -62,21 +85,5 @@ def domain_xml(spec: DomainSpec) -> str:
   <seclabel type='static' model='dac' relabel='no'>
     <label>+0:+0</label>
   </seclabel>
-  <devices>
-    <emulator>{escape(spec.emulator)}</emulator>
-    <serial type='file'>
-      <source path={quoteattr(str(spec.console))}/>
-      <target port='0'/>
-    </serial>
-    <channel type='unix'>
-      <source mode='bind' path={quoteattr(str(spec.agent_socket))}/>
-      <target type='virtio' name='agent.channel.0'/>
-    </channel>
-{share}    <rng model='virtio'>
-      <backend model='random'>/dev/urandom</backend>
-    </rng>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>
+{_devices_xml(spec)}</domain>
 """

@@ -3,18 +3,20 @@
 `auto` uses KVM only when it can really run a stock guest: /dev/kvm must be
 usable and the host must not be a PVM host (kvm_pvm: a nested paravirtual
 KVM that needs PVM-enabled guest kernels; stock kernels fault or crawl there).
-Otherwise it falls back to TCG with a logged warning.
+Otherwise it falls back to TCG with a logged warning. Under TCG a microvm
+guest needs the host's TSC frequency (`host_tsc_khz`) on its command line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from kata_shim.errors import InvalidArgument
 
-__all__ = ["choose_accel", "kvm_unusable_reason"]
+__all__ = ["choose_accel", "host_tsc_khz", "kvm_unusable_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +47,10 @@ def choose_accel(
         return "kvm"
     log.warning("accel=auto: not using KVM (%s); falling back to TCG software emulation", reason)
     return "tcg"
+
+
+def host_tsc_khz(cpuinfo: str | None = None) -> int:
+    """The host CPU frequency in kHz from /proc/cpuinfo (what the TCG guest should assume)."""
+    text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+    match = re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.MULTILINE)
+    return int(float(match.group(1)) * 1000) if match else 2_000_000

@@ -28,31 +28,26 @@ from pathlib import Path
 from qemu.qmp import ConnectError, QMPClient
 
 from kata_shim import mounts
-from kata_shim.devenv.vm import host_tsc_khz
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
-from kata_shim.proto import health_pb2
-from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.sandbox import vsock
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
-from kata_shim.sandbox.diagnostics import agent_silent, log_start_failure, vm_exited
-from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
-from kata_shim.sandbox.qemu.accel import choose_accel
-from kata_shim.sandbox.qemu.cmdline import (
-    AGENT_PORT,
-    AGENT_VSOCK_PORT,
-    SandboxPaths,
-    VsockChannel,
-    build_command,
+from kata_shim.sandbox.diagnostics import (
+    agent_channel,
+    agent_silent,
+    log_start_failure,
+    logged_start,
+    vm_exited,
 )
+from kata_shim.sandbox.dial import AgentAddress, UnixAddress, VsockAddress
+from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
+from kata_shim.sandbox.qemu.accel import choose_accel, host_tsc_khz
+from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, SandboxPaths, VsockChannel, build_command
 from kata_shim.sandbox.qemu.events import events_socket, watch_for_death
 from kata_shim.sandbox.share import SharedDir
-from kata_shim.ttrpc.client import Client
 
 __all__ = ["QemuSandbox"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DIAL_TIMEOUT = 45.0
 
 
 class QemuSandbox(Sandbox):
@@ -63,7 +58,7 @@ class QemuSandbox(Sandbox):
         super().__init__(spec)
         self.origin = Origin(spec.config_source, "hypervisor.qemu")
         try:
-            self.config = qemu_config(spec.hypervisor, self.origin)
+            self.config = qemu_config(spec.hypervisor.table, self.origin)
         except ShimError as exc:
             log_start_failure(spec.sandbox_id, exc)
             raise
@@ -97,19 +92,16 @@ class QemuSandbox(Sandbox):
     def pid(self) -> int:
         return self._proc.pid if self._proc is not None else 0
 
-    @property
-    def dial_timeout(self) -> float:
-        return float(self.spec.agent.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
+    def agent_address(self) -> AgentAddress:
+        if self.vsock is not None:
+            return VsockAddress(self.vsock.cid)
+        return UnixAddress(self.paths.agent)
 
     async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException as exc:
-            log_start_failure(self.spec.sandbox_id, exc)
-            raise
+        await logged_start(self.spec.sandbox_id, self._start())
 
     def _preflight(self) -> None:
-        problems = launch_problems(self.spec.hypervisor, self.origin)
+        problems = launch_problems(self.spec.hypervisor.table, self.origin)
         for problem in problems[1:]:
             log.error("sandbox %s: also: %s", self.spec.sandbox_id, problem.message)
         if problems:
@@ -135,15 +127,13 @@ class QemuSandbox(Sandbox):
         try:
             await self._check_qmp()
             self._start_death_watch()
-            client = await self.connect_agent()
+            await self._await_agent()
         except BaseException as exc:
             failure = await self._launch_failure(exc)
             await self.stop(timeout=1)
             if failure is not None:
                 raise failure from exc
             raise
-        client.close()
-        await client.wait_closed()
 
     def _start_death_watch(self) -> None:
         task = asyncio.get_running_loop().create_task(self._death_watch())
@@ -234,47 +224,17 @@ class QemuSandbox(Sandbox):
             f"{type(exc).__name__}: {exc}"
         )
 
-    def _channel(self) -> str:
-        if self.vsock is not None:
-            return f"vhost-vsock CID {self.vsock.cid} port {AGENT_VSOCK_PORT}"
-        return f"virtio-serial port {AGENT_PORT} (host socket {self.paths.agent})"
+    def _check_alive(self) -> None:
+        self._raise_if_exited()
 
-    async def connect_agent(self) -> Client:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.dial_timeout
-        last: Exception | None = None
-        while loop.time() < deadline:
-            self._raise_if_exited()
-            try:
-                return await self._dial()
-            except (OSError, ShimError) as exc:
-                last = exc
-                await asyncio.sleep(0.1)
-        raise agent_silent(
+    def _agent_silent(self, last_error: Exception | None) -> ShimError:
+        return agent_silent(
             self.dial_timeout,
-            self._channel(),
-            f"last dial error: {last}; QEMU (pid {self.pid}) is still running",
+            agent_channel(self.agent_address(), AGENT_PORT),
+            f"last dial error: {last_error}; QEMU (pid {self.pid}) is still running",
             Origin(self.spec.config_source, "agent.kata"),
             self.paths.console,
         )
-
-    async def _dial(self) -> Client:
-        if self.vsock is not None:
-            from kata_shim.native import vsock as native_vsock
-
-            loop = asyncio.get_running_loop()
-            sock = await loop.run_in_executor(
-                None, native_vsock.connect, self.vsock.cid, AGENT_VSOCK_PORT, 2.0
-            )
-            client = await Client.from_socket(sock)
-        else:
-            client = await Client.connect_unix(str(self.paths.agent), timeout=2)
-        try:
-            await HealthClient(client).Check(health_pb2.CheckRequest(), timeout=2)
-        except BaseException:
-            client.close()
-            raise
-        return client
 
     async def share(
         self, container_id: str, name: str, host_path: Path, *, readonly: bool = False

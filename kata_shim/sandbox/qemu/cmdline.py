@@ -24,6 +24,7 @@ from typing import Any
 
 from kata_shim.debugconsole import CONSOLE_PORT, CONSOLE_SOCKET, KERNEL_PARAM
 from kata_shim.errors import InvalidArgument
+from kata_shim.sandbox.dial import AGENT_VSOCK_PORT
 from kata_shim.sandbox.qemu.confine import DEFAULT_SANDBOX, confine_prefix, sandbox_args
 
 __all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command", "console_socket"]
@@ -87,9 +88,6 @@ class SandboxPaths:
     agent: Path
     console: Path
     share: Path
-
-
-AGENT_VSOCK_PORT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,18 +170,9 @@ def kernel_command_line(
     return " ".join([*params, config.kernel_params]).strip()
 
 
-def build_command(
-    config: QemuConfig,
-    paths: SandboxPaths,
-    accel: str,
-    tsc_khz: int,
-    vsock: VsockChannel | None = None,
-) -> list[str]:
+def _machine_args(config: QemuConfig, accel: str) -> list[str]:
     cpu = ["-cpu", "host"] if accel == "kvm" else []  # TCG: QEMU's default model boots fastest
     return [
-        *confine_prefix(),
-        config.path,
-        *sandbox_args(config.seccompsandbox),
         "-name",
         "kata-shim,debug-threads=on",
         "-accel",
@@ -199,23 +188,40 @@ def build_command(
         "-nographic",
         "-no-reboot",
         "-no-user-config",
+    ]
+
+
+def _monitor_args(paths: SandboxPaths) -> list[str]:
+    return [
         "-serial",
         f"file:{paths.console}",
         "-qmp",
         f"unix:{paths.qmp},server=on,wait=off",
         "-qmp",  # a second monitor only for VM-death events (qemu/events.py)
         f"unix:{paths.qmp.with_name('qmp-events.sock')},server=on,wait=off",
-        "-kernel",
-        config.kernel,
-        "-initrd",
-        config.initrd,
-        "-append",
-        kernel_command_line(
-            config,
-            accel,
-            tsc_khz,
-            vsock=vsock is not None,
-            debug_console=config.debug_console_enabled,
-        ),
+    ]
+
+
+def _boot_args(config: QemuConfig, accel: str, tsc_khz: int, vsock: bool) -> list[str]:
+    cmdline = kernel_command_line(
+        config, accel, tsc_khz, vsock=vsock, debug_console=config.debug_console_enabled
+    )
+    return ["-kernel", config.kernel, "-initrd", config.initrd, "-append", cmdline]
+
+
+def build_command(
+    config: QemuConfig,
+    paths: SandboxPaths,
+    accel: str,
+    tsc_khz: int,
+    vsock: VsockChannel | None = None,
+) -> list[str]:
+    return [
+        *confine_prefix(),
+        config.path,
+        *sandbox_args(config.seccompsandbox),
+        *_machine_args(config, accel),
+        *_monitor_args(paths),
+        *_boot_args(config, accel, tsc_khz, vsock is not None),
         *_devices(config, paths, vsock),
     ]

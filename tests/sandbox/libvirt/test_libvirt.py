@@ -12,6 +12,7 @@ from xml.etree import ElementTree
 import pytest
 
 from kata_shim import oci
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.devenv.libvirtd import LibvirtDaemons
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
@@ -69,8 +70,9 @@ def test_container_runs_in_a_libvirt_domain(guest_image, libvirtd) -> None:
             "kernel": str(guest_image / "vmlinux"),
             "initrd": str(guest_image / "kata-shim-initrd.img"),
         }
+        hypervisor = HypervisorConfig("libvirt", table)
         sandbox = create_sandbox(
-            "libvirt", SandboxSpec("lv1", state, hypervisor=table, agent={"dial_timeout": 120})
+            SandboxSpec("lv1", state, hypervisor=hypervisor, agent=AgentConfig(dial_timeout=120))
         )
         try:
             await sandbox.start()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kata_shim import errors, oci
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
@@ -23,7 +24,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def vm_spec(image: Path, sandbox_id: str) -> SandboxSpec:
     state = Path(tempfile.mkdtemp(prefix=f"ks-{sandbox_id}-", dir="/tmp"))
     table = {"kernel": str(image / "vmlinux"), "initrd": str(image / "kata-shim-initrd.img")}
-    return SandboxSpec(sandbox_id, state, hypervisor=table, agent={"dial_timeout": 90})
+    return SandboxSpec(
+        sandbox_id,
+        state,
+        hypervisor=HypervisorConfig("qemu", table),
+        agent=AgentConfig(dial_timeout=90),
+    )
 
 
 async def run_in_vm(
@@ -52,7 +58,7 @@ def mounts_under(path: Path) -> list[str]:
 
 def test_two_containers_run_in_the_guest_kernel(guest_image) -> None:
     async def main() -> None:
-        sandbox = create_sandbox("qemu", vm_spec(guest_image, "vmpod"))
+        sandbox = create_sandbox(vm_spec(guest_image, "vmpod"))
         try:
             await sandbox.start()
             client = await sandbox.connect_agent()
@@ -78,7 +84,7 @@ def test_two_containers_run_in_the_guest_kernel(guest_image) -> None:
 
 def test_killed_qemu_is_detected_and_cleaned_up(guest_image) -> None:
     async def main() -> None:
-        sandbox = create_sandbox("qemu", vm_spec(guest_image, "vmkill"))
+        sandbox = create_sandbox(vm_spec(guest_image, "vmkill"))
         await sandbox.start()
         client = await sandbox.connect_agent()
         agent = AgentServiceClient(client)
@@ -112,7 +118,7 @@ def test_qmp_death_event_ends_the_sandbox(guest_image) -> None:
     reported dead from the QMP event stream, QEMU is killed and `wait` resolves."""
 
     async def main() -> None:
-        sandbox = create_sandbox("qemu", vm_spec(guest_image, "vmqmp"))
+        sandbox = create_sandbox(vm_spec(guest_image, "vmqmp"))
         try:
             await sandbox.start()
             await sandbox.qmp("stop")
