@@ -55,7 +55,7 @@ class GuestContainer:
     def apply(self, op: Op) -> ContainerState:
         """Move to the state `op` leads to; the caller holds `lock`."""
         if not self.lock.locked():
-            raise RuntimeError(f"container {self.id}: {op.value} outside its lock")
+            raise RuntimeError(f"container {self.id}: {op.name} outside its lock")
         self._state = transition(self.id, self._state, op)
         return self._state
 

@@ -30,15 +30,15 @@ class ContainerState(enum.Enum):
 
 
 class Op(enum.Enum):
-    """What can happen to a container; the value names the RPC or event."""
+    """What can happen to a container (refusals name the states, not the op)."""
 
-    START = "start"
-    PAUSE = "pause"
-    RESUME = "resume"
-    UPDATE = "update"
-    EXEC = "exec"
-    EXIT = "exit"
-    DELETE = "delete"
+    START = enum.auto()  #: StartContainer
+    PAUSE = enum.auto()  #: PauseContainer
+    RESUME = enum.auto()  #: ResumeContainer
+    UPDATE = enum.auto()  #: UpdateContainer
+    EXEC = enum.auto()  #: ExecProcess
+    EXIT = enum.auto()  #: the init process exited
+    DELETE = enum.auto()  #: RemoveContainer, once the init is gone
 
 
 _S = ContainerState
