@@ -34,7 +34,7 @@ from kata_shim.guest.states import ContainerState, Op
 from kata_shim.guest.storage import StorageSpec
 from kata_shim.proto import oci_pb2
 
-__all__ = ["ContainerTable", "remove_bundle"]
+__all__ = ["ContainerTable"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ _RUNC_CALLS: dict[Op, Callable[[Runc, str], Awaitable[None]]] = {
 }
 
 
-def remove_bundle(path: Path) -> None:
+def _remove_bundle(path: Path) -> None:
     """Delete a bundle directory, but never through a mount below it."""
     try:
         mounts.remove_tree(path)
@@ -106,7 +106,7 @@ class ContainerTable:
                 container_id=cid,
                 vm_roots=self.sandbox.vm_roots(cid),
             )
-            remove_bundle(path)
+            _remove_bundle(path)
             path.mkdir(parents=True)
             container = await self._create_in(path, cid, config)
         except BaseException:
@@ -124,7 +124,7 @@ class ContainerTable:
         except Exception as exc:  # the original error matters more
             log.error("[%s] cleaning up a failed create: %s", cid, exc)
         self.sandbox.storages.release(cid)
-        remove_bundle(path)
+        _remove_bundle(path)
 
     async def _create_in(self, path: Path, cid: str, config: dict[str, Any]) -> GuestContainer:
         write_json(path / "config.json", config)
@@ -195,7 +195,7 @@ class ContainerTable:
             container.oom.close()
         await self.runc.delete(container.id)
         self.sandbox.storages.release(container.id)
-        remove_bundle(container.bundle)
+        _remove_bundle(container.bundle)
         del self._table[container.id]
         container.log.info("removed")
 
