@@ -2,8 +2,10 @@
 and runs containers with runc. Entry point: `kata-agent-py` (kata_shim.guest.main).
 
 Layers: main (process, signals) → channel (unix / virtio-serial / vsock listener) →
-service (protobuf ⇄ calls, thin) → containers (the container/process table and state) →
-processes, stdio, bundle, runc, spawn, reaper, storage, cgroups, oom (one concern each).
+service (protobuf ⇄ calls, thin) → containers (the container table; container + states: one
+container's state machine) and process_calls (exec, signal, wait, stdin) → sandbox (storages,
+OOM queue, cgroup parent, console dir) → processes, stdio, bundle, runc, spawn, reaper,
+storage, cgroups, oom (one concern each).
 Rule: nothing in the agent waits on a child except reaper.Reaper (one waitpid(-1) loop),
 and every module is imported at top level (the guest image collects imports by probing).
 """

@@ -21,8 +21,10 @@ from pathlib import Path
 from kata_shim.errors import ShimError
 from kata_shim.guest import hostpaths
 from kata_shim.guest.channel import parse_listen, serve_channel
-from kata_shim.guest.containers import ContainerManager
+from kata_shim.guest.containers import ContainerTable
 from kata_shim.guest.reaper import Reaper
+from kata_shim.guest.runc import Runc
+from kata_shim.guest.sandbox import GuestSandbox
 from kata_shim.guest.service import MAX_READ, AgentService, HealthService
 from kata_shim.guest.spawn import wake
 from kata_shim.proto.agent_ttrpc import AGENT_SERVICE_DESC
@@ -57,11 +59,13 @@ async def serve(listen: str, state_dir: Path, runc: str = "runc", sandbox_id: st
     loop = asyncio.get_running_loop()
     reaper = Reaper()
     reaper.install(loop)
-    manager = ContainerManager(state_dir, reaper, runc, sandbox_id)
+    in_vm = False
     with contextlib.suppress(OSError):
-        manager.in_vm = hostpaths.running_in_vm(Path("/proc/cmdline").read_text())
+        in_vm = hostpaths.running_in_vm(Path("/proc/cmdline").read_text())
+    sandbox = GuestSandbox(state_dir, reaper, sandbox_id, in_vm=in_vm)
+    containers = ContainerTable(state_dir, sandbox, Runc(state_dir / "runc", reaper, runc), reaper)
     dispatcher = Dispatcher()
-    dispatcher.register(AGENT_SERVICE_DESC, AgentService(manager))
+    dispatcher.register(AGENT_SERVICE_DESC, AgentService(containers))
     dispatcher.register(HEALTH_DESC, HealthService())
     server = Server(dispatcher, send_buffer=SEND_BUFFER)
     stop: asyncio.Future[None] = loop.create_future()
@@ -74,13 +78,14 @@ async def serve(listen: str, state_dir: Path, runc: str = "runc", sandbox_id: st
     code = 0 if stop.done() else 1
     if code and port_task is not None and not port_task.cancelled():
         log.error("agent channel %s failed: %r", listen, port_task.exception())
-    log.info("agent stopping: removing %d containers", len(manager.containers))
+    log.info("agent stopping: removing %d containers", len(containers))
     server.close()
     if port_task is not None:
         port_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await port_task
-    await manager.destroy_sandbox()
+    await containers.remove_all()
+    sandbox.destroy()
     reaper.uninstall()
     return code
 

@@ -3,8 +3,8 @@
 Owns the process's stdio (pipes, or the pty master runc sends over the
 console socket) and its exit future, fed by the reaper once the pid is known
 from runc's pid file (an exit before that is stashed by the reaper, not lost).
-`release()` (after WaitProcess) closes the stdio; a released process answers
-no more stream calls. A failed launch closes everything it opened.
+The first `wait()` (WaitProcess) releases it: stdio closed, no more stream
+calls. A failed launch closes everything it opened.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 from kata_shim.errors import NotFound
 from kata_shim.guest.reaper import Reaper
 from kata_shim.guest.stdio import ConsoleSocket, InputStream, OutputStream, ProcessIO
+from kata_shim.logids import IdLogger, id_logger
 
-__all__ = ["IdLogger", "Process", "Starter", "launch", "process_log", "write_json"]
+__all__ = ["GuestProcess", "Starter", "launch", "write_json"]
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +30,10 @@ log = logging.getLogger(__name__)
 Starter = Callable[[Mapping[int, int], Path | None], Awaitable[None]]
 
 
-class IdLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes messages with "container[/exec]" (also kept as `extra` fields)."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        extra = self.extra or {}
-        where = str(extra.get("container", ""))
-        if extra.get("exec"):
-            where += f"/{extra['exec']}"
-        kwargs.setdefault("extra", {}).update(extra)
-        return f"[{where}] {msg}", kwargs
-
-
-def process_log(container_id: str, exec_id: str = "") -> IdLogger:
-    return IdLogger(log, {"container": container_id, "exec": exec_id})
-
-
 @dataclass
-class Process:
+class GuestProcess:
+    """An init or exec process of one container, as the agent runs it."""
+
     container_id: str
     exec_id: str  # "" for the init process
     pid: int
@@ -57,7 +44,7 @@ class Process:
     log: IdLogger = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log = process_log(self.container_id, self.exec_id)
+        self.log = id_logger(log, self.container_id, self.exec_id)
 
     @property
     def name(self) -> str:
@@ -110,7 +97,7 @@ async def launch(
     pid_file: Path,
     console_path: Path | None,
     start: Starter,
-) -> Process:
+) -> GuestProcess:
     """Run `start` (runc create / runc exec -d) and wrap the process it started.
 
     `ids` is (container id, exec id); `console_path` is given for a terminal.
@@ -133,7 +120,7 @@ async def launch(
         io.close()
         raise
     _chain_exit(reaper, pid, exited)
-    return Process(ids[0], ids[1], pid, io, exited, console_path is not None)
+    return GuestProcess(ids[0], ids[1], pid, io, exited, console_path is not None)
 
 
 async def _launch_terminal(path: Path, exited: asyncio.Future[int], start: Starter) -> ProcessIO:

@@ -77,6 +77,18 @@ async def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
+def _output_pipe(wiring: dict[int, int], capture: bool, stderr: bool) -> tuple[int, int]:
+    """A pipe wired as the child's fd 1 (`capture`) and/or 2 (`stderr`); (-1, -1) if neither."""
+    if not (capture or stderr):
+        return -1, -1
+    out_r, out_w = os.pipe()
+    if capture:
+        wiring[1] = out_w
+    if stderr:
+        wiring[2] = out_w
+    return out_r, out_w
+
+
 async def run(
     reaper: Reaper,
     argv: Sequence[str],
@@ -91,13 +103,7 @@ async def run(
     `capture` collects stdout; `stderr` also sends stderr to the same pipe.
     """
     wiring = dict(fds or {})
-    out_r = out_w = -1
-    if capture or stderr:
-        out_r, out_w = os.pipe()
-        if capture:
-            wiring[1] = out_w
-        if stderr:
-            wiring[2] = out_w
+    out_r, out_w = _output_pipe(wiring, capture, stderr)
     try:
         pid = spawn(argv, wiring)
         exited = reaper.exited(pid)

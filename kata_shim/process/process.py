@@ -13,19 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from kata_shim.logids import id_logger
 from kata_shim.process.states import Op, ProcessState, transition
 
 if TYPE_CHECKING:
     from kata_shim.io.pumps import Pumps
     from kata_shim.proto import oci_pb2
 
-__all__ = ["ExitRecord", "Process", "ProcessLog", "Stdio"]
+__all__ = ["ExitRecord", "Process", "Stdio"]
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,6 @@ class ExitRecord:
         stamp = Timestamp()
         stamp.FromNanoseconds(self.exited_at_ns)
         return stamp
-
-
-class ProcessLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Prefixes every message with `container[/exec]`."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"[{self.extra['name'] if self.extra else '?'}] {msg}", kwargs
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +76,7 @@ class Process:
         self.exit_watch: asyncio.Task[None] | None = None
         #: CloseIO(stdin) arrived before the pumps existed
         self.stdin_close_requested = False
-        name = container_id if not exec_id else f"{container_id}/{exec_id}"
-        self.log = ProcessLog(log, {"name": name})
+        self.log = id_logger(log, container_id, exec_id)
 
     # identity -------------------------------------------------------------------
     @property

@@ -1,0 +1,98 @@
+"""The sandbox's own resources in the agent, apart from its containers.
+
+Owns the sandbox id and whether CreateSandbox ran, every storage mount (the
+sandbox's, owner "", and each container's, reference-counted in Storages),
+the OOM event queue GetOOMEvent drains, the sandbox's cgroup parent
+(/kata_shim/<sandbox id>), the directory for console sockets, and whether the
+agent runs in a VM (then host paths in specs are confined to `vm_roots`).
+Containers live in guest.containers.ContainerTable, which borrows from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from kata_shim.errors import AlreadyExists
+from kata_shim.guest import bundle, cgroups, hostpaths
+from kata_shim.guest.reaper import Reaper
+from kata_shim.guest.storage import Storages, StorageSpec
+
+__all__ = ["OOM_QUEUE", "GuestSandbox"]
+
+log = logging.getLogger(__name__)
+
+OOM_QUEUE = 1024  # OOM events kept for GetOOMEvent; the oldest go first
+_SUN_PATH_MAX = 107
+
+
+def _console_dir(state_dir: Path) -> Path:
+    """Where console sockets go: a sun_path holds 107 bytes, so stay short."""
+    candidate = state_dir / "tty"
+    if len(os.fsencode(candidate)) + 18 > _SUN_PATH_MAX:
+        return Path(tempfile.mkdtemp(prefix="kata-agent-tty-"))
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate
+
+
+class GuestSandbox:
+    """The pod the agent serves: its id, storages, OOM queue, cgroups and console dir."""
+
+    def __init__(
+        self, state_dir: Path, reaper: Reaper, sandbox_id: str = "", *, in_vm: bool = False
+    ) -> None:
+        self.id = sandbox_id or "default"
+        self.created = False
+        self.storages = Storages(reaper)
+        self.oom_events: asyncio.Queue[str] = asyncio.Queue(OOM_QUEUE)
+        self.console_dir = _console_dir(state_dir)
+        self.in_vm = in_vm  # host paths in specs are refused/dropped (guest/hostpaths.py)
+
+    async def create(self, sandbox_id: str, storages: Iterable[StorageSpec]) -> None:
+        """CreateSandbox: name the sandbox (once) and mount its storages."""
+        if self.created:
+            raise AlreadyExists(f"sandbox {self.id} already created")
+        if sandbox_id:
+            self.id = bundle.validate_id("sandbox", sandbox_id)
+        self.created = True
+        count = await self.add_storages("", storages)
+        log.info("sandbox %s created (%d storages)", self.id, count)
+
+    def destroy(self) -> None:
+        """Release every storage and the sandbox's cgroups (its containers are gone)."""
+        self.storages.release_all()
+        left = cgroups.remove_tree(f"/{bundle.CGROUP_ROOT}/{self.id}")
+        if left:
+            log.warning("sandbox %s: cgroups still in use: %s", self.id, left)
+        self.created = False
+        log.info("sandbox %s destroyed", self.id)
+
+    async def add_storages(self, owner: str, storages: Iterable[StorageSpec]) -> int:
+        """Mount `storages` for `owner` ("" = the sandbox, else a container id)."""
+        count = 0
+        for storage in storages:
+            await self.storages.add(owner, storage)
+            count += 1
+        return count
+
+    def vm_roots(self, cid: str) -> list[str] | None:
+        """In a VM: the shared directory and this sandbox's and container's storages."""
+        if not self.in_vm:
+            return None
+        owned = [*self.storages.owned_by(""), *self.storages.owned_by(cid)]
+        return [hostpaths.SHARED_DIR, *(str(path) for path in owned)]
+
+    def console_path(self, terminal: bool) -> Path | None:
+        """A fresh console socket path for a terminal process, else None."""
+        return self.console_dir / f"{os.urandom(6).hex()}.sock" if terminal else None
+
+    def notify_oom(self, cid: str) -> None:
+        """Queue an OOM event for GetOOMEvent, dropping the oldest when full."""
+        log.warning("[%s] OOM kill in the container's memory cgroup", cid)
+        if self.oom_events.full():
+            self.oom_events.get_nowait()  # drop the oldest
+        self.oom_events.put_nowait(cid)

@@ -1,0 +1,88 @@
+"""GuestSandbox: naming, storages by owner, the bounded OOM queue, console paths, VM roots."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kata_shim import errors
+from kata_shim.guest import hostpaths
+from kata_shim.guest.sandbox import OOM_QUEUE, GuestSandbox
+from kata_shim.guest.storage import StorageSpec
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def local(path: Path) -> StorageSpec:
+    return StorageSpec("local", "", "", str(path))
+
+
+def test_create_names_the_sandbox_once_and_mounts_its_storages(tmp_path: Path) -> None:
+    async def main() -> None:
+        sandbox = GuestSandbox(tmp_path, reaper=None, sandbox_id="")  # type: ignore[arg-type]
+        assert sandbox.id == "default" and not sandbox.created
+        await sandbox.create("guest-sb1", [local(tmp_path / "s1")])
+        assert sandbox.id == "guest-sb1" and sandbox.created
+        assert sandbox.storages.owned_by("") == [tmp_path / "s1"]
+        with pytest.raises(errors.AlreadyExists, match="sandbox guest-sb1 already created"):
+            await sandbox.create("guest-sb2", [])
+        sandbox.destroy()
+        assert not sandbox.created and sandbox.storages.owned_by("") == []
+
+    run(main())
+
+
+def test_create_refuses_an_unsafe_sandbox_id(tmp_path: Path) -> None:
+    async def main() -> None:
+        sandbox = GuestSandbox(tmp_path, reaper=None)  # type: ignore[arg-type]
+        with pytest.raises(errors.InvalidArgument):
+            await sandbox.create("../escape", [])
+        assert not sandbox.created
+
+    run(main())
+
+
+def test_vm_roots_only_in_a_vm_and_per_owner(tmp_path: Path) -> None:
+    async def main() -> None:
+        host = GuestSandbox(tmp_path, reaper=None)  # type: ignore[arg-type]
+        assert host.vm_roots("c1") is None
+        vm = GuestSandbox(tmp_path, reaper=None, in_vm=True)  # type: ignore[arg-type]
+        await vm.add_storages("", [local(tmp_path / "pod")])
+        await vm.add_storages("c1", [local(tmp_path / "c1")])
+        await vm.add_storages("c2", [local(tmp_path / "c2")])
+        roots = [hostpaths.SHARED_DIR, str(tmp_path / "pod"), str(tmp_path / "c1")]
+        assert vm.vm_roots("c1") == roots
+
+    run(main())
+
+
+def test_oom_queue_drops_the_oldest_when_full(tmp_path: Path) -> None:
+    async def main() -> None:
+        sandbox = GuestSandbox(tmp_path, reaper=None)  # type: ignore[arg-type]
+        for n in range(OOM_QUEUE + 2):
+            sandbox.notify_oom(f"c{n}")
+        assert sandbox.oom_events.qsize() == OOM_QUEUE
+        assert await sandbox.oom_events.get() == "c2"
+
+    run(main())
+
+
+def test_console_paths_are_fresh_and_short(tmp_path: Path) -> None:
+    sandbox = GuestSandbox(tmp_path, reaper=None)  # type: ignore[arg-type]
+    assert sandbox.console_path(False) is None
+    first, second = sandbox.console_path(True), sandbox.console_path(True)
+    assert first is not None and second is not None and first != second
+    assert first.parent == tmp_path / "tty" and first.parent.is_dir()
+    deep = tmp_path / ("d" * 100)
+    far = GuestSandbox(deep, reaper=None)  # type: ignore[arg-type]
+    try:
+        path = far.console_path(True)
+        assert path is not None and len(os.fsencode(path)) <= 107
+    finally:
+        shutil.rmtree(far.console_dir)
