@@ -44,10 +44,8 @@ def _unconfined() -> None:
 async def _read(agent: AgentServiceClient, cid: str) -> bytes:
     out = bytearray()
     for read in (agent.ReadStdout, agent.ReadStderr):
-        while reply := await read(agent_pb2.ReadStreamRequest(container_id=cid, len=65536)):
-            if not reply.data:
-                break
-            out += reply.data
+        while data := await read(agent_pb2.ReadStreamRequest(container_id=cid, len=65536)):
+            out += data
     return bytes(out)
 
 

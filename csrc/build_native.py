@@ -22,9 +22,6 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = "kata_shim._native"
 CDEF = """
-int ks_epoll_create(int cloexec);
-int ks_epoll_ctl(int epfd, int op, int fd, uint32_t events);
-int ks_epoll_wait(int epfd, int *fds, uint32_t *events, int maxevents, int timeout_ms);
 int ks_poll_one(int fd, int events, int timeout_ms);
 int ks_vsock_connect_start(uint32_t cid, uint32_t port);
 int ks_vsock_connect_finish(int fd);

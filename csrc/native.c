@@ -1,4 +1,4 @@
-/* kata-shim native helpers: epoll, poll and AF_VSOCK, one syscall-shaped step each.
+/* kata-shim native helpers: poll and AF_VSOCK, one syscall-shaped step each.
  *
  * Small on purpose: policy (validation, deadlines, EINTR retries, socket objects)
  * lives in the kata_shim.native wrappers, which have a pure-Python twin for every function
@@ -7,49 +7,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
 #include "native.h"
-
-int ks_epoll_create(int cloexec)
-{
-    int fd = epoll_create1(cloexec ? EPOLL_CLOEXEC : 0);
-    return fd < 0 ? -errno : fd;
-}
-
-int ks_epoll_ctl(int epfd, int op, int fd, uint32_t events)
-{
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = events;
-    ev.data.fd = fd;
-    return epoll_ctl(epfd, op, fd, &ev) < 0 ? -errno : 0;
-}
-
-/* One epoll_wait(2) into the caller's parallel arrays (fds[i], events[i]). */
-int ks_epoll_wait(int epfd, int *fds, uint32_t *events, int maxevents, int timeout_ms)
-{
-    struct epoll_event *evs;
-    int n, err;
-    if (maxevents <= 0)
-        return -EINVAL;
-    evs = calloc((size_t)maxevents, sizeof(*evs));
-    if (evs == NULL)
-        return -ENOMEM;
-    n = epoll_wait(epfd, evs, maxevents, timeout_ms);
-    err = errno;
-    for (int i = 0; i < n; i++) {
-        fds[i] = evs[i].data.fd;
-        events[i] = evs[i].events;
-    }
-    free(evs);
-    return n < 0 ? -err : n;
-}
 
 int ks_poll_one(int fd, int events, int timeout_ms)
 {

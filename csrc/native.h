@@ -9,11 +9,6 @@
 #define KATA_SHIM_NATIVE_H
 #include <stdint.h>
 
-/* epoll */
-int ks_epoll_create(int cloexec);
-int ks_epoll_ctl(int epfd, int op, int fd, uint32_t events);
-int ks_epoll_wait(int epfd, int *fds, uint32_t *events, int maxevents, int timeout_ms);
-
 /* one poll(2) on one fd: revents (> 0), -ETIMEDOUT, or -errno (-EINTR included) */
 int ks_poll_one(int fd, int events, int timeout_ms);
 

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_SUBCLASS_FOR_CODE: dict[Code, type[ShimError]] = {}  # filled as the subclasses are defined
 
 
 class Code(IntEnum):
@@ -53,9 +54,19 @@ class Code(IntEnum):
 
 
 class ShimError(Exception):
-    """An error that travels over the wire as a status code plus a message."""
+    """An error that travels over the wire as a status code plus a message.
+
+    A subclass names its code (`class NotFound(ShimError, code=Code.NOT_FOUND)`) and is
+    the one `error_from_status` rebuilds for it.
+    """
 
     code: Code = Code.UNKNOWN
+
+    def __init_subclass__(cls, code: Code | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+            _SUBCLASS_FOR_CODE.setdefault(code, cls)
 
     def __init__(self, message: str, code: Code | None = None) -> None:
         super().__init__(message)
@@ -67,51 +78,37 @@ class ShimError(Exception):
         return f"{type(self).__name__}({self.code.name}: {self.message!r})"
 
 
-class NotFound(ShimError):
-    code = Code.NOT_FOUND
+class NotFound(ShimError, code=Code.NOT_FOUND):
+    """No such container, process, sandbox or file."""
 
 
-class AlreadyExists(ShimError):
-    code = Code.ALREADY_EXISTS
+class AlreadyExists(ShimError, code=Code.ALREADY_EXISTS):
+    """The id is taken."""
 
 
-class InvalidArgument(ShimError):
-    code = Code.INVALID_ARGUMENT
+class InvalidArgument(ShimError, code=Code.INVALID_ARGUMENT):
+    """The request is malformed; the message names what to fix."""
 
 
-class FailedPrecondition(ShimError):
-    code = Code.FAILED_PRECONDITION
+class FailedPrecondition(ShimError, code=Code.FAILED_PRECONDITION):
+    """Valid, but not in this state (e.g. start of a running process)."""
 
 
-class Unimplemented(ShimError):
-    code = Code.UNIMPLEMENTED
+class Unimplemented(ShimError, code=Code.UNIMPLEMENTED):
+    """No such RPC, or a feature not supported here."""
 
 
-class DeadlineExceeded(ShimError):
-    code = Code.DEADLINE_EXCEEDED
+class DeadlineExceeded(ShimError, code=Code.DEADLINE_EXCEEDED):
+    """The caller's timeout (or ours) passed first."""
 
 
-class Unavailable(ShimError):
-    code = Code.UNAVAILABLE
+class Unavailable(ShimError, code=Code.UNAVAILABLE):
+    """The peer (agent, sandbox, connection) is gone or not answering sensibly."""
 
 
-class ResourceExhausted(ShimError):
-    code = Code.RESOURCE_EXHAUSTED
+class ResourceExhausted(ShimError, code=Code.RESOURCE_EXHAUSTED):
+    """A size or count limit (message size, queue length) was hit."""
 
-
-_SUBCLASS_FOR_CODE: dict[Code, type[ShimError]] = {
-    cls.code: cls
-    for cls in (
-        NotFound,
-        AlreadyExists,
-        InvalidArgument,
-        FailedPrecondition,
-        Unimplemented,
-        DeadlineExceeded,
-        Unavailable,
-        ResourceExhausted,
-    )
-}
 
 # errno → status code, as containerd's ttrpc convertCode and errdefs do.
 _ERRNO_CODES: dict[int, Code] = {

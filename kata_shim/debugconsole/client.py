@@ -19,7 +19,7 @@ import termios
 import tty
 from pathlib import Path
 
-from kata_shim.debugconsole import CONSOLE_SOCKET, END_PREFIX, END_SUFFIX
+from kata_shim.debugconsole import CONSOLE_SOCKET, END_PREFIX, END_SUFFIX, write_all
 
 __all__ = ["ConsoleError", "EndScanner", "attach", "console_socket"]
 
@@ -93,12 +93,6 @@ class EndScanner:
         return data
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _bridge(sock: socket.socket, stdin: int, stdout: int, raw: bool) -> int:
     scanner = EndScanner()
     poller = select.poll()
@@ -119,7 +113,7 @@ def _bridge(sock: socket.socket, stdin: int, stdout: int, raw: bool) -> int:
             output = sock.recv(CHUNK)
             if not output:
                 raise ConsoleError("the debug console closed: the sandbox stopped")
-            _write_all(stdout, scanner.feed(output))
+            write_all(stdout, scanner.feed(output))
             if scanner.status is not None:
                 return scanner.status
 

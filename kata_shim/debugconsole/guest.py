@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from kata_shim.debugconsole import CONSOLE_PORT, END_PREFIX, END_SUFFIX
+from kata_shim.debugconsole import CONSOLE_PORT, END_PREFIX, END_SUFFIX, write_all
 
 __all__ = ["find_port", "main"]
 
@@ -54,12 +54,6 @@ def _poll(fd: int, timeout_ms: int) -> list[tuple[int, int]]:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return poller.poll(timeout_ms)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _spawn_shell() -> tuple[int, int]:
@@ -103,14 +97,14 @@ def _relay(port: int, master: int) -> bool:
                 if not data:
                     return True
                 try:
-                    _write_all(port, data)
+                    write_all(port, data)
                 except OSError:
                     return False
                 continue
             data = os.read(port, CHUNK) if events & select.POLLIN else b""
             if not data:  # no data and POLLHUP: the host end closed
                 return False
-            _write_all(master, data)
+            write_all(master, data)
 
 
 def session(port: int) -> None:
@@ -125,7 +119,7 @@ def session(port: int) -> None:
         return
     status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     with contextlib.suppress(OSError):
-        _write_all(port, END_PREFIX + str(status).encode() + END_SUFFIX)
+        write_all(port, END_PREFIX + str(status).encode() + END_SUFFIX)
     while _host_connected(port):  # drain whatever the host still sends, until it goes
         for _, events in _poll(port, 1000):
             if events & select.POLLIN:

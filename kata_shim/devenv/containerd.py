@@ -163,10 +163,6 @@ class PrivateContainerd:
             proc.wait(timeout)
         self.pid = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def __enter__(self) -> PrivateContainerd:
         self.start()
         return self

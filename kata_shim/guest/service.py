@@ -23,11 +23,10 @@ from kata_shim.guest.containers import ContainerTable
 from kata_shim.guest.process_calls import ProcessCalls
 from kata_shim.guest.states import Op
 from kata_shim.guest.storage import StorageSpec
-from kata_shim.pbwire import len_field_header
 from kata_shim.proto import agent_pb2, health_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceBase
 from kata_shim.proto.health_ttrpc import HealthBase
-from kata_shim.ttrpc.service import Encoded, EncodedHandler, RequestContext
+from kata_shim.ttrpc.service import RequestContext
 
 __all__ = ["AgentService", "HealthService"]
 
@@ -164,40 +163,20 @@ class AgentService(AgentServiceBase):
         code = await self.processes.wait(request.container_id, request.exec_id)
         return agent_pb2.WaitProcessResponse(status=code)
 
-    async def ReadStdout(
-        self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest
-    ) -> agent_pb2.ReadStreamResponse:
+    # ReadStreamResponse.data is a zero-copy field (kata_shim.plugin.regen.ZERO_COPY): these
+    # return the chunk itself, sent as it is; empty data (an empty reply) means EOF.
+    async def ReadStdout(self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest) -> bytes:
         return await self._read(request, stderr=False)
 
-    async def ReadStderr(
-        self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest
-    ) -> agent_pb2.ReadStreamResponse:
+    async def ReadStderr(self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest) -> bytes:
         return await self._read(request, stderr=True)
 
-    async def _read(
-        self, request: agent_pb2.ReadStreamRequest, stderr: bool
-    ) -> agent_pb2.ReadStreamResponse:
-        return agent_pb2.ReadStreamResponse(data=await self._read_chunk(request, stderr))
-
-    async def _read_chunk(self, request: agent_pb2.ReadStreamRequest, stderr: bool) -> bytes:
+    async def _read(self, request: agent_pb2.ReadStreamRequest, stderr: bool) -> bytes:
         proc = self.containers.process(request.container_id, request.exec_id)
         stream = proc.output(stderr)
         if stream is None:  # no separate stderr with a terminal: EOF at once
             return b""
         return await stream.read(min(request.len or MAX_READ, MAX_READ))
-
-    def encoded_handlers(self) -> dict[str, EncodedHandler]:
-        """ReadStdout/ReadStderr replies sent as header + data, never copying the data."""
-
-        def reader(stderr: bool) -> EncodedHandler:
-            async def read(ctx: RequestContext, request: agent_pb2.ReadStreamRequest) -> Encoded:
-                data = await self._read_chunk(request, stderr)
-                # ReadStreamResponse.data = 1; an empty message means EOF
-                return Encoded((len_field_header(1, len(data)), data) if data else ())
-
-            return read
-
-        return {"ReadStdout": reader(False), "ReadStderr": reader(True)}
 
     async def WriteStdin(
         self, ctx: RequestContext, request: agent_pb2.WriteStreamRequest

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kata_shim.guest.spawn import readable, wake
-from kata_shim.io.copy import grow_pipe
+from kata_shim.io.copy import grow_pipe, read_some
 
 __all__ = ["DRAIN_GRACE", "ConsoleSocket", "InputStream", "OutputStream", "ProcessIO"]
 
@@ -92,7 +92,7 @@ class OutputStream:
         loop = asyncio.get_running_loop()
         while self._fd.fd >= 0:
             try:
-                return os.read(self._fd.fd, n)
+                return read_some(self._fd.fd, n)  # compiled: see kata_shim/_fastio.pyx
             except BlockingIOError:
                 pass
             except OSError as exc:

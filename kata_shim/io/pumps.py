@@ -27,7 +27,6 @@ import select
 from kata_shim.errors import ShimError, Unavailable
 from kata_shim.io.copy import read_some
 from kata_shim.io.stdio import HostStdio, Sink, wait_event, wake
-from kata_shim.pbwire import WireError, last_len_field
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 
@@ -36,8 +35,6 @@ __all__ = ["CHUNK", "Pumps"]
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # bytes asked per ReadStdout/ReadStderr and sent per WriteStdin
-
-AGENT_SERVICE = "grpc.AgentService"
 
 
 def _readable_now(fd: int) -> bool:
@@ -79,33 +76,26 @@ class Pumps:
         created the process and its monitor being set up.
         """
         loop = asyncio.get_running_loop()
-        self._outputs.append(loop.create_task(self._output("ReadStdout", "stdout")))
+        self._outputs.append(loop.create_task(self._output("stdout")))
         if not self._terminal:
-            self._outputs.append(loop.create_task(self._output("ReadStderr", "stderr")))
+            self._outputs.append(loop.create_task(self._output("stderr")))
         if self.host.stdin_fd is not None:
             self._stdin_task = loop.create_task(self._stdin(self.host.stdin_fd))
         else:
             self._stdin_task = loop.create_task(self._send_close_stdin())
 
     # output -----------------------------------------------------------------------
-    async def _output(self, method: str, stream: str) -> None:
+    async def _output(self, stream: str) -> None:
         sink: Sink | None = getattr(self.host, stream)
         request = agent_pb2.ReadStreamRequest(**self._ids, len=CHUNK)
-        client = self._agent.client
+        # ReadStreamResponse.data is a zero-copy field: each chunk is a view of the reply frame
+        read = self._agent.ReadStderr if stream == "stderr" else self._agent.ReadStdout
         try:
-            while True:
-                reply = await client.call_encoded(AGENT_SERVICE, method, request)
-                data = last_len_field(reply, 1)  # ReadStreamResponse.data, a view: no copy
-                if not data:
-                    break
+            while data := await read(request):  # no deadline: waits for output
                 if sink is not None:
                     await sink.write(data)
         except ShimError as exc:
             log.debug("%s: %s pump ended: %s", self._name, stream, exc)
-        except WireError as exc:
-            log.warning(
-                "%s: %s pump ended: undecodable %s reply: %s", self._name, stream, method, exc
-            )
         finally:
             if stream == "stdout" and self._stdin_task is not None:
                 self._stdin_task.cancel()

@@ -28,7 +28,7 @@ import stat
 import struct
 import termios
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,6 @@ class HostStdio:
     stdout: Sink | None = None
     stderr: Sink | None = None
     logger: BinaryLogger | None = None
-    extra_fds: list[int] = field(default_factory=list)
 
     async def close(self) -> None:
         """Close everything (clients see EOF); stop the logging binary."""

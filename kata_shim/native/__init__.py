@@ -1,9 +1,10 @@
-"""Wrappers over the compiled cffi module kata_shim._native: epoll and AF_VSOCK.
+"""Wrappers over the compiled cffi module kata_shim._native: AF_VSOCK.
 
-One module per feature (epoll.py, vsock.py; selftest.py compares them) and only
-these modules touch the cffi `ffi`/`lib` objects. Each feature has a pure-Python
-twin with identical signatures and semantics, used when the module is not built;
-`<module>.IMPLEMENTATION` says which one is active ("cffi" or "python").
+vsock.py is the only module that touches the cffi `ffi`/`lib` objects (selftest.py
+compares it with its twin in a test guest). It has a pure-Python twin with identical
+signatures and semantics, used when the module is not built; `vsock.IMPLEMENTATION`
+says which one is active ("cffi" or "python"). epoll is the event loop's (uvloop's
+libuv, or asyncio's selectors): no wrapper of our own.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Run the native and the pure-Python vsock/epoll implementations against each other.
+"""Run the native (cffi) and the pure-Python vsock implementations against each other.
 
 `python -m kata_shim.native.selftest vsock` runs INSIDE A TEST GUEST ONLY, over vsock
 loopback (CID 1): it refuses (exit 2) unless the kernel command line carries
 `kata_shim.selftest=1`, which only kata-shim's test guests get (on development hosts
 AF_VSOCK is the machine's own link to its hypervisor and must never be touched).
-`epoll` mode runs anywhere. Prints one JSON report; exit 0 when both implementations
+Prints one JSON report; exit 0 when both implementations
 agree and meet the expected results, 1 otherwise, 2 on refusal or bad usage.
 The connect-timeout case needs the loopback handshake to lose against a zero-timeout
 poll: it runs under SCHED_FIFO (one vCPU); without that, only validity is checked.
@@ -17,7 +17,6 @@ import errno
 import fcntl
 import json
 import os
-import select
 import socket
 import sys
 import threading
@@ -26,9 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kata_shim.native import epoll, vsock
+from kata_shim.native import vsock
 
-__all__ = ["GUARD", "guest_guard", "main", "run_epoll", "run_vsock"]
+__all__ = ["GUARD", "guest_guard", "main", "run_vsock"]
 
 GUARD = "kata_shim.selftest=1"
 PORT_BASE = 7300
@@ -234,49 +233,12 @@ def run_vsock() -> dict[str, Any]:
     return {**report, "problems": problems, "match": not problems}
 
 
-# ---------------------------------------------------------------- epoll
-def _epoll_scenario(cls: type[epoll.NativeEpoll] | type[epoll.PyEpoll]) -> list[Any]:
-    r, w = os.pipe()
-    a, b = socket.socketpair()
-    names = {r: "pipe", a.fileno(): "sock"}
-
-    def ready(events: list[tuple[int, int]]) -> list[Any]:
-        return sorted([names.get(fd, fd), ev] for fd, ev in events)
-
-    try:
-        with cls() as ep:
-            ep.register(r, select.EPOLLIN)
-            ep.register(a, select.EPOLLIN | select.EPOLLOUT)
-            steps: list[Any] = [ready(ep.poll(0))]
-            os.write(w, b"x")
-            b.send(b"y")
-            steps.append(ready(ep.poll(1.0)))
-            ep.modify(a, select.EPOLLIN)
-            steps += [os.read(r, 1).decode(), a.recv(1).decode(), ready(ep.poll(0.05))]
-            ep.unregister(r)
-            steps.append(_outcome(lambda: ep.unregister(r)))
-            steps.append(_outcome(lambda: ep.register(a)))
-        steps.append(ep.closed)
-        return steps
-    finally:
-        for fd in (r, w):
-            os.close(fd)
-        a.close()
-        b.close()
-
-
-def run_epoll() -> dict[str, Any]:
-    """NativeEpoll vs PyEpoll on a pipe and a socketpair (safe on any machine)."""
-    native, python = _epoll_scenario(epoll.NativeEpoll), _epoll_scenario(epoll.PyEpoll)
-    return {"mode": "epoll", "native": native, "python": python, "match": native == python}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args not in (["vsock"], ["epoll"]):
-        print("usage: python -m kata_shim.native.selftest {vsock|epoll}", file=sys.stderr)
+    if args != ["vsock"]:
+        print("usage: python -m kata_shim.native.selftest vsock", file=sys.stderr)
         return 2
-    if args[0] == "vsock" and not guest_guard():
+    if not guest_guard():
         print(
             f"refusing to run the vsock self-test: it runs only inside a kata-shim test guest "
             f"({GUARD!r} is not on the kernel command line); on this machine AF_VSOCK is the "
@@ -284,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    report = run_vsock() if args[0] == "vsock" else run_epoll()
+    report = run_vsock()
     print(json.dumps(report, sort_keys=True))
     return 0 if report["match"] else 1
 

@@ -3,7 +3,8 @@
 `python -m kata_shim.plugin.regen` compiles every kata_shim/proto/*.proto with
 grpcio-tools' protoc into *_pb2.py, *_pb2.pyi and (through our plugin
 protoc-gen-kata-ttrpc) *_ttrpc.py, next to the .proto files (no *_ttrpc.py for
-the gRPC-only files in GRPC_ONLY). protoc runs from
+the gRPC-only files in GRPC_ONLY; the response fields in ZERO_COPY travel uncopied,
+see the plugin's `zero_copy` option). protoc runs from
 the generator virtualenv `.venv-protoc` (requirements-protoc.txt): its protoc
 3.21.12 writes code that loads on every protobuf runtime from 3.21 to 6.x.
 `--check` generates into a scratch directory instead and exits 1, printing a
@@ -32,6 +33,8 @@ DIFF_LINES = 20  # per file, in the --check summary
 GENERATOR_VENV = REPO / ".venv-protoc"  # made by scripts/dev.sh from requirements-protoc.txt
 # Services spoken over gRPC by others (containerd's CRI plugin): no *_ttrpc.py for these.
 GRPC_ONLY = ("cri.proto",)
+# Fields sent and received without copies: the stdout/stderr chunks (ReadStdout/ReadStderr).
+ZERO_COPY = ("grpc.ReadStreamResponse.data",)
 
 
 def protoc_argv() -> list[str]:
@@ -80,6 +83,7 @@ def generate_into(out_dir: Path, repo: Path = REPO) -> None:
             f"--plugin=protoc-gen-kata-ttrpc={_plugin_launcher(Path(scratch))}",
             f"--kata-ttrpc_out={out_dir}",
             *(f"--kata-ttrpc_opt=grpc_only={PROTO_SUBDIR.as_posix()}/{name}" for name in GRPC_ONLY),
+            *(f"--kata-ttrpc_opt=zero_copy={name}" for name in ZERO_COPY),
             *proto_files(repo),
         ]
         env = dict(os.environ, PYTHONPATH=str(REPO))  # so the plugin module imports

@@ -13,12 +13,21 @@ from google.protobuf import empty_pb2
 
 from kata_shim.errors import Unimplemented
 from kata_shim.proto import agent_pb2, csi_pb2, types_pb2
-from kata_shim.ttrpc.service import MethodDesc, RequestContext, ServiceDesc
+from kata_shim.ttrpc.service import Buffer, MethodDesc, RequestContext, ServiceDesc, ZeroCopyField
 
 if TYPE_CHECKING:
     from kata_shim.ttrpc.client import Client
 
-__all__ = ["AGENT_SERVICE_DESC", "AgentServiceBase", "AgentServiceClient"]
+__all__ = [
+    "AGENT_SERVICE_DESC",
+    "AgentServiceBase",
+    "AgentServiceClient",
+    "READ_STREAM_RESPONSE_DATA",
+]
+
+
+# protoc-gen-kata-ttrpc option zero_copy: the field travels uncopied
+READ_STREAM_RESPONSE_DATA = ZeroCopyField(agent_pb2.ReadStreamResponse, 1)
 
 
 AGENT_SERVICE_DESC = ServiceDesc(
@@ -69,10 +78,16 @@ AGENT_SERVICE_DESC = ServiceDesc(
             "WriteStdin", agent_pb2.WriteStreamRequest, agent_pb2.WriteStreamResponse
         ),
         "ReadStdout": MethodDesc(
-            "ReadStdout", agent_pb2.ReadStreamRequest, agent_pb2.ReadStreamResponse
+            "ReadStdout",
+            agent_pb2.ReadStreamRequest,
+            agent_pb2.ReadStreamResponse,
+            zero_copy=READ_STREAM_RESPONSE_DATA,
         ),
         "ReadStderr": MethodDesc(
-            "ReadStderr", agent_pb2.ReadStreamRequest, agent_pb2.ReadStreamResponse
+            "ReadStderr",
+            agent_pb2.ReadStreamRequest,
+            agent_pb2.ReadStreamResponse,
+            zero_copy=READ_STREAM_RESPONSE_DATA,
         ),
         "CloseStdin": MethodDesc("CloseStdin", agent_pb2.CloseStdinRequest, empty_pb2.Empty),
         "TtyWinResize": MethodDesc("TtyWinResize", agent_pb2.TtyWinResizeRequest, empty_pb2.Empty),
@@ -221,16 +236,12 @@ class AgentServiceBase(abc.ABC):  # noqa: B024 - every RPC has a default
         """RPC grpc.AgentService/WriteStdin."""
         raise Unimplemented("method WriteStdin")
 
-    async def ReadStdout(
-        self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest
-    ) -> agent_pb2.ReadStreamResponse:
-        """RPC grpc.AgentService/ReadStdout."""
+    async def ReadStdout(self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest) -> Buffer:
+        """RPC grpc.AgentService/ReadStdout: return the zero-copy field's bytes."""
         raise Unimplemented("method ReadStdout")
 
-    async def ReadStderr(
-        self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest
-    ) -> agent_pb2.ReadStreamResponse:
-        """RPC grpc.AgentService/ReadStderr."""
+    async def ReadStderr(self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest) -> Buffer:
+        """RPC grpc.AgentService/ReadStderr: return the zero-copy field's bytes."""
         raise Unimplemented("method ReadStderr")
 
     async def CloseStdin(
@@ -645,13 +656,13 @@ class AgentServiceClient:
         *,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> agent_pb2.ReadStreamResponse:
-        """RPC grpc.AgentService/ReadStdout."""
-        return await self._client.call(
+    ) -> memoryview:
+        """RPC grpc.AgentService/ReadStdout: the zero-copy field, a view of the reply."""
+        return await self._client.call_zero_copy(
             "grpc.AgentService",
             "ReadStdout",
             request,
-            agent_pb2.ReadStreamResponse,
+            READ_STREAM_RESPONSE_DATA,
             timeout=timeout,
             metadata=metadata,
         )
@@ -662,13 +673,13 @@ class AgentServiceClient:
         *,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> agent_pb2.ReadStreamResponse:
-        """RPC grpc.AgentService/ReadStderr."""
-        return await self._client.call(
+    ) -> memoryview:
+        """RPC grpc.AgentService/ReadStderr: the zero-copy field, a view of the reply."""
+        return await self._client.call_zero_copy(
             "grpc.AgentService",
             "ReadStderr",
             request,
-            agent_pb2.ReadStreamResponse,
+            READ_STREAM_RESPONSE_DATA,
             timeout=timeout,
             metadata=metadata,
         )

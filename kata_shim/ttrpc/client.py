@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from kata_shim.errors import Code, DeadlineExceeded, ShimError, Unavailable, error_from_status
 from kata_shim.protoparse import DecodeError, parse
 from kata_shim.ttrpc.connection import ClientConnection, ProtocolError, ResponseReceived
-from kata_shim.ttrpc.service import RpcObserver
+from kata_shim.ttrpc.service import RpcObserver, ZeroCopyField
 from kata_shim.ttrpc.wire import MAX_PAYLOAD
 
 __all__ = ["Client"]
@@ -131,6 +131,23 @@ class Client:
         except DecodeError as exc:
             raise Unavailable(f"cannot decode {response_type.__name__}: {exc}") from exc
         return message
+
+    async def call_zero_copy(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        field: ZeroCopyField,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> memoryview:
+        """Send one unary request; return the response's zero-copy `field` as a view into
+        the received frame, without building the response message (generated clients)."""
+        payload = await self.call_encoded(
+            service, method, request, timeout=timeout, metadata=metadata
+        )
+        return field.decode(payload)
 
     async def call_encoded(
         self,

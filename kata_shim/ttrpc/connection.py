@@ -11,8 +11,9 @@ No IO and no asyncio here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kata_shim.errors import Code
 from kata_shim.pbwire import WireError, len_field_header, split_response
@@ -27,6 +28,7 @@ from kata_shim.ttrpc.wire import (
     FrameType,
     OversizeFrame,
     ProtocolError,
+    PyFrameDecoder,
     encode_frame,
 )
 
@@ -66,6 +68,25 @@ class ResponseReceived:
 Buffer = bytes | bytearray | memoryview
 
 
+E = TypeVar("E")
+
+
+def _events(
+    decoder: PyFrameDecoder, data: bytes, event_for: Callable[[Frame | OversizeFrame], E | None]
+) -> list[E]:
+    """Feed `data` to `decoder` (either implementation); the events of the frames it completes
+    (None: no event)."""
+    decoder.feed(data)
+    events: list[E] = []
+    while True:
+        frame = decoder.next_frame()
+        if frame is NEED_DATA:
+            return events
+        event = event_for(frame)  # type: ignore[arg-type]  # not NEED_DATA here
+        if event is not None:
+            events.append(event)
+
+
 def _oversize_message(length: int, limit: int) -> str:
     return f"message length {length} exceed maximum message size of {limit}"
 
@@ -79,15 +100,7 @@ class ServerConnection:
 
     def receive_data(self, data: bytes) -> list[RequestReceived | StreamError]:
         """Feed bytes; return the events they complete. Raises ProtocolError."""
-        self._decoder.feed(data)
-        events: list[RequestReceived | StreamError] = []
-        while True:
-            frame = self._decoder.next_frame()
-            if frame is NEED_DATA:
-                return events
-            event = self._event_for(frame)  # type: ignore[arg-type]
-            if event is not None:
-                events.append(event)
+        return _events(self._decoder, data, self._event_for)
 
     def _event_for(self, frame: Frame | OversizeFrame) -> RequestReceived | StreamError | None:
         if frame.type != FrameType.REQUEST:
@@ -178,15 +191,7 @@ class ClientConnection:
 
     def receive_data(self, data: bytes) -> list[ResponseReceived]:
         """Feed bytes; return completed responses for streams still in flight."""
-        self._decoder.feed(data)
-        events: list[ResponseReceived] = []
-        while True:
-            frame = self._decoder.next_frame()
-            if frame is NEED_DATA:
-                return events
-            event = self._event_for(frame)  # type: ignore[arg-type]
-            if event is not None:
-                events.append(event)
+        return _events(self._decoder, data, self._event_for)
 
     def _event_for(self, frame: Frame | OversizeFrame) -> ResponseReceived | None:
         if frame.type != FrameType.RESPONSE or frame.stream_id not in self._in_flight:

@@ -6,7 +6,7 @@ enforced here and only here; handler outcomes become statuses through
 kata_shim.errors.status_for_exception. Frames are written whole, one
 transport.write per frame (back-to-back writes of its parts for `Encoded`
 replies), so writes never interleave. Serves unix listening
-sockets (path, inherited fd, socket object) and already-open duplex character
+sockets (path or socket object) and already-open duplex character
 devices (a virtio-serial port = one connection). An optional `observer`
 (ttrpc.service.RpcObserver, a plain callable) is told each finished call's
 method, status code and handling time; cancelled calls are not observed.
@@ -243,10 +243,6 @@ class Server:
             sock.close()
             raise
         await self.serve_socket(sock)
-
-    async def serve_fd(self, fd: int) -> None:
-        """Serve an inherited listening unix socket (e.g. fd 3 from `start`)."""
-        await self.serve_socket(socket.socket(fileno=fd))
 
     async def serve_socket(self, sock: socket.socket) -> None:
         """Serve an already bound and listening stream socket (unix or AF_VSOCK)."""

@@ -2,10 +2,12 @@
 
 Owns the descriptor types the generated `*_ttrpc.py` modules fill in, the
 per-request `RequestContext`, and `Dispatcher`, which decodes the request
-payload, runs the handler and encodes the reply (or passes on the `Encoded`
-buffers of an encoded handler, for replies too large to copy around). It knows nothing about
-sockets or frames; errors leave it as `ShimError` for the server to turn into a
-status (see kata_shim.errors).
+payload, runs the handler and encodes the reply. A method whose MethodDesc has
+a `zero_copy` field (the protoc plugin's `zero_copy` option) returns the bytes
+of that one field; the reply leaves as `Encoded` buffers (header, data) that
+are never joined or copied. It knows nothing about sockets or frames; errors
+leave it as `ShimError` for the server to turn into a status (see
+kata_shim.errors).
 """
 
 from __future__ import annotations
@@ -16,21 +18,25 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from kata_shim.errors import InvalidArgument, Unimplemented
+from kata_shim.errors import InvalidArgument, Unavailable, Unimplemented
+from kata_shim.pbwire import WireError, last_len_field, len_field_header
 from kata_shim.protoparse import DecodeError, parse
 
 __all__ = [
+    "Buffer",
     "Dispatcher",
     "Encoded",
-    "EncodedHandler",
     "MethodDesc",
     "PeerCredentials",
     "RequestContext",
     "RpcObserver",
     "ServiceDesc",
+    "ZeroCopyField",
 ]
 
-Handler = Callable[["RequestContext", Any], Awaitable[Message]]
+Buffer = bytes | bytearray | memoryview
+#: a handler returns the response message, or the field's bytes for a zero-copy method
+Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 
 #: Told about every finished call: (service, method, status code, seconds). A plain
 #: callable so that the ttrpc core stays free of any metrics library; it must not raise.
@@ -41,19 +47,45 @@ RpcObserver = Callable[[str, str, int, float], None]
 class Encoded:
     """A reply already encoded: the response message is `parts` concatenated."""
 
-    parts: tuple[bytes | bytearray | memoryview, ...]
+    parts: tuple[Buffer, ...]
 
 
-EncodedHandler = Callable[["RequestContext", Any], Awaitable[Encoded]]
+@dataclass(frozen=True, slots=True)
+class ZeroCopyField:
+    """A response message whose one field, `bytes` number `number`, travels uncopied.
+
+    The generated code of the protoc plugin's `zero_copy` option uses it on both
+    sides: the server sends the tag and length, then the handler's buffer itself;
+    the client gets the field as a view into the received frame. protobuf's Python
+    API cannot serialize or parse a bytes field without copying it.
+    """
+
+    response_type: type[Message]
+    number: int
+
+    def encode(self, data: Buffer) -> Encoded:
+        """The response holding `data`; empty data is the empty message (proto3)."""
+        with memoryview(data) as view:  # TypeError for anything but a bytes-like object
+            size = view.nbytes
+        return Encoded((len_field_header(self.number, size), data) if size else ())
+
+    def decode(self, payload: bytes | memoryview) -> memoryview:
+        """The field's value in an encoded response (its last occurrence), as a view."""
+        try:
+            return last_len_field(payload, self.number)
+        except WireError as exc:
+            raise Unavailable(f"cannot decode {self.response_type.__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
 class MethodDesc:
-    """One unary RPC: its wire name and its request/response message classes."""
+    """One unary RPC: its wire name, its request/response message classes and, for a
+    zero-copy response (protoc plugin option), the field that travels uncopied."""
 
     name: str
     request_type: type[Message]
     response_type: type[Message]
+    zero_copy: ZeroCopyField | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,22 +124,16 @@ class Dispatcher:
     """Maps (service, method) to a bound handler of a registered implementation."""
 
     def __init__(self) -> None:
-        self._routes: dict[tuple[str, str], tuple[MethodDesc, Handler | EncodedHandler]] = {}
+        self._routes: dict[tuple[str, str], tuple[MethodDesc, Handler]] = {}
         self._services: set[str] = set()
 
     def register(self, desc: ServiceDesc, impl: object) -> None:
-        """Serve every method of `desc` with the same-named coroutine method of `impl`.
-
-        `impl.encoded_handlers()`, when it exists, maps method names to handlers
-        that return `Encoded` replies instead; those take precedence.
-        """
-        encoded: Mapping[str, EncodedHandler] = getattr(impl, "encoded_handlers", dict)()
+        """Serve every method of `desc` with the same-named coroutine method of `impl`."""
         for name, method in desc.methods.items():
-            handler = encoded.get(name) or getattr(impl, name)
-            self._routes[(desc.name, name)] = (method, handler)
+            self._routes[(desc.name, name)] = (method, getattr(impl, name))
         self._services.add(desc.name)
 
-    def lookup(self, service: str, method: str) -> tuple[MethodDesc, Handler | EncodedHandler]:
+    def lookup(self, service: str, method: str) -> tuple[MethodDesc, Handler]:
         """Return the route or raise Unimplemented the way Go ttrpc words it."""
         route = self._routes.get((service, method))
         if route is not None:
@@ -125,7 +151,7 @@ class Dispatcher:
         except DecodeError as exc:
             raise InvalidArgument(f"cannot decode {method.request_type.__name__}: {exc}") from exc
         response = await handler(ctx, request)
-        if isinstance(response, Encoded):
-            return response
+        if method.zero_copy is not None:
+            return method.zero_copy.encode(response)
         encoded: bytes = response.SerializeToString()
         return encoded

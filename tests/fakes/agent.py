@@ -268,7 +268,7 @@ class FakeAgent(AgentServiceBase):
         data = await getattr(proc, name).read(request.len or 32768)
         if not data:
             self.calls.append(("EOF", name, request.container_id, request.exec_id))
-        return agent_pb2.ReadStreamResponse(data=data)
+        return data  # ReadStreamResponse.data is a zero-copy field: the bytes themselves
 
     async def ReadStdout(self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest):
         return await self._read(request, "stdout")

@@ -71,9 +71,7 @@ async def read_all(
     out = bytearray()
     read = agent.ReadStderr if stderr else agent.ReadStdout
     while True:
-        reply = await read(
-            agent_pb2.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=65536)
-        )
-        if not reply.data:
+        data = await read(agent_pb2.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=65536))
+        if not data:
             return bytes(out)
-        out += reply.data
+        out += data

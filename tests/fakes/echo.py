@@ -17,25 +17,29 @@ import uvloop
 from google.protobuf import wrappers_pb2
 
 from kata_shim import errors
-from kata_shim.pbwire import len_field_header
 from kata_shim.ttrpc.client import Client
 from kata_shim.ttrpc.server import Server
 from kata_shim.ttrpc.service import (
     Dispatcher,
-    Encoded,
     MethodDesc,
     RequestContext,
     ServiceDesc,
+    ZeroCopyField,
 )
 
 T = TypeVar("T")
 S = wrappers_pb2.StringValue
+#: StringValue.value (= 1) as a zero-copy field, the way generated code declares one
+ZERO_COPY_VALUE = ZeroCopyField(S, 1)
 
 ECHO_DESC = ServiceDesc(
     "test.Echo",
     {
-        name: MethodDesc(name, S, S)
-        for name in ("Echo", "Fail", "Block", "Sleep", "Context", "Big", "BigEncoded")
+        **{
+            name: MethodDesc(name, S, S)
+            for name in ("Echo", "Fail", "Block", "Sleep", "Context", "Big")
+        },
+        "BigZeroCopy": MethodDesc("BigZeroCopy", S, S, zero_copy=ZERO_COPY_VALUE),
     },
 )
 
@@ -92,17 +96,9 @@ class EchoService:
     async def Big(self, ctx: RequestContext, req: S) -> S:
         return S(value="x" * int(req.value))
 
-    async def BigEncoded(self, ctx: RequestContext, req: S) -> S:
-        raise AssertionError("encoded_handlers() serves BigEncoded")
-
-    def encoded_handlers(self) -> dict[str, Callable[..., Awaitable[Encoded]]]:
-        async def big(ctx: RequestContext, req: S) -> Encoded:
-            """Like Big, as header + data (StringValue.value = 1); split in two data parts."""
-            data = b"x" * int(req.value)
-            half = len(data) // 2
-            return Encoded((len_field_header(1, len(data)), data[:half], data[half:]))
-
-        return {"BigEncoded": big}
+    async def BigZeroCopy(self, ctx: RequestContext, req: S) -> memoryview:
+        """Like Big; returns the zero-copy field's bytes (a view: any buffer will do)."""
+        return memoryview(b"x" * int(req.value))
 
 
 def run_on(loop_kind: str, coro: Awaitable[T]) -> T:

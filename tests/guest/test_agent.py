@@ -232,11 +232,11 @@ def test_pause_resume_stats_and_update() -> None:
             )
             await create_started(h, "p1", ["/bin/sh", "-c", script])
             read = req(agent_pb2.ReadStreamRequest, "p1", "p1", len=4096)
-            assert b"tick" in (await h.agent.ReadStdout(read)).data
+            assert b"tick" in bytes(await h.agent.ReadStdout(read))
             await h.agent.PauseContainer(req(agent_pb2.PauseContainerRequest, "p1"))
             assert await _frozen(h, "p1"), "output kept coming while paused"
             await h.agent.ResumeContainer(req(agent_pb2.ResumeContainerRequest, "p1"))
-            assert b"tick" in (await h.agent.ReadStdout(read, timeout=5)).data
+            assert b"tick" in bytes(await h.agent.ReadStdout(read, timeout=5))
             stats = (
                 await h.agent.StatsContainer(req(agent_pb2.StatsContainerRequest, "p1"))
             ).cgroup_stats

@@ -1,191 +1,201 @@
-"""copy_fd: the Cython loop and its pure-Python twin give the same results on the same cases.
+"""read_some (the Cython one and its pure-Python twin, same outcomes) and grow_pipe.
 
-Every case runs both implementations (`run_both`) and checks that they agree, then
-checks the expected result. Pairings cover the copy paths: splice from a non-pipe into a
-pipe (file→pipe, socket→pipe), read/write for every other pairing, and the read/write
-fallback when splice refuses the fds.
+Every read_some case runs both implementations and requires the same outcome. Signals:
+a read blocked on an empty pipe runs the Python handler (PEP 475); a raising handler
+aborts it with its exception, a quiet one lets it go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import hashlib
 import os
+import pty
 import signal
+import socket
+import threading
+import tty
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.io.endpoints import IMPLS, Impl, Sink, Source, run_both, transfer
+from kata_shim import _fastio
+from kata_shim.io import copy
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(60)
 
-PAIRINGS = [
-    ("pipe", "pipe"),  # read/write (splice measured slower with a pipe source)
-    ("file", "pipe"),  # splice into the pipe
-    ("socket", "pipe"),  # splice into the pipe
-    ("pipe", "file"),  # read/write
-    ("file", "file"),  # read/write
-    ("socket", "file"),  # read/write
-    ("file", "socket"),  # read/write
-    ("pipe", "append"),  # read/write into an O_APPEND file
-    ("file", "append"),  # read/write into an O_APPEND file
-]
+ReadSome = Callable[[int, int], bytes]
+IMPLS: dict[str, ReadSome] = {"cython": _fastio.read_some, "python": copy.py_read_some}
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def outcome(fn: Callable[[], Any]) -> Any:
+    """fn()'s result, or a comparable description of what it raised."""
+    try:
+        return ("ok", fn())
+    except OSError as exc:
+        return ("raised", type(exc).__name__, exc.errno)
+    except Exception as exc:
+        return ("raised", type(exc).__name__, str(exc))
 
 
-@pytest.mark.parametrize(("src", "dst"), PAIRINGS)
-@pytest.mark.parametrize("size", [0, 1, 65537, 3 << 20])
-def test_pairings_copy_everything(src: str, dst: str, size: int, tmp_path: Path) -> None:
-    data = os.urandom(size)
-    assert run_both(lambda impl: transfer(impl, src, dst, data, tmp_path)) == (
-        "ok",
-        (size, data, b""),
-    )
+def run_both(case: Callable[[ReadSome], Any]) -> Any:
+    """Run case with each implementation; they must agree. Returns the common outcome."""
+    results = {name: outcome(lambda impl=impl: case(impl)) for name, impl in IMPLS.items()}
+    assert results["cython"] == results["python"], results
+    return results["python"]
 
 
-@pytest.mark.parametrize(("src", "dst"), PAIRINGS)
-@pytest.mark.parametrize("limit", [1, 4095, 100_000, 1 << 20])
-def test_limit_stops_early_and_leaves_the_rest(
-    src: str, dst: str, limit: int, tmp_path: Path
-) -> None:
-    data = os.urandom(1 << 20 | 123)
-    outcome = run_both(
-        lambda impl: transfer(impl, src, dst, data, tmp_path, limit=limit, bufsize=65536)
-    )
-    assert outcome == ("ok", (limit, data[:limit], data[limit:]))
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
-@pytest.mark.parametrize(("src", "dst"), PAIRINGS)
-def test_small_bufsize(src: str, dst: str, tmp_path: Path) -> None:
-    data = os.urandom(300_001)
-    outcome = run_both(lambda impl: transfer(impl, src, dst, data, tmp_path, bufsize=1000))
-    assert outcome == ("ok", (len(data), data, b""))
+def test_the_compiled_read_some_is_selected() -> None:
+    assert copy.IMPLEMENTATION == "cython"
+    assert copy.read_some is _fastio.read_some
 
 
-def test_limit_zero_touches_nothing() -> None:
-    assert run_both(lambda impl: impl.copy_fd(-1, -1, 0)) == ("ok", 0)
+def test_read_some_partial_then_eof(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+
+    def case(read_some: ReadSome) -> list[bytes]:
+        os.write(w, b"abcdef")
+        return [read_some(r, 3), read_some(r, 1 << 20), read_some(r, 0)]
+
+    assert run_both(case) == ("ok", [b"abc", b"def", b""])
+    os.close(w)
+    assert run_both(lambda read_some: read_some(r, 10)) == ("ok", b"")
 
 
-@pytest.mark.parametrize(("src", "dst"), [("pipe", "pipe"), ("file", "file")])
-def test_64_mib_random_sha256(src: str, dst: str, tmp_path: Path) -> None:
-    data = os.urandom(64 << 20)
+def test_read_some_returns_exactly_what_was_read(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    copy.grow_pipe(w)
+    data = bytes(range(256)) * 1024  # 256 KiB, less than maxlen
 
-    def case(impl: Impl) -> tuple[int, str]:
-        count, received, _ = transfer(impl, src, dst, data, tmp_path)
-        return count, hashlib.sha256(received).hexdigest()
-
-    assert run_both(case) == ("ok", (len(data), hashlib.sha256(data).hexdigest()))
-
-
-@pytest.mark.parametrize(("src", "dst"), [("file", "pipe"), ("pipe", "pipe"), ("file", "socket")])
-def test_nonblocking_destination_slow_reader(src: str, dst: str, tmp_path: Path) -> None:
-    data = os.urandom(2 << 20)  # far beyond the pipe/socket buffers: EAGAIN, then poll
-    outcome = run_both(
-        lambda impl: transfer(impl, src, dst, data, tmp_path, nonblock=True, slow=True)
-    )
-    assert outcome == ("ok", (len(data), data, b""))
-
-
-@pytest.mark.parametrize(
-    ("src", "dst", "slow"),
-    [
-        ("pipe", "pipe", False),
-        ("pipe", "pipe", True),
-        ("pipe", "append", False),
-        ("socket", "file", False),
-    ],
-)
-def test_nonblocking_source_trickling_writer(
-    src: str, dst: str, slow: bool, tmp_path: Path
-) -> None:
-    """An empty non-blocking source (EAGAIN) is waited for, also when the sink is full too."""
-    data = os.urandom(256 << 10)
-    outcome = run_both(
-        lambda impl: transfer(
-            impl, src, dst, data, tmp_path, src_nonblock=True, trickle=True, slow=slow
-        )
-    )
-    assert outcome == ("ok", (len(data), data, b""))
-
-
-@pytest.mark.parametrize(
-    ("src", "dst"),
-    [
-        ("pipe", "closed"),
-        ("file", "closed"),
-        ("socket", "closed"),
-        ("pipe", "closed-socket"),
-        ("file", "closed-socket"),
-    ],
-)
-def test_closed_reader_raises_epipe(src: str, dst: str, tmp_path: Path) -> None:
-    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # as Python sets it up
-    data = os.urandom(200_000)
-    outcome = run_both(lambda impl: transfer(impl, src, dst, data, tmp_path))
-    assert outcome == ("raised", "BrokenPipeError", errno.EPIPE)
-
-
-def test_eof_right_away(tmp_path: Path) -> None:
-    for src in ("pipe", "socket", "file"):
-        assert run_both(lambda impl, src=src: transfer(impl, src, "pipe", b"", tmp_path)) == (
-            "ok",
-            (0, b"", b""),
-        )
-
-
-@pytest.mark.parametrize(("src", "dst"), [("file", "file"), ("file", "append"), ("file", "closed")])
-def test_private_pipe_is_closed_afterwards(src: str, dst: str, tmp_path: Path) -> None:
-    def case(impl: Impl) -> bool:
-        source, sink = Source(src, os.urandom(100_000), tmp_path), Sink(dst, tmp_path)
-        before = open_fds()
-        try:
-            impl.copy_fd(source.fd, sink.fd)
-        except OSError:
-            pass
-        finally:
-            after = open_fds()
-            sink.finish()
-            source.close()
-        return before == after
+    def case(read_some: ReadSome) -> bool:
+        os.write(w, data)
+        got = read_some(r, 1 << 20)
+        return type(got) is bytes and got == data
 
     assert run_both(case) == ("ok", True)
 
 
-@pytest.mark.parametrize("bad", [(-1, 1), (1 << 20, 1)])
-def test_bad_fds_give_the_same_errno(bad: tuple[int, int], tmp_path: Path) -> None:
-    src, dst = bad
-    assert run_both(lambda impl: impl.copy_fd(src, dst)) == ("raised", "OSError", errno.EBADF)
+def test_read_some_on_every_kind_of_fd(tmp_path: Path) -> None:
+    """FIONREAD sizes the read on sockets, files and ptys; /dev/zero has none (maxlen)."""
+    a, b = socket.socketpair()
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    (tmp_path / "f").write_bytes(b"0123456789")
+    with a, b, open(tmp_path / "f", "rb") as f, open("/dev/zero", "rb") as zero:
+        try:
+
+            def case(read_some: ReadSome) -> list[bytes]:
+                b.send(b"sock")
+                os.write(slave, b"tty")
+                f.seek(0)
+                got = [read_some(a.fileno(), 100), read_some(f.fileno(), 4)]
+                got += [read_some(f.fileno(), 1 << 20), read_some(zero.fileno(), 5)]
+                return [*got, read_some(master, 100)]
+
+            assert run_both(case) == ("ok", [b"sock", b"0123", b"456789", b"\0" * 5, b"tty"])
+        finally:
+            os.close(master)
+            os.close(slave)
 
 
-def test_wrong_direction_gives_the_same_errno(tmp_path: Path) -> None:
-    """Copying from a write-only fd: the same errno in both."""
-    r, w = os.pipe()
-    try:
-        assert run_both(lambda impl: impl.copy_fd(w, r)) == ("raised", "OSError", errno.EBADF)
-    finally:
-        os.close(r)
-        os.close(w)
+def test_read_some_eagain_is_blocking_io_error(pipe: tuple[int, int]) -> None:
+    r, _ = pipe
+    os.set_blocking(r, False)
+    assert run_both(lambda read_some: read_some(r, 10)) == (
+        "raised",
+        "BlockingIOError",
+        errno.EAGAIN,
+    )
 
 
-@pytest.mark.parametrize("impl", IMPLS, ids=lambda impl: impl.name)
-def test_bad_bufsize_rejected(impl: Impl) -> None:
-    with pytest.raises(ValueError, match="bufsize must be positive"):
-        impl.copy_fd(0, 1, -1, 0)
+def test_read_some_errors() -> None:
+    assert run_both(lambda read_some: read_some(-1, 10)) == ("raised", "OSError", errno.EBADF)
+    assert run_both(lambda read_some: read_some(0, -1)) == (
+        "raised",
+        "ValueError",
+        "maxlen must be >= 0",
+    )
+
+
+class Interrupted(Exception):
+    pass
+
+
+class Handler:
+    """SIGUSR1's handler while a test runs: counts calls, raises Interrupted if asked to."""
+
+    def __init__(self) -> None:
+        self.calls, self.raises = 0, False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.calls += 1
+        if self.raises:
+            raise Interrupted
+
+
+@pytest.fixture
+def sigusr1() -> Iterator[Handler]:
+    handler = Handler()
+    old = signal.signal(signal.SIGUSR1, handler)
+    yield handler
+    signal.signal(signal.SIGUSR1, old)
+
+
+def _signal_soon(delay: float = 0.2) -> threading.Timer:
+    timer = threading.Timer(
+        delay, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1)
+    )
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("raises", [True, False])
+def test_a_signal_during_a_blocked_read(
+    raises: bool, sigusr1: Handler, pipe: tuple[int, int]
+) -> None:
+    """A raising handler aborts the read; a quiet one runs and the read goes on."""
+    r, w = pipe
+
+    def case(read_some: ReadSome) -> object:
+        sigusr1.calls, sigusr1.raises = 0, raises
+        timer = _signal_soon()
+        feeder = threading.Timer(0.5, os.write, (w, b"late"))
+        feeder.start()
+        try:
+            return read_some(r, 100), sigusr1.calls
+        except Interrupted:
+            return "interrupted", sigusr1.calls
+        finally:
+            timer.cancel()
+            feeder.join()
+            with contextlib.suppress(BlockingIOError):
+                os.set_blocking(r, False)
+                os.read(r, 100)  # what the feeder wrote after an aborted read
+            os.set_blocking(r, True)
+
+    expected = ("interrupted", 1) if raises else (b"late", 1)
+    assert run_both(case) == ("ok", expected)
 
 
 def test_grow_pipe_enlarges_pipes_and_leaves_other_fds(tmp_path: Path) -> None:
-    from kata_shim.io.copy import PIPE_SIZE, grow_pipe
-
     r, w = os.pipe()
     try:
-        assert grow_pipe(w) == PIPE_SIZE  # root here: within pipe-max-size
-        assert grow_pipe(r, 1 << 40) == PIPE_SIZE  # refused: the size stays, and is reported
+        assert copy.grow_pipe(w) == copy.PIPE_SIZE  # root here: within pipe-max-size
+        # refused: the size stays, and is reported
+        assert copy.grow_pipe(r, 1 << 40) == copy.PIPE_SIZE
     finally:
         os.close(r)
         os.close(w)
     with open(tmp_path / "f", "wb") as regular:
-        assert grow_pipe(regular.fileno()) == 0
+        assert copy.grow_pipe(regular.fileno()) == 0

@@ -2,7 +2,7 @@
 
 Checks the extensions import, are selected over the pure-Python twins, and are current:
 kata_shim._native must export every function csrc/native.h declares (a stale .so from an
-older native.c would not), and kata_shim._fastio the four copy-loop functions.
+older native.c would not), and kata_shim._fastio read_some.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import kata_shim._fastio
 import kata_shim._native
 from kata_shim.io import copy
-from kata_shim.native import epoll, vsock
+from kata_shim.native import vsock
 from kata_shim.ttrpc import wire
 
 HEADER = Path(__file__).resolve().parents[2] / "csrc" / "native.h"
@@ -32,21 +32,18 @@ def test_extension_is_importable(name: str) -> None:
 
 def test_compiled_implementations_are_selected() -> None:
     assert copy.IMPLEMENTATION == "cython"
-    assert copy.copy_fd is kata_shim._fastio.copy_fd
     assert copy.read_some is kata_shim._fastio.read_some
     assert wire.IMPLEMENTATION == "cython"
-    assert epoll.IMPLEMENTATION == "cffi"
     assert vsock.IMPLEMENTATION == "cffi"
 
 
 def test_native_module_matches_its_header() -> None:
     declared = set(re.findall(r"\b(ks_\w+)\(", HEADER.read_text()))
-    assert len(declared) == 8
+    assert len(declared) == 5  # poll_one + four AF_VSOCK steps
     missing = {name for name in declared if not hasattr(kata_shim._native.lib, name)}
     assert not missing, f"kata_shim._native is stale (rebuild it): missing {sorted(missing)}"
 
 
-def test_fastio_exports_the_copy_loop() -> None:
-    for name in ("copy_fd", "write_all", "read_some", "drain_into"):
-        assert callable(getattr(kata_shim._fastio, name))
+def test_fastio_exports_read_some() -> None:
+    assert callable(kata_shim._fastio.read_some)
     assert kata_shim._fastio.IMPLEMENTATION == "cython"

@@ -30,12 +30,6 @@ def test_native_and_python_vsock_agree_in_the_guest(guest_image) -> None:
     assert len(report["cross"]) == 2
 
 
-def test_native_and_python_epoll_agree_in_the_guest(guest_image) -> None:
-    rc, output = run_selftest(guest_image, "selftest-epoll")
-    assert rc == 0, output
-    assert json.loads(output)["match"] is True
-
-
 def test_tsc_khz_parsing() -> None:
     assert host_tsc_khz("model name: x\ncpu MHz\t\t: 2596.124\n") == 2596124
     assert host_tsc_khz("no frequency here") == 2_000_000

@@ -20,8 +20,8 @@ from google.protobuf.message import Message
 from kata_shim import errors
 from kata_shim.plugin import protoc_gen_ttrpc
 from kata_shim.plugin.regen import protoc_argv
-from kata_shim.proto import task_pb2, task_ttrpc
-from kata_shim.ttrpc.service import Dispatcher, RequestContext
+from kata_shim.proto import agent_pb2, agent_ttrpc, task_pb2, task_ttrpc
+from kata_shim.ttrpc.service import Dispatcher, Encoded, RequestContext, ZeroCopyField
 
 REPO = Path(__file__).resolve().parents[2]
 TASK_RPCS = {
@@ -262,6 +262,8 @@ def test_grpc_only_files_produce_nothing() -> None:
     assert [f.name for f in protoc_gen_ttrpc.generate(request).file] == ["demo/svc_ttrpc.py"]
     request.parameter = "bogus"
     assert "unknown plugin parameter 'bogus'" in protoc_gen_ttrpc.generate(request).error
+    request.parameter = "zero_copy="
+    assert "unknown plugin parameter 'zero_copy='" in protoc_gen_ttrpc.generate(request).error
 
 
 @pytest.mark.parametrize("streaming", ["client_streaming", "server_streaming"])
@@ -341,6 +343,70 @@ def test_protoc_runs_the_plugin(tmp_path: Path) -> None:
     assert (run.returncode, run.stdout) == (0, "abab\n"), run.stderr
 
 
+ZERO_COPY_PROTO = """\
+syntax = "proto3";
+package demo.v1;
+message Want { uint32 len = 1; }
+message Chunk { bytes data = 1; }
+service Stream { rpc Read(Want) returns (Chunk); }
+"""
+
+ZERO_COPY_RUN = """\
+import asyncio, os, sys, tempfile
+from demo import zc_pb2, zc_ttrpc
+from kata_shim.ttrpc.client import Client
+from kata_shim.ttrpc.server import Server
+from kata_shim.ttrpc.service import Dispatcher
+
+class Impl(zc_ttrpc.StreamBase):
+    async def Read(self, ctx, request):
+        return b"z" * request.len
+
+async def main():
+    dispatcher = Dispatcher()
+    dispatcher.register(zc_ttrpc.STREAM_DESC, Impl())
+    server = Server(dispatcher)
+    path = os.path.join(tempfile.mkdtemp(), "s.sock")
+    await server.serve_unix(path)
+    client = await Client.connect_unix(path)
+    stub = zc_ttrpc.StreamClient(client)
+    views = [await stub.Read(zc_pb2.Want(len=n)) for n in (3, 0, 70000)]
+    assert all(type(v) is memoryview for v in views), views
+    generic = await client.call("demo.v1.Stream", "Read", zc_pb2.Want(len=2), zc_pb2.Chunk)
+    client.close()
+    server.close()
+    print([len(v) for v in views], bytes(views[0]), generic.data)
+
+asyncio.run(main())
+"""
+
+
+def test_protoc_runs_the_plugin_with_zero_copy(tmp_path: Path) -> None:
+    """protoc + the option, then a real server and client: views out, protobuf on the wire."""
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "zc.proto").write_text(ZERO_COPY_PROTO)
+    launcher = tmp_path / "protoc-gen-kata-ttrpc"
+    launcher.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -m kata_shim.plugin.protoc_gen_ttrpc\n'
+    )
+    launcher.chmod(0o755)
+    cmd = [
+        *protoc_argv(),
+        f"-I{tmp_path}",
+        f"--python_out={tmp_path}",
+        f"--plugin=protoc-gen-kata-ttrpc={launcher}",
+        f"--kata-ttrpc_out={tmp_path}",
+        "--kata-ttrpc_opt=zero_copy=demo.v1.Chunk.data",
+        "demo/zc.proto",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=_env(REPO))
+    assert result.returncode == 0, result.stderr
+    run = subprocess.run(
+        [sys.executable, "-c", ZERO_COPY_RUN], capture_output=True, text=True, env=_env(tmp_path)
+    )
+    assert (run.returncode, run.stdout) == (0, "[3, 0, 70000] b'zzz' b'zz'\n"), run.stderr
+
+
 def test_plugin_main_speaks_the_protoc_protocol() -> None:
     request = _request(*_demo()).SerializeToString()
     result = subprocess.run(
@@ -352,3 +418,139 @@ def test_plugin_main_speaks_the_protoc_protocol() -> None:
     assert result.returncode == 0, result.stderr
     response = plugin_pb2.CodeGeneratorResponse.FromString(result.stdout)
     assert [f.name for f in response.file] == ["demo/svc_ttrpc.py"]
+
+
+# --- the zero_copy option ---------------------------------------------------------------------
+
+
+def test_read_stream_data_is_generated_as_a_zero_copy_field() -> None:
+    """regen.ZERO_COPY marks ReadStreamResponse.data: ReadStdout/ReadStderr use it, no other."""
+    field = agent_ttrpc.READ_STREAM_RESPONSE_DATA
+    assert field == ZeroCopyField(agent_pb2.ReadStreamResponse, 1)
+    assert agent_pb2.ReadStreamResponse.DESCRIPTOR.fields_by_name["data"].number == field.number
+    methods = agent_ttrpc.AGENT_SERVICE_DESC.methods
+    assert {n for n, m in methods.items() if m.zero_copy is not None} == {
+        "ReadStdout",
+        "ReadStderr",
+    }
+    assert methods["ReadStdout"].zero_copy is field
+
+
+class Reader(agent_ttrpc.AgentServiceBase):
+    async def ReadStdout(self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest) -> bytes:
+        return b"out:" + request.container_id.encode() if request.len else b""
+
+    async def ReadStderr(
+        self, ctx: RequestContext, request: agent_pb2.ReadStreamRequest
+    ) -> agent_pb2.ReadStreamResponse:
+        return agent_pb2.ReadStreamResponse(data=b"a message, not bytes")  # a handler bug
+
+
+def _dispatch(method: str, request: Message) -> Any:
+    dispatcher = Dispatcher()
+    dispatcher.register(agent_ttrpc.AGENT_SERVICE_DESC, Reader())
+    ctx = RequestContext("grpc.AgentService", method)
+    return asyncio.run(dispatcher.dispatch(ctx, request.SerializeToString()))
+
+
+def test_a_zero_copy_rpc_is_served_through_the_dispatcher() -> None:
+    """The typed handler returns the bytes; the reply is header + that very buffer."""
+    reply = _dispatch("ReadStdout", agent_pb2.ReadStreamRequest(container_id="c1", len=9))
+    assert isinstance(reply, Encoded) and len(reply.parts) == 2
+    assert bytes(reply.parts[1]) == b"out:c1"
+    parsed = agent_pb2.ReadStreamResponse.FromString(b"".join(reply.parts))
+    assert parsed.data == b"out:c1"
+    eof = _dispatch("ReadStdout", agent_pb2.ReadStreamRequest(container_id="c1"))
+    assert eof == Encoded(())  # empty data: the empty message (EOF)
+
+
+def test_a_zero_copy_handler_returning_a_message_is_an_error() -> None:
+    with pytest.raises(TypeError):
+        _dispatch("ReadStderr", agent_pb2.ReadStreamRequest(container_id="c1"))
+
+
+def test_the_zero_copy_field_decodes_views_and_rejects_garbage() -> None:
+    field = agent_ttrpc.READ_STREAM_RESPONSE_DATA
+    encoded = agent_pb2.ReadStreamResponse(data=b"chunk").SerializeToString()
+    view = field.decode(memoryview(encoded))
+    assert isinstance(view, memoryview) and view.obj is encoded and bytes(view) == b"chunk"
+    assert bytes(field.decode(b"")) == b""
+    with pytest.raises(errors.Unavailable, match="cannot decode ReadStreamResponse"):
+        field.decode(b"\x0a\x05ab")  # truncated
+
+
+class ZeroCopyRecorder(RecordingClient):
+    async def call_zero_copy(self, service, method, request, field, *, timeout=None, metadata=None):
+        self.calls.append((service, method, request, field, timeout, metadata))
+        return memoryview(b"data")
+
+
+def test_the_generated_client_returns_the_zero_copy_field() -> None:
+    recorder = ZeroCopyRecorder()
+    client = agent_ttrpc.AgentServiceClient(recorder)  # type: ignore[arg-type]
+    request = agent_pb2.ReadStreamRequest(container_id="c1", len=10)
+    assert bytes(asyncio.run(client.ReadStderr(request, timeout=3))) == b"data"
+    assert recorder.calls == [
+        ("grpc.AgentService", "ReadStderr", request, agent_ttrpc.READ_STREAM_RESPONSE_DATA, 3, None)
+    ]
+
+
+def _zero_copy_demo(
+    field_type: int = T.TYPE_BYTES, extra: bool = False
+) -> list[FileDescriptorProto]:
+    files = _demo()
+    chunk = files[1].message_type.add(name="Chunk")
+    chunk.field.add(name="data", number=3, type=field_type, label=T.LABEL_OPTIONAL)
+    if extra:
+        chunk.field.add(name="more", number=4, type=T.TYPE_BOOL, label=T.LABEL_OPTIONAL)
+    files[-1].service[0].method.add(name="Read", input_type=".x.a.Req", output_type=".y.Chunk")
+    return files
+
+
+def test_generator_output_with_zero_copy() -> None:
+    request = _request(*_zero_copy_demo())
+    request.parameter = "zero_copy=y.Chunk.data,grpc_only=other.proto"
+    response = protoc_gen_ttrpc.generate(request)
+    assert response.error == ""
+    text = response.file[0].content
+    assert "CHUNK_DATA = ZeroCopyField(y_types_pb2.Chunk, 3)\n" in text
+    assert "from kata_shim.ttrpc.service import (\n    Buffer," in text or (
+        "import Buffer, MethodDesc, RequestContext, ServiceDesc, ZeroCopyField\n" in text
+    )
+    assert "zero_copy=CHUNK_DATA" in text
+    assert "request: x_a_types_pb2.Req) -> Buffer:" in text
+    assert ") -> memoryview:" in text and "self._client.call_zero_copy(" in text
+    assert '"CHUNK_DATA"' in text  # exported
+    assert text.count("zero_copy=") == 1  # Ping and Nested stay generic
+    compile(text, "svc_ttrpc.py", "exec")
+    assert max(len(line) for line in text.splitlines()) <= 100
+    # without the option the same files generate no zero-copy code at all
+    plain = protoc_gen_ttrpc.generate(_request(*_zero_copy_demo())).file[0].content
+    assert "ZeroCopyField" not in plain and "Buffer" not in plain
+
+
+@pytest.mark.parametrize(
+    ("target", "files", "message"),
+    [
+        ("y.Nope.data", _zero_copy_demo(), "zero_copy=y.Nope.data: no message y.Nope"),
+        ("y.Chunk.nope", _zero_copy_demo(), "y.Chunk has no field nope"),
+        ("y.Chunk.data", _zero_copy_demo(T.TYPE_STRING), "not a singular bytes field"),
+        ("y.Chunk.data", _zero_copy_demo(extra=True), "y.Chunk has other fields"),
+        ("data", _zero_copy_demo(), "zero_copy=data: no message data"),
+    ],
+)
+def test_bad_zero_copy_options_are_refused(
+    target: str, files: list[FileDescriptorProto], message: str
+) -> None:
+    request = _request(*files)
+    request.parameter = f"zero_copy={target}"
+    response = protoc_gen_ttrpc.generate(request)
+    assert message in response.error and list(response.file) == []
+
+
+def test_a_repeated_bytes_field_is_not_zero_copy() -> None:
+    files = _zero_copy_demo()
+    files[1].message_type[-1].field[0].label = T.LABEL_REPEATED
+    request = _request(*files)
+    request.parameter = "zero_copy=y.Chunk.data"
+    assert "not a singular bytes field" in protoc_gen_ttrpc.generate(request).error

@@ -15,7 +15,7 @@ from google.protobuf import wrappers_pb2
 from kata_shim import errors
 from kata_shim.ttrpc import wire
 from kata_shim.ttrpc.client import Client
-from tests.fakes.echo import ERRORS, S, connected, echo, echo_server, run_on
+from tests.fakes.echo import ERRORS, ZERO_COPY_VALUE, S, connected, echo, echo_server, run_on
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.parametrize("loop", ["asyncio", "uvloop"])]
 
@@ -184,31 +184,43 @@ def test_oversize_response_becomes_resource_exhausted(loop: str) -> None:
 
 
 @pytest.mark.parametrize("send_buffer", [0, 4 << 20])
-def test_encoded_replies_equal_generic_ones_and_never_interleave(
+def test_zero_copy_replies_equal_generic_ones_and_never_interleave(
     loop: str, send_buffer: int
 ) -> None:
-    """Encoded (header + data parts) replies decode like the generic ones, also when many
-    large ones are written at once (partial writes) and read back as views."""
+    """Zero-copy replies (header, then the handler's buffer) decode like the generic ones,
+    also when many large ones are written at once (partial writes); call_zero_copy returns
+    the field as a view."""
 
     async def main() -> None:
         async with echo_server(send_buffer=send_buffer) as (_, _, path), connected(path) as c:
             sizes = [0, 1, 127, 128, 300_000, 1 << 20, *range(1000, 200_000, 9973)]
-            replies = await asyncio.gather(*(echo(c, "BigEncoded", str(n)) for n in sizes))
+            replies = await asyncio.gather(*(echo(c, "BigZeroCopy", str(n)) for n in sizes))
             assert [len(r) for r in replies] == sizes and all(set(r) <= {"x"} for r in replies)
-            raw = await c.call_encoded("test.Echo", "BigEncoded", S(value="70000"))
+            raw = await c.call_encoded("test.Echo", "BigZeroCopy", S(value="70000"))
             generic = await c.call_encoded("test.Echo", "Big", S(value="70000"))
             assert isinstance(raw, memoryview) and bytes(raw) == bytes(generic)
+            views = await asyncio.gather(
+                *(
+                    c.call_zero_copy("test.Echo", "BigZeroCopy", S(value=str(n)), ZERO_COPY_VALUE)
+                    for n in sizes
+                )
+            )
+            assert all(isinstance(v, memoryview) for v in views)
+            assert [bytes(v) for v in views] == [b"x" * n for n in sizes]
+            # a generic reply decodes through the zero-copy field too (same wire shape)
+            big = await c.call_zero_copy("test.Echo", "Big", S(value="5"), ZERO_COPY_VALUE)
+            assert bytes(big) == b"xxxxx"
 
     run_on(loop, main())
 
 
-def test_oversize_encoded_reply_becomes_resource_exhausted(loop: str) -> None:
+def test_oversize_zero_copy_reply_becomes_resource_exhausted(loop: str) -> None:
     async def main() -> None:
         async with echo_server(max_payload=4096) as (_, _, path), connected(path) as client:
             with pytest.raises(errors.ShimError) as info:
-                await echo(client, "BigEncoded", "5000")
+                await echo(client, "BigZeroCopy", "5000")
             assert info.value.code == errors.Code.RESOURCE_EXHAUSTED
-            assert await echo(client, "BigEncoded", "4000") == "x" * 4000
+            assert await echo(client, "BigZeroCopy", "4000") == "x" * 4000
 
     run_on(loop, main())
 
