@@ -28,7 +28,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-dev           # libvirt backend (libvirt-python builds against it)
   systemd rpm rpmlint python3-cffi python3-packaging # journald tests, systemd-analyze, make rpm (rpm dep generator)
   # the distribution's runtime libraries: the installed RPM's shim and .venv-distro run on them
-  python3-protobuf python3-uvloop python3-prometheus-client
+  python3-protobuf python3-uvloop python3-prometheus-client python3-pyroute2
   containernetworking-plugins iproute2 util-linux # CRI tests: CNI bridge/host-local/loopback, ip netns, nsenter
 )
 
