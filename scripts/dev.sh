@@ -93,9 +93,10 @@ setup() {
   build_package
 }
 
-# The wire layer (ttrpc, pbwire, minipb, generated code and its conformance) once more on the
-# oldest runtimes we support: Debian 12's own packages.
-DISTRO_TESTS=(tests/ttrpc tests/test_pbwire.py tests/shim/test_minipb.py tests/proto tests/plugin tests/test_deps.py)
+# The wire layer (ttrpc, pbwire, minipb, generated code and its conformance) and the netlink
+# plumbing (pyroute2) once more on the oldest runtimes we support: Debian 12's own packages.
+DISTRO_TESTS=(tests/ttrpc tests/test_pbwire.py tests/shim/test_minipb.py tests/proto tests/plugin tests/test_deps.py
+  tests/network)
 
 run_tests() {
   cd "$ROOT"
