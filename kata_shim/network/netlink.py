@@ -34,8 +34,10 @@ IFF_UP = 0x1
 IFF_NOARP = 0x80
 IFF_LOOPBACK = 0x8
 NUD_PERMANENT = 0x80
+IFA_F_NODAD = 0x02
 MAIN_TABLE = 254
 RTN_UNICAST = 1
+RTPROT_KERNEL = 2
 INGRESS_PARENT = 0xFFFF0000
 FILTER_PRIO = 49152  # what `tc filter add` picks for the first filter
 FILTER_CLASSID = 0x10001  # 1:1, unused on ingress but required by u32
@@ -77,6 +79,7 @@ class Route:
     mtu: int
     table: int = MAIN_TABLE
     type: int = RTN_UNICAST
+    proto: int = 0  # RTPROT_KERNEL (2): made by the kernel for an address
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,7 @@ def _route(msg: Any) -> Route:
         mtu=mtu or 0,
         table=msg.get_attr("RTA_TABLE") or msg["table"],
         type=msg["type"],
+        proto=msg["proto"],
     )
 
 
@@ -140,6 +144,9 @@ class Netlink:
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links() if link.name == name), None)
+
+    def link_at(self, index: int) -> Link | None:
+        return next((link for link in self.links() if link.index == index), None)
 
     def addresses(self) -> list[Address]:
         return [
@@ -186,7 +193,7 @@ class Netlink:
         *,
         name: str | None = None,
         mtu: int | None = None,
-        up: bool = False,
+        up: bool | None = None,
         txqlen: int | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
@@ -196,8 +203,8 @@ class Netlink:
             changes["ifname"] = name
         if mtu is not None:
             changes["mtu"] = mtu
-        if up:
-            changes["state"] = "up"
+        if up is not None:
+            changes["state"] = "up" if up else "down"
         if changes:
             self._ipr.link("set", index=index, **changes)
 
@@ -259,9 +266,10 @@ class Netlink:
         return True
 
     # addresses, routes, neighbours ---------------------------------------------
-    def add_address(self, index: int, address: str, prefixlen: int) -> None:
+    def add_address(self, index: int, address: str, prefixlen: int, *, nodad: bool = False) -> None:
+        extra = {"flags": IFA_F_NODAD} if nodad else {}
         try:
-            self._ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+            self._ipr.addr("add", index=index, address=address, prefixlen=prefixlen, **extra)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -271,7 +279,9 @@ class Netlink:
             if addr.index == index and addr.family == family and addr.scope == 0:
                 self._ipr.addr("del", index=index, address=addr.address, prefixlen=addr.prefixlen)
 
-    def replace_route(self, route: Route) -> None:
+    def add_route(self, route: Route) -> None:
+        """Add `route` next to any other of the same prefix (two default routes via two
+        interfaces, as CNI makes them); an identical route already there is fine."""
         spec: dict[str, Any] = {"family": route.family, "table": MAIN_TABLE, "scope": route.scope}
         if route.dest:
             spec["dst"] = route.dest
@@ -285,11 +295,17 @@ class Netlink:
             spec["prefsrc"] = route.source
         if route.mtu:
             spec["metrics"] = {"attrs": [["RTAX_MTU", route.mtu]]}
-        self._ipr.route("replace", **spec)
+        try:
+            self._ipr.route("append", **spec)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
 
     def delete_route(self, route: Route) -> None:
         spec: dict[str, Any] = {"family": route.family, "table": MAIN_TABLE}
         spec["dst"] = route.dest or ("0.0.0.0/0" if route.family == socket.AF_INET else "::/0")
+        if route.gateway:
+            spec["gateway"] = route.gateway
         if route.index:
             spec["oif"] = route.index
         try:
