@@ -16,6 +16,7 @@ from kata_shim import __version__
 from kata_shim.errors import InvalidArgument, Unavailable
 from kata_shim.guest import bundle
 from kata_shim.guest.containers import ContainerManager
+from kata_shim.guest.network import NetworkRpcs
 from kata_shim.guest.storage import StorageSpec
 from kata_shim.pbwire import len_field_header
 from kata_shim.proto import agent_pb2, health_pb2
@@ -50,7 +51,7 @@ class HealthService(HealthBase):
         return health_pb2.VersionCheckResponse(grpc_version="ttrpc-1.1", agent_version=__version__)
 
 
-class AgentService(AgentServiceBase):
+class AgentService(NetworkRpcs, AgentServiceBase):  # network RPCs: guest/network.py
     def __init__(self, manager: ContainerManager) -> None:
         self.m = manager
 
