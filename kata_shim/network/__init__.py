@@ -6,4 +6,5 @@ discovery  the OCI spec's netns path and what CNI put in it
 models     internetworking models: tcfilter (default), macvtap, none
 agentmsg   discovered state -> the agent's types.Interface / Route / ARPNeighbor
 plumbing   prepare (discover + plumb), configure the guest through the agent, teardown
+record     the plumbing as JSON, for teardown by a restarted shim
 """

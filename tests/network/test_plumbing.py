@@ -7,6 +7,7 @@ prepare failed half-way.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import struct
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kata_shim.errors import FailedPrecondition, InvalidArgument
-from kata_shim.network import plumbing
+from kata_shim.network import plumbing, record
 from kata_shim.network.models import Model, parse_model
 from tests.network.conftest import Pod
 
@@ -145,3 +146,18 @@ def test_interfaces_added_after_prepare_are_reported_not_plugged(pod: Pod) -> No
         assert [n.name for n in net.nics()] == ["eth0"]
     finally:
         plumbing.teardown(net)
+
+
+@pytest.mark.parametrize("model", ["tcfilter", "macvtap"])
+def test_teardown_from_a_json_record_after_a_restart(pod: Pod, model: str) -> None:
+    before = pod.snapshot()
+    net = plumbing.prepare(pod.spec, model)
+    saved = json.dumps(record.to_record(net))
+    net.close_fds()  # the shim (and QEMU) went away; only the record is left
+    assert pod.snapshot() != before
+    record.teardown_record(json.loads(saved))
+    assert pod.snapshot() == before
+    record.teardown_record(json.loads(saved))  # idempotent
+    none = record.to_record(plumbing.prepare(pod.spec, "none"))
+    assert none["netns"] == "" and none["endpoints"] == []
+    record.teardown_record(none)
