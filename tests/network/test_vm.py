@@ -20,15 +20,19 @@ from pathlib import Path
 
 import pytest
 
+from kata_shim import oci
 from kata_shim.devenv.vm import host_tsc_khz
 from kata_shim.network import plumbing
 from kata_shim.proto import agent_pb2, types_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
+from kata_shim.sandbox.base import create_sandbox
 from kata_shim.sandbox.qemu.accel import choose_accel
 from kata_shim.sandbox.qemu.cmdline import QemuConfig, SandboxPaths, build_command
 from kata_shim.sandbox.qemu.netdev import nic_fds
 from kata_shim.ttrpc.client import Client
+from tests.fakes.agent_env import container_spec, shared_rootfs
 from tests.network.conftest import Pod
+from tests.sandbox.qemu.test_vm import run_in_vm, vm_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -135,3 +139,32 @@ def test_pod_ip_answers_from_the_vm_and_sigkill_teardown_restores_the_netns(
             proc.wait(timeout=30)
         plumbing.teardown(net)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_containers_of_a_vm_pod_talk_over_localhost(guest_image: Path) -> None:
+    """The agent brings lo up in the guest netns all containers share (issue 15)."""
+
+    async def main() -> None:
+        sandbox = create_sandbox("qemu", vm_spec(guest_image, "net-lo"))
+        try:
+            await sandbox.start()
+            client = await sandbox.connect_agent()
+            agent = AgentServiceClient(client)
+            await agent.CreateSandbox(agent_pb2.CreateSandboxRequest(sandbox_id="net-lo"))
+            root = await sandbox.share("srv", "rootfs", shared_rootfs())
+            spec = container_spec(["/bin/sh", "-c", "echo from-srv | nc -l -p 9000"])
+            spec["root"] = {"path": root, "readonly": True}
+            await agent.CreateContainer(
+                agent_pb2.CreateContainerRequest(container_id="srv", OCI=oci.spec_from_json(spec))
+            )
+            await agent.StartContainer(agent_pb2.StartContainerRequest(container_id="srv"))
+            script = (
+                "for i in $(seq 20); do nc -w 3 127.0.0.1 9000 && exit 0; sleep 0.5; done; exit 1"
+            )
+            out, code = await run_in_vm(agent, sandbox, "cli", ["/bin/sh", "-c", script])
+            assert (out, code) == (b"from-srv\n", 0)
+            client.close()
+        finally:
+            await sandbox.cleanup()
+
+    asyncio.run(main())
