@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from kata_shim.errors import InvalidArgument
 
-__all__ = ["CLONE_NEWNET", "check_netns_path", "run_in_netns"]
+__all__ = ["CLONE_NEWNET", "check_netns_path", "is_own_netns", "run_in_netns"]
 
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
@@ -39,6 +39,13 @@ def check_netns_path(path: Path) -> None:
         ) from None
     if not stat.S_ISREG(st.st_mode) and not stat.S_ISCHR(st.st_mode):
         raise InvalidArgument(f"network namespace {path} is not a namespace file (nsfs)")
+
+
+def is_own_netns(path: Path) -> bool:
+    """True if `path` is the network namespace this process runs in (the host's, usually)."""
+    own = os.stat("/proc/thread-self/ns/net")
+    target = os.stat(path)
+    return (own.st_dev, own.st_ino) == (target.st_dev, target.st_ino)
 
 
 def _enter(path: Path) -> None:

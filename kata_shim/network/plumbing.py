@@ -17,10 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kata_shim.errors import InvalidArgument
 from kata_shim.network import agentmsg, netlink
 from kata_shim.network.discovery import NetnsState, discover, netns_path
 from kata_shim.network.models import Endpoint, Model, attach, detach, parse_model
-from kata_shim.network.netns import run_in_netns
+from kata_shim.network.netns import check_netns_path, is_own_netns, run_in_netns
 from kata_shim.proto import types_pb2
 
 __all__ = [
@@ -113,6 +114,12 @@ def prepare(spec: Mapping[str, Any], model: str | Model = Model.TCFILTER) -> Pod
     path = netns_path(spec)
     if path is None or chosen is Model.NONE:
         return PodNetwork(chosen)
+    check_netns_path(path)
+    if is_own_netns(path):
+        raise InvalidArgument(
+            f"network namespace {path} is the shim's own (the host's): only a pod's own netns "
+            "is carried into the VM (give the sandbox a netns made for it, e.g. by CNI)"
+        )
     state = discover(path)
     endpoints = run_in_netns(path, lambda: _attach_all(state, chosen))
     return PodNetwork(chosen, state, endpoints)

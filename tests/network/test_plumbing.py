@@ -113,6 +113,12 @@ def test_missing_netns_fails_create(tmp_path: Path) -> None:
         plumbing.prepare(spec)
 
 
+def test_the_hosts_own_netns_is_refused() -> None:
+    spec = {"linux": {"namespaces": [{"type": "network", "path": "/proc/self/ns/net"}]}}
+    with pytest.raises(InvalidArgument, match="is the shim's own"):
+        plumbing.prepare(spec)
+
+
 def test_unbridgeable_interface_is_named_and_nothing_is_left(pod: Pod) -> None:
     pod.sh("ip", "link", "add", "zbr0", "type", "bridge")  # sorts after eth0: eth0 is done first
     before = pod.snapshot()
