@@ -74,7 +74,7 @@ GUEST_IMPORTS = (
     "kata_shim.proto.agent_ttrpc",
     "kata_shim.proto.health_ttrpc",
     "kata_shim.io.copy",
-    "kata_shim.guest.network",  # pulls in pyroute2 (pod networking)
+    "kata_shim.guest.netconf",  # pulls in pyroute2 (pod networking; imported lazily)
     "google.protobuf",
 )
 

@@ -8,6 +8,8 @@ VM's virtio NICs would. The agent calls must make the guest look like the pod.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -16,7 +18,7 @@ import pytest
 
 from kata_shim.devenv.cni import CniHost
 from kata_shim.errors import NotFound
-from kata_shim.guest import network
+from kata_shim.guest import netconf, network
 from kata_shim.network import agentmsg, discovery
 from kata_shim.network.models import Endpoint, Model
 from kata_shim.network.netns import run_in_netns
@@ -69,9 +71,9 @@ def test_the_guest_becomes_the_pod(pod_and_guest: tuple[CniHost, Path, Path]) ->
     state = discovery.discover(pod)
 
     def configure() -> list[types_pb2.Interface]:
-        done = [network.update_interface(agentmsg.interface(e)) for e in endpoints]
-        network.update_routes(agentmsg.routes(state, endpoints))
-        network.add_arp_neighbors(agentmsg.neighbours(state, endpoints))
+        done = [netconf.update_interface(agentmsg.interface(e)) for e in endpoints]
+        netconf.update_routes(agentmsg.routes(state, endpoints))
+        netconf.add_arp_neighbors(agentmsg.neighbours(state, endpoints))
         return done
 
     done = _in(guest, configure)
@@ -85,11 +87,11 @@ def test_the_guest_becomes_the_pod(pod_and_guest: tuple[CniHost, Path, Path]) ->
     ]
     assert routes(again) == routes(state)
     assert [(n.address, n.lladdr) for n in again.neighbours] == [("10.1.2.3", "02:00:00:00:00:01")]
-    listed = _in(guest, network.list_routes)
+    listed = _in(guest, netconf.list_routes)
     assert any(r.gateway == host.network(0).gateway and r.device == "eth0" for r in listed)
     assert any(r.family == types_pb2.v6 and r.gateway for r in listed)
     # idempotent: the shim may retry after a lost reply
-    _in(guest, lambda: network.update_routes(agentmsg.routes(state, endpoints)))
+    _in(guest, lambda: netconf.update_routes(agentmsg.routes(state, endpoints)))
     assert routes(discovery.discover(guest)) == routes(state)
 
 
@@ -125,10 +127,17 @@ def test_rpc_handlers_and_loopback(cni_host: CniHost) -> None:
     ping = cni_host.in_pod(guest, "busybox", "ping", "-c1", "-W2", "127.0.0.1")
     assert "1 packets received" in ping.stdout
     with pytest.raises(NotFound, match="no network interface with MAC 02:00:00:00:00:99"):
-        _in(guest, lambda: network.update_interface(
+        _in(guest, lambda: netconf.update_interface(
             types_pb2.Interface(name="eth9", hwAddr="02:00:00:00:00:99"), wait=0.2))  # fmt: skip
     with pytest.raises(NotFound, match="no interface eth7"):
         _in(
             guest,
-            lambda: network.update_routes([types_pb2.Route(dest="10.0.0.0/8", device="eth7")]),
+            lambda: netconf.update_routes([types_pb2.Route(dest="10.0.0.0/8", device="eth7")]),
         )
+
+
+def test_agent_start_does_not_import_pyroute2() -> None:
+    """pyroute2's import is slow under TCG: only the first network RPC pays for it."""
+    probe = "import sys, kata_shim.guest.main; print('pyroute2' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
