@@ -33,6 +33,8 @@ RUNTIME = (
     Dependency("uvloop", "0.17", "python3-uvloop", "0.17", True),
     Dependency("cffi", "1.15", "python3-cffi", "1.15", True),
     Dependency("prometheus_client", "0.16", "python3-prometheus_client", "0.16", True),
+    # Netlink (links, addresses, routes, neighbours, tc) for pod networking, host and guest.
+    Dependency("pyroute2", "0.7.2", "python3-pyroute2", "0.7.2", True),
     Dependency("qemu.qmp", "0.0.5", "python3-qemu-qmp", "0.0.5", False),
 )
 

@@ -28,7 +28,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-dev           # libvirt backend (libvirt-python builds against it)
   systemd rpm rpmlint python3-cffi python3-packaging # journald tests, systemd-analyze, make rpm (rpm dep generator)
   # the distribution's runtime libraries: the installed RPM's shim and .venv-distro run on them
-  python3-protobuf python3-uvloop python3-prometheus-client
+  python3-protobuf python3-uvloop python3-prometheus-client python3-pyroute2
   containernetworking-plugins iproute2 util-linux # CRI tests: CNI bridge/host-local/loopback, ip netns, nsenter
 )
 
@@ -93,9 +93,11 @@ setup() {
   build_package
 }
 
-# The wire layer (ttrpc, pbwire, minipb, generated code and its conformance) once more on the
-# oldest runtimes we support: Debian 12's own packages.
-DISTRO_TESTS=(tests/ttrpc tests/test_pbwire.py tests/shim/test_minipb.py tests/proto tests/plugin tests/test_deps.py)
+# The wire layer (ttrpc, pbwire, minipb, generated code and its conformance) and the netlink
+# plumbing (pyroute2) once more on the oldest runtimes we support: Debian 12's own packages.
+DISTRO_TESTS=(tests/ttrpc tests/test_pbwire.py tests/shim/test_minipb.py tests/proto tests/plugin tests/test_deps.py
+  tests/network/test_discovery.py tests/network/test_plumbing.py tests/network/test_agentmsg.py
+  tests/guest/test_network.py)
 
 run_tests() {
   cd "$ROOT"

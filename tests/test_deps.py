@@ -29,6 +29,7 @@ def test_setup_requires_the_table() -> None:
         "uvloop>=0.17",
         "cffi>=1.15",
         "prometheus_client>=0.16",
+        "pyroute2>=0.7.2",
     ]
     assert 'install_requires=DEPS["install_requires"]()' in (REPO / "setup.py").read_text()
 

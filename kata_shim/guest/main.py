@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from kata_shim.errors import ShimError
-from kata_shim.guest import hostpaths
+from kata_shim.guest import hostpaths, network
 from kata_shim.guest.channel import parse_listen, serve_channel
 from kata_shim.guest.containers import ContainerTable
 from kata_shim.guest.reaper import Reaper
@@ -64,6 +64,8 @@ async def serve(listen: str, state_dir: Path, runc: str = "runc", sandbox_id: st
         in_vm = hostpaths.running_in_vm(Path("/proc/cmdline").read_text())
     sandbox = GuestSandbox(state_dir, reaper, sandbox_id, in_vm=in_vm)
     containers = ContainerTable(state_dir, sandbox, Runc(state_dir / "runc", reaper, runc), reaper)
+    if in_vm:
+        network.loopback_up()  # the pod's containers share this netns and its localhost
     dispatcher = Dispatcher()
     dispatcher.register(AGENT_SERVICE_DESC, AgentService(containers))
     dispatcher.register(HEALTH_DESC, HealthService())

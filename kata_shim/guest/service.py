@@ -22,6 +22,7 @@ from kata_shim.guest import bundle
 from kata_shim.guest.containers import ContainerTable
 from kata_shim.guest.process_calls import ProcessCalls
 from kata_shim.guest.states import Op
+from kata_shim.guest.network import NetworkRpcs
 from kata_shim.guest.storage import StorageSpec
 from kata_shim.proto import agent_pb2, health_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceBase
@@ -79,7 +80,7 @@ def _lifecycle(op: Op) -> _LifecycleRpc:
     return handler
 
 
-class AgentService(AgentServiceBase):
+class AgentService(NetworkRpcs, AgentServiceBase):  # network RPCs: guest/network.py
     """grpc.AgentService over the sandbox, its container table and process calls."""
 
     def __init__(self, containers: ContainerTable) -> None:

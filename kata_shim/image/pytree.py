@@ -74,6 +74,7 @@ GUEST_IMPORTS = (
     "kata_shim.proto.agent_ttrpc",
     "kata_shim.proto.health_ttrpc",
     "kata_shim.io.copy",
+    "kata_shim.guest.netconf",  # pulls in pyroute2 (pod networking; imported lazily)
     "google.protobuf",
 )
 

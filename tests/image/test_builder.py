@@ -61,3 +61,5 @@ def test_module_order_loads_dependencies_first() -> None:
     assert paths.index("virtio.ko") < paths.index("virtio_console.ko")
     assert paths.index("vsock.ko") < paths.index("vsock_loopback.ko")
     assert paths.index("9pnet.ko") < paths.index("9p.ko")
+    assert paths.index("failover.ko") < paths.index("net_failover.ko")
+    assert paths.index("net_failover.ko") < paths.index("virtio_net.ko")

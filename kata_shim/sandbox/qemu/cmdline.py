@@ -17,7 +17,7 @@ calibrate its TSC otherwise).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from kata_shim.debugconsole import CONSOLE_PORT, CONSOLE_SOCKET, KERNEL_PARAM
 from kata_shim.errors import InvalidArgument
 from kata_shim.sandbox.dial import AGENT_VSOCK_PORT
 from kata_shim.sandbox.qemu.confine import DEFAULT_SANDBOX, confine_prefix, sandbox_args
+from kata_shim.sandbox.qemu.netdev import NicLike, netdev_args
 
 __all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command", "console_socket"]
 
@@ -215,6 +216,7 @@ def build_command(
     accel: str,
     tsc_khz: int,
     vsock: VsockChannel | None = None,
+    nics: Sequence[NicLike] = (),  # pod network taps (qemu/netdev.py); fds passed by the caller
 ) -> list[str]:
     return [
         *confine_prefix(),
@@ -224,4 +226,5 @@ def build_command(
         *_monitor_args(paths),
         *_boot_args(config, accel, tsc_khz, vsock is not None),
         *_devices(config, paths, vsock),
+        *netdev_args(nics, config.machine_type),
     ]
