@@ -54,16 +54,6 @@ class AgentClient:
         self.timeouts = timeouts or AgentTimeouts()
         self._stub = AgentServiceClient(client)
 
-    @property
-    def service(self) -> AgentServiceClient:
-        """The generated stub, for io/pumps.py's stream RPCs (ReadStdout/ReadStderr/WriteStdin)."""
-        return self._stub
-
-    @property
-    def rpc_timeout(self) -> float:
-        """The deadline of an ordinary agent RPC."""
-        return self.timeouts.rpc
-
     # sandbox ---------------------------------------------------------------------------
     async def create_sandbox(self, sandbox_id: str, hostname: str) -> None:
         request = agent_pb2.CreateSandboxRequest(hostname=hostname, sandbox_id=sandbox_id)
@@ -140,13 +130,12 @@ class AgentClient:
     # stdio -----------------------------------------------------------------------------
     async def read_stream(
         self, cid: str, exec_id: str, size: int, *, stderr: bool = False
-    ) -> bytes:
-        """One chunk of stdout (or stderr), empty at EOF; no deadline. The pumps read
-        through their own no-copy path instead."""
+    ) -> memoryview:
+        """One chunk of stdout (or stderr), empty at EOF; no deadline. A view of the reply
+        frame: ReadStreamResponse.data is a zero-copy field (kata_shim.plugin.regen)."""
         request = agent_pb2.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=size)
         read = self._stub.ReadStderr if stderr else self._stub.ReadStdout
-        reply = await _mapped(read(request))
-        return reply.data
+        return await _mapped(read(request))
 
     async def write_stdin(self, cid: str, exec_id: str, data: bytes) -> int:
         """Bytes the agent took (maybe fewer than given); no deadline: waits for the reader."""

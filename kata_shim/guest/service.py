@@ -20,9 +20,9 @@ from kata_shim import __version__
 from kata_shim.errors import InvalidArgument, Unavailable
 from kata_shim.guest import bundle
 from kata_shim.guest.containers import ContainerTable
+from kata_shim.guest.network import NetworkRpcs
 from kata_shim.guest.process_calls import ProcessCalls
 from kata_shim.guest.states import Op
-from kata_shim.guest.network import NetworkRpcs
 from kata_shim.guest.storage import StorageSpec
 from kata_shim.proto import agent_pb2, health_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceBase

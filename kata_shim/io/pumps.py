@@ -24,11 +24,10 @@ import logging
 import os
 import select
 
+from kata_shim.agent.client import AgentClient
 from kata_shim.errors import ShimError, Unavailable
 from kata_shim.io.copy import read_some
 from kata_shim.io.stdio import HostStdio, Sink, wait_event, wake
-from kata_shim.proto import agent_pb2
-from kata_shim.proto.agent_ttrpc import AgentServiceClient
 
 __all__ = ["CHUNK", "Pumps"]
 
@@ -48,20 +47,18 @@ class Pumps:
 
     def __init__(
         self,
-        agent: AgentServiceClient,
+        agent: AgentClient,
         container_id: str,
         agent_exec_id: str,
         host: HostStdio,
         *,
         terminal: bool,
-        rpc_timeout: float = 60.0,
     ) -> None:
         self._agent = agent
-        self._ids = {"container_id": container_id, "exec_id": agent_exec_id}
+        self._ids = (container_id, agent_exec_id)
         self._name = agent_exec_id if agent_exec_id == container_id else f"{container_id}/exec"
         self.host = host
         self._terminal = terminal
-        self._rpc_timeout = rpc_timeout
         self._outputs: list[asyncio.Task[None]] = []
         self._stdin_task: asyncio.Task[None] | None = None
         self._abort_task: asyncio.Task[None] | None = None
@@ -87,11 +84,10 @@ class Pumps:
     # output -----------------------------------------------------------------------
     async def _output(self, stream: str) -> None:
         sink: Sink | None = getattr(self.host, stream)
-        request = agent_pb2.ReadStreamRequest(**self._ids, len=CHUNK)
-        # ReadStreamResponse.data is a zero-copy field: each chunk is a view of the reply frame
-        read = self._agent.ReadStderr if stream == "stderr" else self._agent.ReadStdout
+        stderr = stream == "stderr"
         try:
-            while data := await read(request):  # no deadline: waits for output
+            # each chunk is a view of the reply frame (a zero-copy field); no deadline
+            while data := await self._agent.read_stream(*self._ids, CHUNK, stderr=stderr):
                 if sink is not None:
                     await sink.write(data)
         except ShimError as exc:
@@ -170,19 +166,17 @@ class Pumps:
     async def _forward(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            request = agent_pb2.WriteStreamRequest(**self._ids, data=bytes(view))
-            reply = await self._agent.WriteStdin(request)  # no deadline: waits for the reader
-            if reply.len == 0:
+            taken = await self._agent.write_stdin(*self._ids, bytes(view))  # waits for the reader
+            if taken == 0:
                 raise Unavailable("agent accepted no stdin bytes")
-            view = view[reply.len :]
+            view = view[taken:]
 
     async def _send_close_stdin(self) -> None:
         if self._stdin_closed:
             return
         self._stdin_closed = True
         try:
-            request = agent_pb2.CloseStdinRequest(**self._ids)
-            await self._agent.CloseStdin(request, timeout=self._rpc_timeout)
+            await self._agent.close_stdin(*self._ids)
         except ShimError as exc:
             log.debug("%s: CloseStdin: %s", self._name, exc)
 

@@ -63,12 +63,11 @@ def start_pumps(env: TaskEnv, container: Container, process: Process, host: Host
     nothing can cancel the caller between the agent call and the exit watch's start."""
     agent = container.pod.agent
     pumps = Pumps(
-        agent.service,
+        agent,
         container.id,
         process.agent_exec_id,
         host,
         terminal=process.stdio.terminal,
-        rpc_timeout=agent.rpc_timeout,
     )
     if process.stdin_close_requested:
         pumps.request_stdin_close()

@@ -33,6 +33,7 @@ class RecordingClient:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Message, float | None]] = []
         self.replies: dict[str, Message] = {}
+        self.zero_copy_replies: dict[str, memoryview] = {}
         self.error: BaseException | None = None
 
     async def call(
@@ -50,6 +51,22 @@ class RecordingClient:
         if self.error is not None:
             raise self.error
         return self.replies.get(method) or response_type()
+
+    async def call_zero_copy(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        field: object,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> memoryview:
+        assert service == "grpc.AgentService"
+        self.sent.append((method, request, timeout))
+        if self.error is not None:
+            raise self.error
+        return self.zero_copy_replies.get(method, memoryview(b""))
 
 
 def recorded() -> tuple[AgentClient, RecordingClient]:
@@ -129,8 +146,8 @@ async def test_long_polls_have_no_deadline_and_return_the_payload() -> None:
         "WaitProcess": agent_pb2.WaitProcessResponse(status=137),
         "GetOOMEvent": agent_pb2.OOMEvent(container_id="c9"),
         "WriteStdin": agent_pb2.WriteStreamResponse(len=2),
-        "ReadStderr": agent_pb2.ReadStreamResponse(data=b"err"),
     }
+    sent.zero_copy_replies = {"ReadStderr": memoryview(b"err")}  # a zero-copy field
     assert await agent.wait("c1", "x1") == 137
     assert await agent.get_oom_event() == "c9"
     assert await agent.write_stdin("c1", "x1", b"abc") == 2

@@ -1,6 +1,7 @@
 """FakeAgentClient: the AgentClient interface in memory (no ttrpc, no agent process).
 
-For task-layer tests that do not pump stdio (`service` has no streams): every
+For task-layer tests that do not pump stdio (every output stream is at EOF at once,
+stdin is swallowed; drive real stdio with tests/fakes' FakeAgent): every
 call is recorded in `calls` as (method, *ids) in order; `fail[method]` makes a
 method raise; containers and processes are tracked just enough for the
 contract the task layer relies on — `wait` resolves when the process exits
@@ -19,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from kata_shim import errors
 from kata_shim.agent.client import AgentClient, AgentTimeouts
 from kata_shim.proto import agent_pb2, oci_pb2, types_pb2
-from kata_shim.proto.agent_ttrpc import AgentServiceClient
 
 __all__ = ["FakeAgentClient"]
 
@@ -38,10 +38,6 @@ class FakeAgentClient(AgentClient):
         self.routes: list[types_pb2.Route] = []
         self.neighbors: list[types_pb2.ARPNeighbor] = []
         self._exits: dict[tuple[str, str], asyncio.Future[int]] = {}
-
-    @property
-    def service(self) -> AgentServiceClient:
-        raise AssertionError("FakeAgentClient has no stream RPCs: drive stdio with FakeAgent")
 
     # bookkeeping ------------------------------------------------------------------------
     def _enter(self, method: str, *detail: str) -> None:
@@ -134,9 +130,9 @@ class FakeAgentClient(AgentClient):
     # stdio ----------------------------------------------------------------------------
     async def read_stream(
         self, cid: str, exec_id: str, size: int, *, stderr: bool = False
-    ) -> bytes:
+    ) -> memoryview:
         self._enter("read_stream", cid, exec_id, "stderr" if stderr else "stdout")
-        return b""
+        return memoryview(b"")
 
     async def write_stdin(self, cid: str, exec_id: str, data: bytes) -> int:
         self._enter("write_stdin", cid, exec_id, str(len(data)))

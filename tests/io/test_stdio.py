@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kata_shim import errors
+from kata_shim.agent.client import AgentClient
 from kata_shim.io.pumps import Pumps
 from kata_shim.io.stdio import Sink, open_host_stdio
 from kata_shim.proto import agent_pb2
@@ -140,7 +141,7 @@ async def test_sink_gives_up_on_a_stalled_reader_and_on_abort(tmp_path: Path) ->
 
 
 @contextlib.asynccontextmanager
-async def agent_with(program: Program) -> AsyncIterator[tuple[FakeAgent, AgentServiceClient]]:
+async def agent_with(program: Program) -> AsyncIterator[tuple[FakeAgent, AgentClient]]:
     agent = FakeAgent()
     agent.programs["p"] = program
     with tempfile.TemporaryDirectory(prefix="ks-io-") as tmp:
@@ -151,7 +152,7 @@ async def agent_with(program: Program) -> AsyncIterator[tuple[FakeAgent, AgentSe
         spec.OCI.Process.Args.append("p")
         await stub.CreateContainer(spec)
         try:
-            yield agent, stub
+            yield agent, AgentClient(client)
         finally:
             client.close()
             await client.wait_closed()
@@ -162,13 +163,13 @@ async def agent_with(program: Program) -> AsyncIterator[tuple[FakeAgent, AgentSe
 async def test_stdin_waits_for_a_writer_then_forwards_everything_before_close(
     tmp_path: Path,
 ) -> None:
-    async with agent_with(Program(echo_stdin=True)) as (agent, stub):
+    async with agent_with(Program(echo_stdin=True)) as (agent, client):
         stdin = tmp_path / "in"
         os.mkfifo(stdin)
         host = await open_stdio(stdin=str(stdin))
-        pumps = Pumps(stub, "c1", "c1", host, terminal=False)
+        pumps = Pumps(client, "c1", "c1", host, terminal=False)
         pumps.start()
-        await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="c1"))
+        await client.start("c1")
         await asyncio.sleep(0.2)  # no writer yet: that is not EOF
         assert "CloseStdin" not in agent.names()
         writer = os.open(stdin, os.O_WRONLY)
@@ -184,15 +185,15 @@ async def test_stdin_waits_for_a_writer_then_forwards_everything_before_close(
 
 @pytest.mark.asyncio
 async def test_abort_bounds_the_drain_when_the_reader_stalls(tmp_path: Path) -> None:
-    async with agent_with(Program(stdout=b"z" * 3_000_000, runtime=None)) as (agent, stub):
+    async with agent_with(Program(stdout=b"z" * 3_000_000, runtime=None)) as (agent, client):
         out = tmp_path / "out"
         os.mkfifo(out)
         reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
         try:
             host = await open_stdio(stdout=str(out))
-            pumps = Pumps(stub, "c1", "c1", host, terminal=False)
+            pumps = Pumps(client, "c1", "c1", host, terminal=False)
             pumps.start()
-            await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="c1"))
+            await client.start("c1")
             await asyncio.sleep(0.2)
             agent.containers["c1"].init.finish(137)  # SIGKILLed; the reader never drains
             pumps.abort(0.1, 1.0)
