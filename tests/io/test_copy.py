@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pty
 import signal
+import socket
 import threading
+import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +84,29 @@ def test_read_some_returns_exactly_what_was_read(pipe: tuple[int, int]) -> None:
         return type(got) is bytes and got == data
 
     assert run_both(case) == ("ok", True)
+
+
+def test_read_some_on_every_kind_of_fd(tmp_path: Path) -> None:
+    """FIONREAD sizes the read on sockets, files and ptys; /dev/zero has none (maxlen)."""
+    a, b = socket.socketpair()
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    (tmp_path / "f").write_bytes(b"0123456789")
+    with a, b, open(tmp_path / "f", "rb") as f, open("/dev/zero", "rb") as zero:
+        try:
+
+            def case(read_some: ReadSome) -> list[bytes]:
+                b.send(b"sock")
+                os.write(slave, b"tty")
+                f.seek(0)
+                got = [read_some(a.fileno(), 100), read_some(f.fileno(), 4)]
+                got += [read_some(f.fileno(), 1 << 20), read_some(zero.fileno(), 5)]
+                return [*got, read_some(master, 100)]
+
+            assert run_both(case) == ("ok", [b"sock", b"0123", b"456789", b"\0" * 5, b"tty"])
+        finally:
+            os.close(master)
+            os.close(slave)
 
 
 def test_read_some_eagain_is_blocking_io_error(pipe: tuple[int, int]) -> None:
