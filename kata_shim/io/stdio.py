@@ -310,10 +310,7 @@ async def open_host_stdio(
     host = HostStdio()
     try:
         if stdin:
-            kind, path = _scheme(stdin)
-            if kind != "fifo":
-                raise InvalidArgument(f"stdin must be a fifo, not {stdin!r}")
-            host.stdin_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            host.stdin_fd = _open_stdin(stdin)
         if stdout and _scheme(stdout)[0] == "binary":
             host.logger, host.stdout, err = await _spawn_logger(
                 stdout, container_id, namespace, stall_timeout
@@ -321,14 +318,8 @@ async def open_host_stdio(
             host.stderr = None if terminal else err
             if terminal:
                 err.release()
-            return host
-        if stdout:
-            host.stdout = Sink(_open_output(stdout), f"stdout {stdout}", stall_timeout)
-        if stderr and not terminal:
-            if stderr == stdout and host.stdout is not None:
-                host.stderr = host.stdout.share()
-            else:
-                host.stderr = Sink(_open_output(stderr), f"stderr {stderr}", stall_timeout)
+        else:
+            _open_outputs(host, stdout, "" if terminal else stderr, stall_timeout)
     except OSError as exc:
         await host.close()
         code = "no such fifo" if exc.errno == errno.ENOENT else str(exc)
@@ -337,3 +328,21 @@ async def open_host_stdio(
         await host.close()
         raise
     return host
+
+
+def _open_stdin(stdin: str) -> int:
+    kind, path = _scheme(stdin)
+    if kind != "fifo":
+        raise InvalidArgument(f"stdin must be a fifo, not {stdin!r}")
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _open_outputs(host: HostStdio, stdout: str, stderr: str, stall_timeout: float) -> None:
+    """stdout and stderr as Sinks (one shared Sink when both name the same place)."""
+    if stdout:
+        host.stdout = Sink(_open_output(stdout), f"stdout {stdout}", stall_timeout)
+    if stderr:
+        if stderr == stdout and host.stdout is not None:
+            host.stderr = host.stdout.share()
+        else:
+            host.stderr = Sink(_open_output(stderr), f"stderr {stderr}", stall_timeout)
