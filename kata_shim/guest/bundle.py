@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kata_shim import oci
+from kata_shim.cgroupfs import CGROUP_ROOT, default_cgroups_path
 from kata_shim.errors import InvalidArgument, NotFound
 from kata_shim.guest import hostpaths
 from kata_shim.proto import oci_pb2
@@ -35,7 +36,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CGROUP_ROOT = "kata_shim"
 OCI_VERSION = "1.0.2"
 # container and exec ids end up in file names and runc ids
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
@@ -45,10 +45,6 @@ def validate_id(kind: str, value: str) -> str:
     if not _ID.fullmatch(value):
         raise InvalidArgument(f"invalid {kind} id {value!r}")
     return value
-
-
-def default_cgroups_path(sandbox_id: str, container_id: str) -> str:
-    return f"/{CGROUP_ROOT}/{sandbox_id}/{container_id}"
 
 
 def container_config(

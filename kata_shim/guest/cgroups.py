@@ -3,19 +3,19 @@
 Paths come from /proc/<pid>/cgroup of the container's init, resolved against
 the cgroup mounts in /proc/self/mountinfo ("" = the v2 unified hierarchy). On
 v1 (or hybrid) stats come from the v1 controllers; on pure v2 from the unified
-files. Values a kernel does not provide stay 0. `remove_tree` removes a
-sandbox's empty parent directories in every hierarchy. OOM watching lives in
+files. Values a kernel does not provide stay 0. Mount discovery and
+`remove_tree` are shared with the host (kata_shim.cgroupfs). OOM watching lives in
 kata_shim.guest.oom.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from kata_shim.cgroupfs import cgroup_mounts, remove_tree
 from kata_shim.proto import agent_pb2
 
 __all__ = ["cgroup_mounts", "cgroup_paths", "keyed", "read_stats", "remove_tree"]
@@ -23,25 +23,6 @@ __all__ = ["cgroup_mounts", "cgroup_paths", "keyed", "read_stats", "remove_tree"
 log = logging.getLogger(__name__)
 _USER_HZ = os.sysconf("SC_CLK_TCK")
 _MOUNTINFO = Path("/proc/self/mountinfo")
-# super options of a v1 cgroup mount that are not controllers
-_GENERIC = {"rw", "ro", "xattr", "clone_children", "noprefix", "cpuset_v2_mode", "favordynmods"}
-
-
-def cgroup_mounts(mountinfo: str) -> dict[str, Path]:
-    """controller (or "" for the v2 unified hierarchy) → mount point."""
-    mounts: dict[str, Path] = {}
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or not tail:
-            continue
-        if tail[0] == "cgroup2":
-            mounts.setdefault("", Path(fields[4]))
-        elif tail[0] == "cgroup" and len(tail) >= 3:
-            for option in tail[2].split(","):
-                if option.startswith("name=") or ("=" not in option and option not in _GENERIC):
-                    mounts.setdefault(option.removeprefix("name="), Path(fields[4]))
-    return mounts
 
 
 def cgroup_paths(pid: int, mountinfo: str | None = None) -> dict[str, Path]:
@@ -55,22 +36,6 @@ def cgroup_paths(pid: int, mountinfo: str | None = None) -> dict[str, Path]:
             if controller in mounts:
                 paths[controller] = mounts[controller] / rel.lstrip("/")
     return paths
-
-
-def remove_tree(rel: str, mountinfo: str | None = None) -> list[Path]:
-    """rmdir `rel` (and its empty subdirectories) in every hierarchy; returns what remains."""
-    mounts = cgroup_mounts(mountinfo if mountinfo is not None else _MOUNTINFO.read_text())
-    left = []
-    for root in sorted(set(mounts.values())):
-        top = root / rel.strip("/")
-        if not top.is_dir() or top == root:
-            continue
-        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(dirpath)
-        if top.exists():
-            left.append(top)
-    return left
 
 
 def _read(path: Path) -> str:

@@ -24,10 +24,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kata_shim import mounts
+from kata_shim import cgroupfs, mounts
 from kata_shim.errors import ShimError, Unavailable
-from kata_shim.guest import cgroups
-from kata_shim.guest.bundle import default_cgroups_path
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.dial import UnixAddress
 
@@ -251,7 +249,7 @@ class LocalSandbox(Sandbox):
                 "local sandbox %s: deleting leftover container %s", self.spec.sandbox_id, name
             )
             await run_host(["runc", "--root", str(root), "delete", "--force", name])
-        cgroups.remove_tree(default_cgroups_path(self.spec.sandbox_id, ""))
+        cgroupfs.remove_tree(cgroupfs.default_cgroups_path(self.spec.sandbox_id, ""))
 
 
 register_backend("local", LocalSandbox)

@@ -145,7 +145,7 @@ def test_containers_of_a_vm_pod_talk_over_localhost(guest_image: Path) -> None:
     """The agent brings lo up in the guest netns all containers share (issue 15)."""
 
     async def main() -> None:
-        sandbox = create_sandbox("qemu", vm_spec(guest_image, "net-lo"))
+        sandbox = create_sandbox(vm_spec(guest_image, "net-lo"))
         try:
             await sandbox.start()
             client = await sandbox.connect_agent()
