@@ -67,6 +67,7 @@ _VM_KEYS: dict[str, Kind] = {
     "guest_memory_dump_path": _S, "disable_image_nvdimm": _B, "disable_selinux": _B,
     "disable_guest_selinux": _B, "confidential_guest": _B, "seccompsandbox": _S,
     "accel": _S, "agent_channel": _S, "debug_console_enabled": _B,
+    "tcg_tb_size_mb": _I, "enable_balloon_free_page_reporting": _B,
 }  # fmt: skip
 
 HYPERVISOR_KEYS: dict[str, dict[str, Kind]] = {

@@ -89,10 +89,11 @@ def test_embedded_default_is_qemu_with_the_built_image() -> None:
     mapping = config.as_mapping()
     assert mapping["hypervisor_type"] == "qemu"
     table = mapping["hypervisor"]
-    assert (table["kernel"], table["initrd"]) == (
+    assert (table["kernel"], table["image"]) == (
         "/var/lib/kata/vmlinux",
-        "/var/lib/kata/kata-shim-initrd.img",
+        "/var/lib/kata/kata-shim-rootfs.img",
     )
+    assert "initrd" not in table and table["tcg_tb_size_mb"] == 32
     assert (table["accel"], table["machine_type"]) == ("auto", "microvm")
     assert mapping["agent"]["dial_timeout"] == 120.0
     assert mapping["runtime"]["state_dir"] == "/run/kata-shim"

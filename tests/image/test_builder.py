@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from kata_shim.image import builder, kernel
+from kata_shim.image import builder, kernel, rootfs
+from kata_shim.sandbox.rootimage import EROFS_MAGIC
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -43,6 +44,22 @@ def test_initrd_holds_what_the_guest_needs(guest_image) -> None:
     assert len(modules) >= 10
 
 
+def test_root_image_and_loader(guest_image) -> None:
+    manifest = json.loads((guest_image / "manifest.json").read_text())
+    for key in ("rootfs", "loader"):
+        assert builder.sha256_file(builder.Path(manifest[key]["path"])) == manifest[key]["sha256"]
+    with open(guest_image / rootfs.ROOTFS_NAME, "rb") as image:
+        image.seek(1024)
+        assert int.from_bytes(image.read(4), "little") == EROFS_MAGIC
+    with open(guest_image / rootfs.LOADER_NAME, "rb") as loader:
+        listing = subprocess.run(
+            ["cpio", "-t", "--quiet"], stdin=loader, capture_output=True, text=True, check=True
+        ).stdout.split()
+    for needed in ("init", "bin/busybox", "lib/modules/erofs.ko", "lib/modules/virtio_blk.ko"):
+        assert needed in listing, needed
+    assert manifest["loader"]["size"] < 8 << 20  # QEMU keeps a copy per VM: keep it small
+
+
 def test_second_build_is_skipped(guest_image) -> None:
     messages: list[str] = []
     builder.build(guest_image, progress=messages.append)
@@ -52,7 +69,7 @@ def test_second_build_is_skipped(guest_image) -> None:
 def test_forced_rebuilds_are_byte_identical(tmp_path) -> None:
     first = builder.build(tmp_path / "a", force=True, progress=lambda m: None)
     second = builder.build(tmp_path / "b", force=True, progress=lambda m: None)
-    for key in ("kernel", "initrd"):
+    for key in ("kernel", "initrd", "rootfs", "loader"):
         assert first[key]["sha256"] == second[key]["sha256"]
 
 

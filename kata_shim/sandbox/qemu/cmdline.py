@@ -1,6 +1,7 @@
 """The QEMU command line for one sandbox, from the `[hypervisor.qemu]` config table.
 
-Direct kernel boot (PVH vmlinux + initramfs), no firmware, no default devices,
+Direct kernel boot (PVH vmlinux + the loader initramfs and the shared read-only
+root image, or the whole guest as an initramfs), no firmware, no default devices,
 serial console to a log file, QMP on a unix socket, the agent channel as a
 virtio-serial port (`agent.channel.0`) on a host unix socket, and the
 sandbox's share directory as 9p (`kataShared`, security_model=none: owners
@@ -24,7 +25,10 @@ from typing import Any
 
 from kata_shim.debugconsole import CONSOLE_PORT, CONSOLE_SOCKET, KERNEL_PARAM
 from kata_shim.errors import InvalidArgument
+from kata_shim.image.rootfs import loader_for
+from kata_shim.sandbox.qemu import devices
 from kata_shim.sandbox.qemu.confine import DEFAULT_SANDBOX, confine_prefix, sandbox_args
+from kata_shim.sandbox.rootimage import DEFAULT_IMAGE, boot_files
 
 __all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command", "console_socket"]
 
@@ -37,7 +41,8 @@ AGENT_PORT = "agent.channel.0"
 class QemuConfig:
     path: str = "/usr/bin/qemu-system-x86_64"
     kernel: str = "/var/lib/kata/vmlinux"
-    initrd: str = "/var/lib/kata/kata-shim-initrd.img"
+    initrd: str = ""  # the previous design: the whole guest in an initramfs
+    image: str = DEFAULT_IMAGE  # the shared read-only root image (sandbox/rootimage.py)
     machine_type: str = "microvm"
     default_vcpus: int = 1
     default_memory: int = 512  # MiB
@@ -49,16 +54,15 @@ class QemuConfig:
     debug_console_enabled: bool = False  # a guest shell on a second virtio-serial port
     seccompsandbox: str = DEFAULT_SANDBOX  # QEMU's -sandbox; "off" or "" for none
     rootless: bool = False
+    # issue 17 (sandbox/qemu/devices.py): TCG translation cache, free page reporting
+    tcg_tb_size_mb: int = 32
+    enable_balloon_free_page_reporting: bool = True
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> QemuConfig:
-        if table.get("image"):
-            raise InvalidArgument(
-                "image (a guest disk image) is not supported by this shim: set initrd to the "
-                "initramfs `kata-shim image build` writes (/var/lib/kata/kata-shim-initrd.img)"
-            )
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in table.items() if k in known}
+        values["image"], values["initrd"] = boot_files(table)
         if "default_vcpus" in values:  # a number in Kata's schema (e.g. 1.5): whole vCPUs here
             values["default_vcpus"] = math.ceil(values["default_vcpus"])
         config = cls(**values)
@@ -76,6 +80,8 @@ class QemuConfig:
                 "container rootfs files of every owner; set rootless = false (QEMU runs as "
                 "root with only the capabilities 9p needs and its seccomp sandbox on)"
             )
+        if config.tcg_tb_size_mb < 0:
+            raise InvalidArgument("tcg_tb_size_mb must be >= 0 (0: QEMU's own default)")
         if config.default_memory < 128 or config.default_vcpus < 1:
             raise InvalidArgument("default_memory must be >= 128 MiB and default_vcpus >= 1")
         return config
@@ -139,6 +145,8 @@ def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None
         *console,
         "-device",
         "virtio-rng-device" if mmio else "virtio-rng-pci",
+        *devices.balloon_args(mmio, config.enable_balloon_free_page_reporting),
+        *devices.root_image_args(mmio, config.image),
     ]
     if config.shared_fs == "virtio-9p":
         nine_p = "virtio-9p-device" if mmio else "virtio-9p-pci"
@@ -187,7 +195,7 @@ def build_command(
         "-name",
         "kata-shim,debug-threads=on",
         "-accel",
-        accel,
+        devices.accel_arg(accel, config.tcg_tb_size_mb),
         "-M",
         config.machine_type,
         *cpu,
@@ -208,7 +216,7 @@ def build_command(
         "-kernel",
         config.kernel,
         "-initrd",
-        config.initrd,
+        config.initrd or str(loader_for(config.image)),
         "-append",
         kernel_command_line(
             config,
