@@ -3,8 +3,9 @@
 `write_rootfs(tree, target)` packs the guest tree (what the initramfs holds)
 into an uncompressed erofs image with `mkfs.erofs` (Debian/openEuler
 `erofs-utils`): fixed timestamps, UUID and ownership, no host xattrs, so the
-same tree gives the same bytes. Every VM attaches that one file read-only
-(sandbox/qemu/devices.py); the host keeps one copy of it, not one per VM.
+same tree gives the same bytes; padded to 2 MiB for virtio-pmem. Every VM
+attaches that one file read-only (sandbox/qemu/devices.py); the host keeps
+one copy of it, not one per VM.
 
 `write_loader(modules, target)` writes a tiny newc initramfs: static busybox,
 the modules needed to reach the image (virtio transports, virtio_blk, erofs,
@@ -14,6 +15,7 @@ tmpfs overlay and switch_roots to the image's own /init.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from importlib import resources
@@ -33,8 +35,11 @@ __all__ = [
 
 ROOTFS_NAME = "kata-shim-rootfs.img"
 LOADER_NAME = "kata-shim-loader.img"
-LOADER_MODULES = ("virtio_pci", "virtio_mmio", "virtio_blk", "erofs", "overlay")
+LOADER_MODULES = (
+    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_pmem", "nd_pmem", "erofs", "overlay",
+)  # fmt: skip
 MKFS_EROFS = "mkfs.erofs"
+PMEM_ALIGN = 2 << 20
 _UUID = "6b617461-7368-696d-2d72-6f6f74667300"  # fixed: reproducible images
 
 
@@ -55,6 +60,8 @@ def write_rootfs(tree: Path, target: Path) -> None:
     result = subprocess.run([*argv, str(partial), str(tree)], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{MKFS_EROFS} failed: {result.stderr.strip()[-500:]}")
+    size = partial.stat().st_size  # virtio-pmem maps whole 2 MiB blocks
+    os.truncate(partial, -(-size // PMEM_ALIGN) * PMEM_ALIGN)
     partial.replace(target)
 
 

@@ -57,6 +57,8 @@ class QemuConfig:
     # issue 17 (sandbox/qemu/devices.py): TCG translation cache, free page reporting
     tcg_tb_size_mb: int = 32
     enable_balloon_free_page_reporting: bool = True
+    # Kata's key; True (our default, measured: docs/density.md): the root image on virtio-blk
+    disable_image_nvdimm: bool = True
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> QemuConfig:
@@ -137,6 +139,12 @@ def _console_devices(mmio: bool, paths: SandboxPaths, vsock: VsockChannel | None
     ]
 
 
+def _pmem_bytes(config: QemuConfig) -> int:
+    if not devices.uses_pmem(config.machine_type, config.image, config.disable_image_nvdimm):
+        return 0
+    return devices.pmem_size(config.image)
+
+
 def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None) -> list[str]:
     mmio = config.machine_type == "microvm"
     console = _console_devices(mmio, paths, vsock) if config.debug_console_enabled else []
@@ -146,7 +154,7 @@ def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None
         "-device",
         "virtio-rng-device" if mmio else "virtio-rng-pci",
         *devices.balloon_args(mmio, config.enable_balloon_free_page_reporting),
-        *devices.root_image_args(mmio, config.image),
+        *devices.root_image_args(mmio, config.image, _pmem_bytes(config)),
     ]
     if config.shared_fs == "virtio-9p":
         nine_p = "virtio-9p-device" if mmio else "virtio-9p-pci"
@@ -177,6 +185,8 @@ def kernel_command_line(
         params.append(f"kata_shim.share={SHARE_TAG}")
     if config.machine_type == "microvm" and accel == "tcg":
         params.append(f"tsc_early_khz={tsc_khz}")
+    if devices.uses_pmem(config.machine_type, config.image, config.disable_image_nvdimm):
+        params.append("kata_shim.root=pmem")  # image/loader.sh: mount /dev/pmem0 with DAX
     return " ".join([*params, config.kernel_params]).strip()
 
 
@@ -202,7 +212,7 @@ def build_command(
         "-smp",
         str(config.default_vcpus),
         "-m",
-        f"{config.default_memory}M",
+        devices.memory_arg(config.default_memory, _pmem_bytes(config)),
         "-nodefaults",
         "-nographic",
         "-no-reboot",

@@ -61,3 +61,26 @@ def test_image_path_commas_are_escaped_and_pci_on_pc() -> None:
     assert argv[argv.index("-drive") + 1].startswith("file=/a,,b/root.img,")
     assert f"virtio-blk-pci,drive={devices.ROOT_IMAGE_ID}" in argv
     assert argv[argv.index("-initrd") + 1] == "/a,b/kata-shim-loader.img"
+
+
+def test_pmem_on_pc_when_nvdimm_is_enabled(tmp_path: Path) -> None:
+    image = tmp_path / "root.img"
+    image.write_bytes(b"\0" * (4 << 20))
+    table = {"image": str(image), "machine_type": "q35", "disable_image_nvdimm": False}
+    argv = _argv(table)
+    backend = argv[argv.index("-object") + 1]
+    assert backend.startswith("memory-backend-file,") and f"mem-path={image}," in backend
+    assert "share=on,readonly=on" in backend and f"size={4 << 20}" in backend
+    assert f"virtio-pmem-pci,memdev={devices.ROOT_IMAGE_ID},id=rootpmem" in argv
+    assert argv[argv.index("-m", argv.index("-smp")) + 1] == "512M,slots=1,maxmem=516M"
+    assert "kata_shim.root=pmem" in argv[argv.index("-append") + 1] and "-drive" not in argv
+    microvm = _argv({**table, "machine_type": "microvm"})  # no PCI in a microvm guest
+    assert "-drive" in microvm and "kata_shim.root=pmem" not in " ".join(microvm)
+    image.write_bytes(b"\0" * 4097)
+    with pytest.raises(errors.InvalidArgument, match="2 MiB"):
+        _argv(table)
+
+
+def test_virtio_blk_is_the_default_on_pc(tmp_path: Path) -> None:
+    argv = _argv({"image": "/img/root.img", "machine_type": "pc"})
+    assert "-drive" in argv and "virtio-pmem-pci" not in " ".join(argv)
