@@ -89,14 +89,14 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def processes(rig: KataRig, needle: str) -> dict[str, int]:
-    """state-dir sandbox id → pid of our processes whose argv contains `needle`."""
-    found = {}
+def processes(rig: KataRig, needle: str) -> dict[str, list[int]]:
+    """state-dir sandbox id → pids of our processes whose program (argv[0]) has `needle`
+    (virtiofsd is two: a parent and its child in a new pid namespace)."""
+    found: dict[str, list[int]] = {}
     for pid, argv in rig.leftovers():
-        if needle in argv and str(rig.state_dir) in argv:
+        if needle in argv.split()[0] and str(rig.state_dir) in argv:
             sandbox = argv.split(str(rig.state_dir) + "/", 1)[1].split("/", 1)[0]
-            if argv.split()[0].endswith(needle) or needle in argv.split()[0]:
-                found[sandbox] = pid
+            found.setdefault(sandbox, []).append(pid)
     return found
 
 
@@ -157,8 +157,8 @@ def pod_memory(rig: KataRig, names: list[str]) -> dict[str, Any]:
     qemus, fsds, shims = processes(rig, "qemu-system"), processes(rig, "virtiofsd"), shim_pids(rig)
     rows = []
     for task in names:
-        qemu = smaps(qemus[task])
-        fsd = smaps(fsds[task])["pss"] if task in fsds else 0
+        qemu = smaps(qemus[task][0])
+        fsd = sum(smaps(pid)["pss"] for pid in fsds.get(task, []))
         shim = smaps(shims[task])["pss"] if task in shims else 0
         rows.append({**{f"qemu_pss_{k}_kb": v for k, v in qemu.items()}, "fsd": fsd, "shim": shim})
     summary = {key: med([r[key] for r in rows]) for key in rows[0] if key.startswith("qemu")}

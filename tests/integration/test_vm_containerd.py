@@ -159,7 +159,7 @@ def libvirt_rig(guest_image) -> Iterator[KataRig]:
     daemons.start()
     keys = {
         "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
+        "image": str(guest_image / "kata-shim-rootfs.img"),  # the default design
     }
     try:
         with KataRig(hypervisor="libvirt", hypervisor_keys=keys) as rig:
