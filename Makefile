@@ -35,8 +35,9 @@ lint:
 typecheck:
 	$(VENV)/bin/mypy kata_shim
 
-# ours vs containerd-shim-runc-v2 (+ io_throughput.py, vm_boot.py): table on stderr, JSON on
-# stdout and in out/bench.json. About 5-8 minutes on a 2-CPU host.
+# ours vs containerd-shim-runc-v2 (+ io_throughput.py, vm_boot.py, vm_density.py): table on
+# stderr, JSON on stdout and in out/bench.json. About 5-8 minutes on a 2-CPU host, plus
+# vm_density's 2 x 10 TCG VM pods (10-20 minutes).
 bench:
 	mkdir -p out
 	$(PY) bench/report.py --json out/bench.json

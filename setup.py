@@ -26,7 +26,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["kata_shim", "kata_shim.*"]),
     package_data={
-        "kata_shim": ["py.typed", "proto/*.proto", "proto/*.pyi", "config/*.toml", "image/init.sh"]
+        "kata_shim": ["py.typed", "proto/*.proto", "proto/*.pyi", "config/*.toml", "image/init.sh", "image/loader.sh"]
     },
     ext_modules=cythonize(
         CYTHON_MODULES,

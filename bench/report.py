@@ -1,7 +1,8 @@
 """`make bench`: our shim vs containerd-shim-runc-v2, plus IO throughput and VM boot.
 
-Runs bench/shim_vs_runc.py's measurements in-process, then bench/io_throughput.py
-and bench/vm_boot.py as subprocesses (when present) and folds their JSON in.
+Runs bench/shim_vs_runc.py's measurements in-process, then bench/io_throughput.py,
+bench/vm_boot.py and bench/vm_density.py as subprocesses (when present) and folds
+their JSON in.
 Prints a short table on stderr and one JSON object on stdout (also written to
 --json PATH). Each target (issue 18) is checked: ours/runc start ≤ 1.5x, shim
 daemon PSS and local agent PSS each ≤ 6 MB per pod at 20 pods (the fork
@@ -35,7 +36,9 @@ EXTERNAL = {
     "fork_start": ["fork_start.py", "--runs", "20", "--pods", "20"],
     "io_throughput": ["io_throughput.py", "--mib", "256", "--rounds", "3"],
     "vm_boot": ["vm_boot.py", "--runs", "2"],
+    "vm_density": ["vm_density.py", "--pods", "10"],  # both boot designs (issue 17)
 }
+TIMEOUTS = {"vm_density": 3600.0}  # 2 x 10 TCG VMs on a 2-CPU host
 PSS_LIMIT_KB = 6 * 1024  # per process kind (shim daemon, local agent), at 20 pods
 
 
@@ -102,6 +105,28 @@ def fork_rows(fork: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
     ]
 
 
+def density_rows(density: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """bench/vm_density.py: per idle VM pod, the root image design next to the initrd one."""
+    if "image" not in density or "initrd" not in density:
+        return []
+    new, old = density["image"], density["initrd"]
+    keys = (
+        ("QEMU PSS anon", "qemu_pss_anon_kb"),
+        ("QEMU PSS file", "qemu_pss_file_kb"),
+        ("shim PSS", "shim_pss_kb"),
+        ("pod PSS (QEMU+virtiofsd+shim)", "pod_pss_kb"),
+        ("guest used", "guest_used_kb"),
+    )
+    rows: list[tuple[str, Any, Any, Any]] = [
+        (f"[image | initrd] {what} (kB)", new["memory"][k], old["memory"][k], "")
+        for what, k in keys
+    ]
+    for what, k in (("create→first output", "create_to_first_output_s"),
+                    ("bare kernel→/init", "bare_kernel_to_init_s")):  # fmt: skip
+        rows.append((f"[image | initrd] {what} (s)", new[k], old[k], ""))
+    return rows
+
+
 def table(result: dict[str, Any]) -> str:
     start, exits, conc = result["start"], result["exit"], result["concurrent_start"]
     mem, rpc = result["memory"], result["rpc"]["callers1"]
@@ -152,6 +177,7 @@ def table(result: dict[str, Any]) -> str:
     vm = result.get("vm_boot", {})
     if "create_to_agent_ready_s" in vm:
         rows.append(("VM create→agent ready (s)", vm["create_to_agent_ready_s"], "-", ""))
+    rows += density_rows(result.get("vm_density", {}))
     lines = [f"{a:<38} {b!s:>12} {c!s:>12} {d!s:>10}" for a, b, c, d in rows]
     lines += [
         f"target {name}: {t['value']} {t['target']} -> {'met' if t['met'] else 'MISSED'}"
@@ -184,7 +210,7 @@ def main() -> int:
     if not args.no_external:
         for name in EXTERNAL:
             progress(name)
-            result[name] = external(name, timeout=600)
+            result[name] = external(name, timeout=TIMEOUTS.get(name, 600.0))
     result["targets"] = targets(result)
     result["wall_s"] = round(time.monotonic() - began, 1)
     print(table(result), file=sys.stderr)

@@ -25,6 +25,7 @@ APT_PACKAGES=(
   containerd runc busybox-static
   golang-github-containerd-containerd-dev   # upstream .proto files for the conformance test
   qemu-system-x86 linux-image-amd64 kmod cpio # guest VMs under TCG (generic kernel: has 9p)
+  erofs-utils                                 # mkfs.erofs: the shared read-only guest root image
   libvirt-daemon-system libvirt-dev           # libvirt backend (libvirt-python builds against it)
   systemd rpm rpmlint python3-cffi python3-packaging # journald tests, systemd-analyze, make rpm (rpm dep generator)
   # the distribution's runtime libraries: the installed RPM's shim and .venv-distro run on them

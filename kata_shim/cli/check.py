@@ -37,6 +37,7 @@ from kata_shim.sandbox.preflight import (
     shared_fs_problem,
 )
 from kata_shim.sandbox.qemu.accel import kvm_unusable_reason
+from kata_shim.sandbox.rootimage import boot_files, root_image_problem
 
 __all__ = ["Host", "Result", "render", "run_checks"]
 
@@ -176,23 +177,34 @@ def check_containerd(host: Host) -> Result:
     return Result("containerd", "PASS", line)
 
 
-def check_image(host: Host) -> Result:
-    if not host.vm:
-        return Result("guest image", "PASS", "not needed by the local backend")
+def _boot_problems(host: Host) -> tuple[list[Problem | None], str]:
+    """Problems with the kernel and the root image (or initrd); the image or initrd path."""
     table = host.config.hypervisor.table
-    kernel, initrd = configured_path(table, "kernel"), configured_path(table, "initrd")
-    problems = [
-        file_problem(path, key, host.origin, unset=not table.get(key))
-        for key, path in (("kernel", kernel), ("initrd", initrd))
-    ]
+    kernel = configured_path(table, "kernel")
+    problems = [file_problem(kernel, "kernel", host.origin, unset=not table.get("kernel"))]
+    image, _ = boot_files(table)
+    if image:  # the shared read-only root image (sandbox/rootimage.py)
+        if (reason := root_image_problem(image)) is not None:
+            where = host.origin.key("image", unset=not table.get("image"))
+            problems.append(Problem(f"{reason[0]} ({where})", reason[1]))
+        return problems, image
+    initrd = configured_path(table, "initrd")
+    problems.append(file_problem(initrd, "initrd", host.origin, unset=not table.get("initrd")))
     if not any(problems):
         problems = [initrd_format_problem(initrd, host.origin)]
     if not any(problems):
         shared = str(table.get("shared_fs", "virtio-9p"))
         problems = list(image_problems(kernel, initrd, shared, host.origin))
+    return problems, initrd
+
+
+def check_image(host: Host) -> Result:
+    if not host.vm:
+        return Result("guest image", "PASS", "not needed by the local backend")
+    problems, boot_file = _boot_problems(host)
     if found := [problem for problem in problems if problem is not None]:
         return _failed("guest image", found[0])
-    manifest_path = Path(initrd).parent / "manifest.json"
+    manifest_path = Path(boot_file).parent / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
         built_by = manifest["components"]["kata_shim"]

@@ -69,11 +69,11 @@ _VM_KEYS: dict[str, Kind] = _keys(
         "block_device_cache_noflush enable_iothreads enable_debug rootless "
         "disable_nesting_checks enable_iommu enable_hugepages disable_vhost_net "
         "disable_image_nvdimm disable_selinux disable_guest_selinux confidential_guest "
-        "debug_console_enabled"
+        "debug_console_enabled enable_balloon_free_page_reporting"
     ),
     INT=(
         "default_maxvcpus default_memory memory_slots default_maxmemory memory_offset "
-        "default_bridges virtio_fs_cache_size virtio_fs_queue_size pcie_root_port"
+        "default_bridges virtio_fs_cache_size virtio_fs_queue_size pcie_root_port tcg_tb_size_mb"
     ),
     NUMBER="default_vcpus",
     STR_LIST=(

@@ -2,7 +2,9 @@
 
 Output (default /var/lib/kata/): `vmlinux-<kver>` (uncompressed ELF for PVH
 direct boot), `kata-shim-initrd.img` (uncompressed newc cpio: busybox, kernel
-modules, a minimal Python with kata_shim + protobuf + cffi, runc, /init) and
+modules, a minimal Python with kata_shim + protobuf + cffi, runc, /init), the
+same tree as a shared read-only erofs root image `kata-shim-rootfs.img` with
+its small loader initramfs `kata-shim-loader.img` (image/rootfs.py), and
 `manifest.json` (versions, sizes, sha256, and the sha256 of all inputs).
 Reproducible: the same inputs give byte-identical files. Rebuilds only when
 the inputs fingerprint changes (or with --force). Progress goes to stderr.
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kata_shim import __version__
-from kata_shim.image import cpio, kernel, pytree
+from kata_shim.image import cpio, kernel, pytree, rootfs
 
 __all__ = ["DEFAULT_OUT", "build", "main"]
 
@@ -109,7 +111,7 @@ def _up_to_date(manifest_path: Path, inputs: str) -> dict[str, Any] | None:
         return None
     if manifest.get("inputs_sha256") != inputs:
         return None
-    for key in ("kernel", "initrd"):
+    for key in ("kernel", "initrd", "rootfs", "loader"):
         entry = manifest.get(key, {})
         path = Path(entry.get("path", "/nonexistent"))
         if not path.exists() or path.stat().st_size != entry.get("size"):
@@ -129,10 +131,14 @@ def build(
     """Build (or reuse) the guest image in `out_dir`; return its manifest."""
     guest_kernel = kernel.find_kernel(kernel_version)
     modules = kernel.module_paths(guest_kernel)
+    loader_modules = kernel.module_paths(guest_kernel, rootfs.LOADER_MODULES)
     plan = pytree.plan_python(PACKAGE_ROOT, pytree.site_packages_of())
-    init_source = Path(str(resources.files("kata_shim.image").joinpath("init.sh")))
+    scripts = [
+        Path(str(resources.files("kata_shim.image").joinpath(name)))
+        for name in ("init.sh", "loader.sh")
+    ]
     inputs = _fingerprint(
-        [guest_kernel.vmlinuz, BUSYBOX, RUNC, init_source, *modules, *pytree.input_files(plan)]
+        [guest_kernel.vmlinuz, BUSYBOX, RUNC, *scripts, *modules, *pytree.input_files(plan)]
     )
     manifest_path = out_dir / "manifest.json"
     if not force and (manifest := _up_to_date(manifest_path, inputs)) is not None:
@@ -158,11 +164,16 @@ def build(
         _install_init(tree)
         progress(f"writing {INITRD_NAME}")
         _write_initrd(tree, out_dir / INITRD_NAME)
+        progress(f"writing {rootfs.ROOTFS_NAME} and {rootfs.LOADER_NAME}")
+        rootfs.write_rootfs(tree, out_dir / rootfs.ROOTFS_NAME)
+        rootfs.write_loader(loader_modules, BUSYBOX, Path(scratch), out_dir / rootfs.LOADER_NAME)
     manifest = {
         "format": 1,
         "inputs_sha256": inputs,
         "kernel": {**_file_entry(vmlinux), "version": guest_kernel.version},
         "initrd": _file_entry(out_dir / INITRD_NAME),
+        "rootfs": {**_file_entry(out_dir / rootfs.ROOTFS_NAME), "type": "erofs"},
+        "loader": _file_entry(out_dir / rootfs.LOADER_NAME),
         "modules": names,
         "components": {
             "kata_shim": __version__,
@@ -179,7 +190,9 @@ def build(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kata-shim image", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    build_cmd = sub.add_parser("build", help="build (or reuse) the guest kernel and initramfs")
+    build_cmd = sub.add_parser(
+        "build", help="build (or reuse) the guest kernel, initramfs and root image"
+    )
     build_cmd.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     build_cmd.add_argument("--kernel", help="kernel version (default: newest with 9p)")
     build_cmd.add_argument("--force", action="store_true", help="rebuild even if up to date")
@@ -189,5 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     except (kernel.KernelError, RuntimeError, OSError) as exc:
         print(f"kata-shim image: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({k: manifest[k] for k in ("kernel", "initrd", "components")}, indent=2))
+    keys = ("kernel", "initrd", "rootfs", "loader", "components")
+    print(json.dumps({k: manifest[k] for k in keys}, indent=2))
     return 0

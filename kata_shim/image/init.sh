@@ -1,5 +1,6 @@
 #!/bin/busybox sh
-# kata-shim guest /init (PID 1 in the initramfs built by kata_shim.image).
+# kata-shim guest /init (PID 1 in the initramfs built by kata_shim.image, or in
+# the root image after the loader's switch_root: image/loader.sh).
 # Mounts the kernel filesystems and cgroup v1 hierarchies, loads the modules
 # listed in /modules.order, then, from the kernel command line:
 #   kata_shim.share=<9p tag>      mount that 9p share at SHARED (container rootfs)
@@ -20,7 +21,8 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /dev/shm
-while read -r module; do
+while read -r module; do  # (booted from the root image: the loader loaded some already)
+  grep -q "^$(echo "${module%.ko}" | tr - _) " /proc/modules && continue
   insmod "/lib/modules/$module" || echo "kata-shim init: insmod $module failed"
 done < /modules.order
 mount -t tmpfs -o mode=0755 cgroup /sys/fs/cgroup

@@ -19,7 +19,8 @@ from pathlib import Path
 __all__ = ["GUEST_MODULES", "Kernel", "extract_vmlinux", "find_kernel", "module_paths"]
 
 # What the guest loads: virtio transports and console, 9p sharing, vsock
-# (including loopback, CID 1, for self-tests), overlayfs, entropy, virtio-net.
+# (including loopback, CID 1, for self-tests), overlayfs, entropy, virtio-net, the
+# balloon (free page reporting: freed guest pages go back to the host).
 GUEST_MODULES = (
     "virtio_pci",
     "virtio_mmio",
@@ -32,6 +33,7 @@ GUEST_MODULES = (
     "overlay",
     "virtio_rng",
     "virtio_net",  # pod networking (needs net_failover, failover)
+    "virtio_balloon",
 )
 
 _XZ_MAGIC = b"\xfd7zXZ\x00"

@@ -5,11 +5,13 @@ the guest entry modules and we collect `sys.modules`. Stdlib modules become
 sourceless .pyc files (unchecked-hash, so output is reproducible); C extensions
 and the interpreter are copied with every shared library `ldd` reports (the ELF
 interpreter to its hard-coded path). kata_shim, protobuf and the cffi backend
-go to /opt/kata-shim/lib (the guest's PYTHONPATH).
+go to /opt/kata-shim/lib (the guest's PYTHONPATH) with their unchecked-hash
+__pycache__ (the guest runs with PYTHONDONTWRITEBYTECODE).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import py_compile
 import re
@@ -197,6 +199,19 @@ def _copy_site(name: str, source: Path, tree: Path) -> None:
     shutil.copytree(source, dest, ignore=ignore, dirs_exist_ok=True)
 
 
+def _compile_site(root: Path) -> None:
+    """__pycache__ next to every copied source (the guest never writes bytecode, so
+    without it every agent start would compile kata_shim and protobuf under TCG)."""
+    for source in sorted(root.rglob("*.py")):
+        py_compile.compile(
+            str(source),
+            cfile=importlib.util.cache_from_source(str(source)),
+            dfile=f"/{GUEST_LIB}/{source.relative_to(root)}",  # the path in the guest
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+
+
 def install_python(plan: PythonPlan, tree: Path) -> None:
     """Materialise the plan under `tree` (the initramfs root)."""
     install_binary(PYTHON, tree, "usr/bin/python3")
@@ -205,6 +220,7 @@ def install_python(plan: PythonPlan, tree: Path) -> None:
         install_binary(extension, tree, str(extension).lstrip("/"))
     for name, source in plan.site_roots.items():
         _copy_site(name, source, tree)
+    _compile_site(tree / GUEST_LIB)
     for so in (tree / GUEST_LIB).rglob("*.so"):
         for lib in shared_libraries(so):
             copy = tree / "usr/lib/x86_64-linux-gnu" / lib.name

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kata_shim.errors import Code, FailedPrecondition, InvalidArgument, ShimError
+from kata_shim.sandbox.rootimage import boot_files, root_image_problem
 
 if TYPE_CHECKING:
     from kata_shim.sandbox.qemu.cmdline import QemuConfig
@@ -265,7 +266,8 @@ def launch_problems(table: Mapping[str, Any], origin: Origin) -> list[Problem]:
     qemu = configured_path(table, "path")
     problems = [p for p in (binary_problem(qemu, origin, unset=not table.get("path")),) if p]
     config_problems = [p for p in (shared_fs_problem(table, origin),) if p is not None]
-    files = {key: configured_path(table, key) for key in ("kernel", "initrd")}
+    image, _ = boot_files(table)  # the root image design (sandbox/rootimage.py) or initrd
+    files = {key: configured_path(table, key) for key in ("kernel", "initrd")[: 1 + (not image)]}
     for key, path in files.items():
         if (problem := file_problem(path, key, origin, unset=not table.get(key))) is not None:
             problems.append(problem)
@@ -273,7 +275,10 @@ def launch_problems(table: Mapping[str, Any], origin: Origin) -> list[Problem]:
         fix = "install the firmware package (ovmf / edk2-ovmf), or unset firmware"
         if (problem := file_problem(str(table["firmware"]), "firmware", origin, fix)) is not None:
             problems.append(problem)
-    if not problems:
+    if image and (reason := root_image_problem(image)) is not None:
+        where = origin.key("image", unset=not table.get("image"))
+        problems.append(Problem(f"{reason[0]} ({where})", reason[1]))
+    elif not problems and not image:
         if (problem := initrd_format_problem(files["initrd"], origin)) is not None:
             problems.append(problem)
         else:

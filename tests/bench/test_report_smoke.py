@@ -16,6 +16,10 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 REPORT = Path(__file__).resolve().parents[2] / "bench" / "report.py"
+sys.path.insert(0, str(REPORT.parent))
+
+from report import density_rows  # noqa: E402
+
 FORK_START = REPORT.parent / "fork_start.py"
 
 
@@ -66,3 +70,23 @@ def test_fork_start_compares_fork_and_cold() -> None:
         assert report[mode]["memory"]["daemon_pss_kb"] > 0
     assert report["cold"]["memory"]["server_pss_kb"] == 0
     assert report["fork"]["memory"]["server_pss_kb"] > 0  # the daemons really were forked
+
+
+VM_DENSITY = REPORT.parent / "vm_density.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_vm_density_reports_memory_per_pod(guest_image: Path) -> None:
+    argv = [sys.executable, str(VM_DENSITY), "--image", str(guest_image), "--pods", "1"]
+    result = subprocess.run([*argv, "--designs", "image"], capture_output=True, timeout=880)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    report = json.loads(result.stdout)["image"]
+    memory = report["memory"]
+    assert memory["qemu_pss_anon_kb"] > 0 and memory["qemu_pss_file_kb"] > 0
+    assert memory["shim_pss_kb"] > 0 and memory["guest_used_kb"] > 0
+    assert memory["pod_pss_kb"] >= memory["qemu_pss_kb"] + memory["shim_pss_kb"]
+    assert report["runc_shim_pss_kb"] > 0 and report["create_to_first_output_s"] > 0
+    assert 0 < report["bare_kernel_to_init_s"] < report["create_to_first_output_s"] + 60
+    rows = density_rows({"image": report, "initrd": report})
+    assert len(rows) == 7 and rows[0][1] == memory["qemu_pss_anon_kb"]

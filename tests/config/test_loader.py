@@ -87,10 +87,11 @@ def test_embedded_default_is_qemu_with_the_built_image() -> None:
     assert config.agent.dial_timeout == 120.0
     assert config.warnings == ()  # the embedded file uses only known keys
     table = config.hypervisor.table
-    assert (table["kernel"], table["initrd"]) == (
+    assert (table["kernel"], table["image"]) == (
         "/var/lib/kata/vmlinux",
-        "/var/lib/kata/kata-shim-initrd.img",
+        "/var/lib/kata/kata-shim-rootfs.img",
     )
+    assert "initrd" not in table and table["tcg_tb_size_mb"] == 32
     assert (table["accel"], table["machine_type"]) == ("auto", "microvm")
 
 

@@ -31,7 +31,7 @@ CRI_SANDBOX = "io.kubernetes.cri.sandbox-id"
 def vm_rig(guest_image) -> Iterator[KataRig]:
     keys = {
         "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
+        "image": str(guest_image / "kata-shim-rootfs.img"),  # the default design (issue 17)
         "accel": "auto",
     }
     with KataRig(hypervisor="qemu", hypervisor_keys=keys) as rig:
@@ -159,7 +159,7 @@ def libvirt_rig(guest_image) -> Iterator[KataRig]:
     daemons.start()
     keys = {
         "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
+        "image": str(guest_image / "kata-shim-rootfs.img"),  # the default design
     }
     try:
         with KataRig(hypervisor="libvirt", hypervisor_keys=keys) as rig:

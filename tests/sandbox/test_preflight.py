@@ -101,14 +101,14 @@ def test_every_missing_file_is_reported_with_its_key(image: dict[str, str]) -> N
 
 
 def test_defaults_are_checked_when_keys_are_unset() -> None:
-    defaults = ("/var/lib/kata/vmlinux", "/var/lib/kata/kata-shim-initrd.img")
+    defaults = ("/var/lib/kata/vmlinux", "/var/lib/kata/kata-shim-rootfs.img")
     absent = [path for path in defaults if not os.path.exists(path)]
     if not absent:
         pytest.skip("a guest image is installed in /var/lib/kata on this host")
     problems = launch_problems({"path": "/bin/sh", "accel": "tcg"}, ORIGIN)
     assert [p.what.split()[1] for p in problems] == absent
     assert all(
-        "kernel (not set: the default) in" in p.what or "initrd (not" in p.what for p in problems
+        "kernel (not set: the default) in" in p.what or "image (not" in p.what for p in problems
     )
 
 

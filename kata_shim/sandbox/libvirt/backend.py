@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from kata_shim import mounts
 from kata_shim.errors import FailedPrecondition, ShimError, Unavailable
+from kata_shim.image.rootfs import loader_for
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.diagnostics import (
     agent_channel,
@@ -97,7 +98,7 @@ class LibvirtSandbox(Sandbox):
             name=self.name,
             emulator=self.config.path,
             kernel=self.config.kernel,
-            initrd=self.config.initrd,
+            initrd=self.config.initrd or str(loader_for(self.config.image)),
             cmdline=cmdline,
             memory_mib=self.config.default_memory,
             vcpus=self.config.default_vcpus,
@@ -106,6 +107,9 @@ class LibvirtSandbox(Sandbox):
             console=self.vm_dir / "console.log",
             agent_socket=self.vm_dir / "agent.sock",
             share=share,
+            image=self.config.image,
+            tb_size_mb=self.config.tcg_tb_size_mb,
+            free_page_reporting=self.config.enable_balloon_free_page_reporting,
         )
 
     async def start(self) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from kata_shim.sandbox.libvirt import devices
+
 __all__ = ["DomainSpec", "domain_xml"]
 
 
@@ -32,6 +34,9 @@ class DomainSpec:
     console: Path
     agent_socket: Path
     share: Path | None
+    image: str = ""  # the shared read-only root image (issue 17; libvirt/devices.py)
+    tb_size_mb: int = 0
+    free_page_reporting: bool = False
 
 
 def _share_xml(share: Path | None) -> str:
@@ -56,12 +61,11 @@ def _devices_xml(spec: DomainSpec) -> str:
       <source mode='bind' path={quoteattr(str(spec.agent_socket))}/>
       <target type='virtio' name='agent.channel.0'/>
     </channel>
-{_share_xml(spec.share)}    <rng model='virtio'>
+{_share_xml(spec.share)}{devices.root_disk(spec.image)}    <rng model='virtio'>
       <backend model='random'>/dev/urandom</backend>
     </rng>
     <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
+{devices.balloon(spec.free_page_reporting)}  </devices>
 """
 
 
@@ -78,7 +82,7 @@ def domain_xml(spec: DomainSpec) -> str:
   </os>
   <features>
     <acpi/>
-  </features>
+{devices.tcg_features(spec.domain_type, spec.tb_size_mb)}  </features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>

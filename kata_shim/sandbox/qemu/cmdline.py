@@ -1,6 +1,7 @@
 """The QEMU command line for one sandbox, from the `[hypervisor.qemu]` config table.
 
-Direct kernel boot (PVH vmlinux + initramfs), no firmware, no default devices,
+Direct kernel boot (PVH vmlinux + the loader initramfs and the shared read-only
+root image, or the whole guest as an initramfs), no firmware, no default devices,
 serial console to a log file, QMP on a unix socket, the agent channel as a
 virtio-serial port (`agent.channel.0`) on a host unix socket, and the
 sandbox's share directory as 9p (`kataShared`, security_model=none: owners
@@ -24,9 +25,12 @@ from typing import Any
 
 from kata_shim.debugconsole import CONSOLE_PORT, CONSOLE_SOCKET, KERNEL_PARAM
 from kata_shim.errors import InvalidArgument
+from kata_shim.image.rootfs import loader_for
 from kata_shim.sandbox.dial import AGENT_VSOCK_PORT
+from kata_shim.sandbox.qemu import devices
 from kata_shim.sandbox.qemu.confine import DEFAULT_SANDBOX, confine_prefix, sandbox_args
 from kata_shim.sandbox.qemu.netdev import NicLike, netdev_args
+from kata_shim.sandbox.rootimage import DEFAULT_IMAGE, boot_files
 
 __all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command", "console_socket"]
 
@@ -39,7 +43,8 @@ AGENT_PORT = "agent.channel.0"
 class QemuConfig:
     path: str = "/usr/bin/qemu-system-x86_64"
     kernel: str = "/var/lib/kata/vmlinux"
-    initrd: str = "/var/lib/kata/kata-shim-initrd.img"
+    initrd: str = ""  # the previous design: the whole guest in an initramfs
+    image: str = DEFAULT_IMAGE  # the shared read-only root image (sandbox/rootimage.py)
     machine_type: str = "microvm"
     default_vcpus: int = 1
     default_memory: int = 512  # MiB
@@ -51,16 +56,17 @@ class QemuConfig:
     debug_console_enabled: bool = False  # a guest shell on a second virtio-serial port
     seccompsandbox: str = DEFAULT_SANDBOX  # QEMU's -sandbox; "off" or "" for none
     rootless: bool = False
+    # issue 17 (sandbox/qemu/devices.py): TCG translation cache, free page reporting
+    tcg_tb_size_mb: int = 32
+    enable_balloon_free_page_reporting: bool = True
+    # Kata's key; True (our default, measured: docs/density.md): the root image on virtio-blk
+    disable_image_nvdimm: bool = True
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> QemuConfig:
-        if table.get("image"):
-            raise InvalidArgument(
-                "image (a guest disk image) is not supported by this shim: set initrd to the "
-                "initramfs `kata-shim image build` writes (/var/lib/kata/kata-shim-initrd.img)"
-            )
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in table.items() if k in known}
+        values["image"], values["initrd"] = boot_files(table)
         if "default_vcpus" in values:  # a number in Kata's schema (e.g. 1.5): whole vCPUs here
             values["default_vcpus"] = math.ceil(values["default_vcpus"])
         config = cls(**values)
@@ -78,6 +84,8 @@ class QemuConfig:
                 "container rootfs files of every owner; set rootless = false (QEMU runs as "
                 "root with only the capabilities 9p needs and its seccomp sandbox on)"
             )
+        if config.tcg_tb_size_mb < 0:
+            raise InvalidArgument("tcg_tb_size_mb must be >= 0 (0: QEMU's own default)")
         if config.default_memory < 128 or config.default_vcpus < 1:
             raise InvalidArgument("default_memory must be >= 128 MiB and default_vcpus >= 1")
         return config
@@ -130,6 +138,12 @@ def _console_devices(mmio: bool, paths: SandboxPaths, vsock: VsockChannel | None
     ]
 
 
+def _pmem_bytes(config: QemuConfig) -> int:
+    if not devices.uses_pmem(config.machine_type, config.image, config.disable_image_nvdimm):
+        return 0
+    return devices.pmem_size(config.image)
+
+
 def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None) -> list[str]:
     mmio = config.machine_type == "microvm"
     console = _console_devices(mmio, paths, vsock) if config.debug_console_enabled else []
@@ -138,6 +152,8 @@ def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None
         *console,
         "-device",
         "virtio-rng-device" if mmio else "virtio-rng-pci",
+        *devices.balloon_args(mmio, config.enable_balloon_free_page_reporting),
+        *devices.root_image_args(mmio, config.image, _pmem_bytes(config)),
     ]
     if config.shared_fs == "virtio-9p":
         nine_p = "virtio-9p-device" if mmio else "virtio-9p-pci"
@@ -168,6 +184,8 @@ def kernel_command_line(
         params.append(f"kata_shim.share={SHARE_TAG}")
     if config.machine_type == "microvm" and accel == "tcg":
         params.append(f"tsc_early_khz={tsc_khz}")
+    if devices.uses_pmem(config.machine_type, config.image, config.disable_image_nvdimm):
+        params.append("kata_shim.root=pmem")  # image/loader.sh: mount /dev/pmem0 with DAX
     return " ".join([*params, config.kernel_params]).strip()
 
 
@@ -177,14 +195,14 @@ def _machine_args(config: QemuConfig, accel: str) -> list[str]:
         "-name",
         "kata-shim,debug-threads=on",
         "-accel",
-        accel,
+        devices.accel_arg(accel, config.tcg_tb_size_mb),
         "-M",
         config.machine_type,
         *cpu,
         "-smp",
         str(config.default_vcpus),
         "-m",
-        f"{config.default_memory}M",
+        devices.memory_arg(config.default_memory, _pmem_bytes(config)),
         "-nodefaults",
         "-nographic",
         "-no-reboot",
@@ -207,7 +225,8 @@ def _boot_args(config: QemuConfig, accel: str, tsc_khz: int, vsock: bool) -> lis
     cmdline = kernel_command_line(
         config, accel, tsc_khz, vsock=vsock, debug_console=config.debug_console_enabled
     )
-    return ["-kernel", config.kernel, "-initrd", config.initrd, "-append", cmdline]
+    initrd = config.initrd or str(loader_for(config.image))
+    return ["-kernel", config.kernel, "-initrd", initrd, "-append", cmdline]
 
 
 def build_command(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -47,6 +48,37 @@ def test_domain_xml_has_what_the_guest_needs() -> None:
     assert fs.get("accessmode") == "passthrough" and fs.find("target").get("dir") == "kataShared"
     assert root.find("seclabel/label").text == "+0:+0"
     assert root.findtext("os/cmdline") == "console=ttyS0 a=b"
+    assert root.find("devices/memballoon").get("model") == "none"
+    assert root.find("devices/disk") is None and root.find("features/tcg") is None
+
+
+def test_domain_xml_root_image_balloon_and_tb_cache() -> None:
+    spec = DomainSpec(
+        "kata-shim-x",
+        "/usr/bin/qemu-system-x86_64",
+        "/k",
+        "/img/kata-shim-loader.img",
+        "console=ttyS0",
+        512,
+        1,
+        "qemu",
+        "pc",
+        Path("/s/vm/console.log"),
+        Path("/s/vm/agent.sock"),
+        None,
+        image="/img/kata-shim-rootfs.img",
+        tb_size_mb=32,
+        free_page_reporting=True,
+    )
+    root = ElementTree.fromstring(domain_xml(spec))
+    disk = root.find("devices/disk")
+    assert disk.find("source").get("file") == "/img/kata-shim-rootfs.img"
+    assert disk.find("readonly") is not None and disk.find("driver").get("cache") == "none"
+    balloon = root.find("devices/memballoon")
+    assert (balloon.get("model"), balloon.get("freePageReporting")) == ("virtio", "on")
+    assert root.findtext("features/tcg/tb-cache") == "32"
+    kvm = ElementTree.fromstring(domain_xml(replace(spec, domain_type="kvm")))
+    assert kvm.find("features/tcg") is None
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +100,7 @@ def test_container_runs_in_a_libvirt_domain(guest_image, libvirtd) -> None:
         state = Path(tempfile.mkdtemp(prefix="ks-lv-", dir="/tmp"))
         table = {
             "kernel": str(guest_image / "vmlinux"),
-            "initrd": str(guest_image / "kata-shim-initrd.img"),
+            "image": str(guest_image / "kata-shim-rootfs.img"),  # the default design
         }
         hypervisor = HypervisorConfig("libvirt", table)
         sandbox = create_sandbox(

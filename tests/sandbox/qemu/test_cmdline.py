@@ -19,7 +19,7 @@ def test_microvm_tcg_command() -> None:
     argv = build_command(QemuConfig(), PATHS, "tcg", 2596124)
     joined = " ".join(argv)
     assert argv[argv.index("--", 4) + 1] == "/usr/bin/qemu-system-x86_64"
-    assert "-accel tcg -M microvm" in joined and "-cpu" not in argv
+    assert "-accel tcg,tb-size=32 -M microvm" in joined and "-cpu" not in argv
     assert "virtserialport,chardev=agent,name=agent.channel.0" in joined
     assert "socket,id=agent,path=/s/agent.sock,server=on,wait=off" in joined
     assert "virtio-9p-device,fsdev=share,mount_tag=kataShared" in joined
@@ -72,9 +72,9 @@ def test_this_host_falls_back_to_tcg() -> None:
     assert choose_accel("auto") == "tcg"
 
 
-def test_disk_image_is_refused_with_the_fix_and_fractional_vcpus_round_up() -> None:
-    with pytest.raises(errors.InvalidArgument, match="initrd"):
-        QemuConfig.from_table({"image": "/var/lib/kata/kata-containers.img", "initrd": ""})
+def test_image_and_initrd_together_are_refused_and_fractional_vcpus_round_up() -> None:
+    with pytest.raises(errors.InvalidArgument, match="exclude each other"):
+        QemuConfig.from_table({"image": "/var/lib/kata/a.img", "initrd": "/var/lib/kata/b.img"})
     assert QemuConfig.from_table({"default_vcpus": 1.5}).default_vcpus == 2
 
 
