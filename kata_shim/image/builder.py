@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -121,14 +122,18 @@ def _up_to_date(manifest_path: Path, inputs: str) -> dict[str, Any] | None:
     return manifest
 
 
-def build(
-    out_dir: Path = DEFAULT_OUT,
-    *,
-    kernel_version: str | None = None,
-    force: bool = False,
-    progress: Progress = _stderr,
-) -> dict[str, Any]:
-    """Build (or reuse) the guest image in `out_dir`; return its manifest."""
+@dataclass(frozen=True)
+class _Inputs:
+    """What one build reads: the kernel, its modules, the Python tree, and their hash."""
+
+    guest_kernel: kernel.Kernel
+    modules: list[Path]
+    loader_modules: list[Path]
+    plan: pytree.PythonPlan
+    sha256: str
+
+
+def _inputs(kernel_version: str | None) -> _Inputs:
     guest_kernel = kernel.find_kernel(kernel_version)
     modules = kernel.module_paths(guest_kernel)
     loader_modules = kernel.module_paths(guest_kernel, rootfs.LOADER_MODULES)
@@ -137,26 +142,31 @@ def build(
         Path(str(resources.files("kata_shim.image").joinpath(name)))
         for name in ("init.sh", "loader.sh")
     ]
-    inputs = _fingerprint(
+    sha = _fingerprint(
         [guest_kernel.vmlinuz, BUSYBOX, RUNC, *scripts, *modules, *pytree.input_files(plan)]
     )
-    manifest_path = out_dir / "manifest.json"
-    if not force and (manifest := _up_to_date(manifest_path, inputs)) is not None:
-        progress(f"image in {out_dir} is up to date (inputs {inputs[:12]})")
-        return manifest
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return _Inputs(guest_kernel, modules, loader_modules, plan, sha)
+
+
+def _write_kernel(guest_kernel: kernel.Kernel, out_dir: Path, progress: Progress) -> Path:
     vmlinux = out_dir / f"vmlinux-{guest_kernel.version}"
     progress(f"extracting {vmlinux.name} from {guest_kernel.vmlinuz}")
     kernel.extract_vmlinux(guest_kernel.vmlinuz, vmlinux)
     stable = out_dir / "vmlinux"  # the name configuration.toml refers to
     stable.unlink(missing_ok=True)
     stable.symlink_to(vmlinux.name)
+    return vmlinux
+
+
+def _write_images(inputs: _Inputs, out_dir: Path, progress: Progress) -> list[str]:
+    """The initramfs, the erofs root image and its loader; the module names loaded."""
     with tempfile.TemporaryDirectory(prefix="kata-image-") as scratch:
         tree = Path(scratch) / "root"
         progress("busybox")
         _install_busybox(tree)
-        progress(f"{len(modules)} kernel modules")
-        names = _install_modules(tree, modules)
+        progress(f"{len(inputs.modules)} kernel modules")
+        names = _install_modules(tree, inputs.modules)
+        plan = inputs.plan
         progress(f"python ({len(plan.stdlib_files)} stdlib modules, {', '.join(plan.site_roots)})")
         pytree.install_python(plan, tree)
         progress("runc")
@@ -166,11 +176,16 @@ def build(
         _write_initrd(tree, out_dir / INITRD_NAME)
         progress(f"writing {rootfs.ROOTFS_NAME} and {rootfs.LOADER_NAME}")
         rootfs.write_rootfs(tree, out_dir / rootfs.ROOTFS_NAME)
-        rootfs.write_loader(loader_modules, BUSYBOX, Path(scratch), out_dir / rootfs.LOADER_NAME)
-    manifest = {
+        loader = out_dir / rootfs.LOADER_NAME
+        rootfs.write_loader(inputs.loader_modules, BUSYBOX, Path(scratch), loader)
+    return names
+
+
+def _manifest(inputs: _Inputs, vmlinux: Path, out_dir: Path, names: list[str]) -> dict[str, Any]:
+    return {
         "format": 1,
-        "inputs_sha256": inputs,
-        "kernel": {**_file_entry(vmlinux), "version": guest_kernel.version},
+        "inputs_sha256": inputs.sha256,
+        "kernel": {**_file_entry(vmlinux), "version": inputs.guest_kernel.version},
         "initrd": _file_entry(out_dir / INITRD_NAME),
         "rootfs": {**_file_entry(out_dir / rootfs.ROOTFS_NAME), "type": "erofs"},
         "loader": _file_entry(out_dir / rootfs.LOADER_NAME),
@@ -182,8 +197,29 @@ def build(
             "runc": _tool_version([str(RUNC), "--version"]),
         },
     }
+
+
+def build(
+    out_dir: Path = DEFAULT_OUT,
+    *,
+    kernel_version: str | None = None,
+    force: bool = False,
+    progress: Progress = _stderr,
+) -> dict[str, Any]:
+    """Build (or reuse) the guest image in `out_dir`; return its manifest."""
+    inputs = _inputs(kernel_version)
+    manifest_path = out_dir / "manifest.json"
+    if not force and (manifest := _up_to_date(manifest_path, inputs.sha256)) is not None:
+        progress(f"image in {out_dir} is up to date (inputs {inputs.sha256[:12]})")
+        return manifest
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vmlinux = _write_kernel(inputs.guest_kernel, out_dir, progress)
+    names = _write_images(inputs, out_dir, progress)
+    manifest = _manifest(inputs, vmlinux, out_dir, names)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    progress(f"done: {manifest['initrd']['size'] >> 20} MiB initrd, kernel {guest_kernel.version}")
+    progress(
+        f"done: {manifest['initrd']['size'] >> 20} MiB initrd, kernel {inputs.guest_kernel.version}"
+    )
     return manifest
 
 
