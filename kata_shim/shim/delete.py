@@ -8,7 +8,8 @@ when nothing is left. Duties, for a task that owns its sandbox:
      and does not answer Connect any more, is stopped (TERM, then KILL);
   2. the sandbox state dir (<state_dir>/<sandbox-id>): processes referencing it
      (local agent, hypervisor) are killed, runc containers a local agent left are
-     force-deleted, mounts below it undone, the dir removed;
+     force-deleted, a pod network's plumbing it recorded undone (the pod netns
+     left as CNI made it), mounts below it undone, the dir removed;
   3. a stale socket named in `address` is removed.
 A pod container's delete never touches its (shared) sandbox. For every task:
 `<bundle>/rootfs` is unmounted if mounted. Output: DeleteResponse{pid 0,
@@ -37,7 +38,10 @@ from kata_shim.shim.paths import (
     socket_path,
 )
 
-__all__ = ["delete", "response_bytes"]
+__all__ = ["NETWORK_RECORD", "delete", "response_bytes"]
+
+#: a QEMU sandbox's pod network plumbing (sandbox/qemu/podnet.py RECORD)
+NETWORK_RECORD = "network.json"
 
 SIGKILL_STATUS = 128 + 9
 NATURAL_EXIT_WAIT = 1.5  # a shim answering Shutdown is usually gone within this
@@ -122,6 +126,22 @@ def _delete_runc_leftovers(state_dir: Path) -> None:
             _note(f"runc delete {entry.name}: {exc}")
 
 
+def _restore_pod_network(state_dir: Path) -> None:
+    path = state_dir / NETWORK_RECORD
+    if not path.exists():
+        return
+    import json
+
+    from kata_shim.network import record
+
+    try:
+        record.teardown_record(json.loads(path.read_text()))
+        path.unlink()
+        _note("pod network plumbing undone")
+    except Exception as exc:
+        _note(f"cannot undo the pod network plumbing in {path}: {exc}")
+
+
 def _clean_state_dir(state_dir: Path) -> None:
     from kata_shim import mounts
 
@@ -132,6 +152,7 @@ def _clean_state_dir(state_dir: Path) -> None:
         _note(f"killing sandbox processes {leftovers}")
         procs.kill_processes(leftovers)
     _delete_runc_leftovers(state_dir)
+    _restore_pod_network(state_dir)
     mounts.unmount_all_under(state_dir)
     try:
         mounts.remove_tree(state_dir)
