@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kata_shim.config.schema import DEFAULT_INTERNETWORKING_MODEL, AgentConfig, HypervisorConfig
 from kata_shim.errors import DeadlineExceeded, InvalidArgument, ShimError
@@ -113,6 +113,10 @@ class Sandbox(abc.ABC):
         """After the agent answered and before CreateSandbox: configure the guest's
         interfaces, routes and neighbours through `agent` (nothing for most backends)."""
         return None
+
+    def network_interfaces(self) -> list[dict[str, Any]]:
+        """The pod interfaces carried into the sandbox: name, MAC, addresses (for /info)."""
+        return []
 
     @abc.abstractmethod
     def agent_address(self) -> AgentAddress:

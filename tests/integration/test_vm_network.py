@@ -10,6 +10,7 @@ exactly what CNI made.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -20,7 +21,9 @@ import pytest
 
 from kata_shim.devenv.cni import CniHost
 from kata_shim.devenv.shim import KataRig
+from kata_shim.metrics.endpoint import SOCKET_NAME
 from tests.integration.test_shim_containerd import _out, assert_clean, remove, wait_status
+from tests.metrics.test_shim_endpoint import get
 from tests.network.conftest import Pod
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -93,6 +96,12 @@ def test_httpd_in_the_vm_serves_the_host_netns_and_delete_restores_the_pod_netns
     gateway = net_pod.eth0.network.gateway
     ping = _exec(vm_rig, task, "ping", f"ping -c1 -W10 {gateway}")
     assert "1 packets received" in ping, ping
+
+    status, info = get(str(vm_rig.state_dir / task / SOCKET_NAME), "/info")
+    assert status == 200, info
+    (eth0,) = json.loads(info)["interfaces"]
+    assert (eth0["name"], eth0["mac"], eth0["tap"]) == ("eth0", net_pod.eth0.mac, "tap0_kata")
+    assert eth0["addresses"] == [net_pod.eth0.ips[0]]
 
     vm_rig.ctr("task", "kill", "-s", "SIGKILL", task)
     wait_status(vm_rig, task, "STOPPED", timeout=60)

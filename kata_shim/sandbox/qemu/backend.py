@@ -24,7 +24,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qemu.qmp import ConnectError, QMPClient
 
@@ -113,6 +113,9 @@ class QemuSandbox(Sandbox):
     async def configure_guest_network(self, agent: AgentClient) -> None:
         if self.network is not None:
             await self.network.configure_guest(agent)
+
+    def network_interfaces(self) -> list[dict[str, Any]]:
+        return self.network.describe() if self.network is not None else []
 
     async def start(self) -> None:
         await logged_start(self.spec.sandbox_id, self._start())
