@@ -4,13 +4,15 @@ QEMU VM (TCG) — tcfilter taps, virtio-net, the guest configured by the agent (
 Everything lives in network namespaces the test makes (kata_shim.devenv.cni, prefix
 `wire-`): the CNI bridge and the client in the test's "host" netns, the pod's veth in
 the pod netns that `ctr run --with-ns network:<path>` hands the shim. A busybox httpd in
-the VM serves a file to the host netns; after kill -9 and delete, the pod netns holds
-exactly what CNI made.
+the VM serves a file to the host netns; after kill -9 and delete, or after QEMU was
+SIGKILLed (tasks exit 255), the pod netns holds exactly what CNI made.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from kata_shim.devenv.cni import CniHost
 from kata_shim.devenv.shim import KataRig
 from kata_shim.metrics.endpoint import SOCKET_NAME
 from tests.integration.test_shim_containerd import _out, assert_clean, remove, wait_status
+from tests.integration.test_vm_containerd import exit_statuses, qemu_processes
 from tests.metrics.test_shim_endpoint import get
 from tests.network.conftest import Pod
 
@@ -107,4 +110,32 @@ def test_httpd_in_the_vm_serves_the_host_netns_and_delete_restores_the_pod_netns
     wait_status(vm_rig, task, "STOPPED", timeout=60)
     remove(vm_rig, task)
     assert_clean(vm_rig)  # the shim (and with it the sandbox teardown) is done
+    assert net_pod.snapshot() == before
+
+
+def test_qemu_sigkill_ends_the_task_with_255_and_teardown_restores_the_pod_netns(
+    vm_rig: KataRig, net_pod: Pod
+) -> None:
+    before = net_pod.snapshot()
+    task = vm_rig.id("kill9")
+    args = vm_rig.run_args(
+        task, vm_rig.sh("sleep 600"), "-d", "--with-ns", f"network:{net_pod.netns}"
+    )
+    result = vm_rig.ctr(*args, timeout=240)
+    assert result.returncode == 0, _out(result) + vm_rig.containerd.log_tail()
+    wait_status(vm_rig, task, "RUNNING", timeout=60)
+    assert "tap0_kata" in net_pod.sh("ip", "-o", "link")
+    (qemu,) = qemu_processes(vm_rig)
+    events = vm_rig.containerd.popen_ctr("events")
+    try:
+        time.sleep(1.0)
+        os.kill(qemu, signal.SIGKILL)
+        wait_status(vm_rig, task, "STOPPED", timeout=60)
+        time.sleep(1.0)
+    finally:
+        events.kill()
+    out, _ = events.communicate()
+    assert exit_statuses(out.decode(errors="replace")).get(task) == 255, out
+    remove(vm_rig, task)
+    assert_clean(vm_rig)
     assert net_pod.snapshot() == before
