@@ -139,3 +139,16 @@ def test_qemu_sigkill_ends_the_task_with_255_and_teardown_restores_the_pod_netns
     remove(vm_rig, task)
     assert_clean(vm_rig)
     assert net_pod.snapshot() == before
+
+
+def test_a_missing_netns_fails_create_naming_the_fix_and_leaves_nothing(vm_rig: KataRig) -> None:
+    missing = f"/run/netns/{vm_rig.marker}-missing"
+    task = vm_rig.id("nons")
+    args = vm_rig.run_args(task, vm_rig.sh("true"), "--rm", "--with-ns", f"network:{missing}")
+    result = vm_rig.ctr(*args, timeout=120)
+    assert result.returncode != 0, _out(result)
+    assert f"network namespace {missing} does not exist" in _out(result), _out(result)
+    assert "before the sandbox starts" in _out(result)
+    vm_rig.ctr("container", "delete", task)
+    assert_clean(vm_rig)
+    assert not (vm_rig.state_dir / task).exists()
