@@ -31,6 +31,7 @@ from kata_shim.shim.flags import Flags
 from kata_shim.shim.minipb import delete_response, options_config_path
 from kata_shim.shim.paths import (
     ADDRESS_FILE,
+    NETWORK_RECORD,
     OPTIONS_FILE,
     PID_FILE,
     STATE_ROOT_FILE,
@@ -38,10 +39,7 @@ from kata_shim.shim.paths import (
     socket_path,
 )
 
-__all__ = ["NETWORK_RECORD", "delete", "response_bytes"]
-
-#: a QEMU sandbox's pod network plumbing (sandbox/qemu/podnet.py RECORD)
-NETWORK_RECORD = "network.json"
+__all__ = ["delete", "response_bytes"]
 
 SIGKILL_STATUS = 128 + 9
 NATURAL_EXIT_WAIT = 1.5  # a shim answering Shutdown is usually gone within this

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from kata_shim.cli.sandboxes import list_sandboxes
 from kata_shim.devenv.cni import CniHost
 from kata_shim.devenv.shim import KataRig
 from kata_shim.metrics.endpoint import SOCKET_NAME
@@ -105,6 +106,8 @@ def test_httpd_in_the_vm_serves_the_host_netns_and_delete_restores_the_pod_netns
     (eth0,) = json.loads(info)["interfaces"]
     assert (eth0["name"], eth0["mac"], eth0["tap"]) == ("eth0", net_pod.eth0.mac, "tap0_kata")
     assert eth0["addresses"] == [net_pod.eth0.ips[0]]
+    (listed,) = [e for e in list_sandboxes(vm_rig.state_dir) if e.id == task]
+    assert listed.interfaces == [eth0]  # `kata-shim sandboxes`
 
     vm_rig.ctr("task", "kill", "-s", "SIGKILL", task)
     wait_status(vm_rig, task, "STOPPED", timeout=60)

@@ -240,8 +240,9 @@ def test_a_recorded_pod_network_is_restored_and_a_bad_record_is_only_a_note(
 ) -> None:
     from kata_shim.sandbox.qemu.podnet import RECORD
     from kata_shim.shim import delete
+    from kata_shim.shim.paths import NETWORK_RECORD
 
-    assert delete.NETWORK_RECORD == RECORD
+    assert NETWORK_RECORD == RECORD
     state = tmp_path / "sbx"
     state.mkdir()
     (state / RECORD).write_text('{"version": 1, "model": "tcfilter", "netns": ""}')

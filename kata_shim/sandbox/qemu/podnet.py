@@ -61,7 +61,8 @@ class QemuPodNetwork:
         spec = {"linux": {"namespaces": [{"type": "network", "path": str(self.netns)}]}}
         net = plumbing.prepare(spec, self.model)
         try:
-            _write_record(self.record_path, record.to_record(net))
+            saved = {**record.to_record(net), "interfaces": net.describe()}  # for `sandboxes`
+            _write_record(self.record_path, saved)
         except BaseException:
             plumbing.teardown(net)
             raise
