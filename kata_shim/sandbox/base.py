@@ -7,7 +7,10 @@ never imports a concrete backend. Backends register themselves by name
 Rule: every method is idempotent where it can be (stop/cleanup twice is fine),
 and none blocks forever — each takes or derives a bound. A backend says where
 its agent is (`agent_address`); dialling it is implemented once, here, over
-sandbox/dial.py.
+sandbox/dial.py. The pod's network namespace reaches a backend as a typed
+`PodNetworkRequest` (`use_network`, before `start`); `configure_guest_network`
+runs after the agent answered. Backends that cannot carry a netns keep the
+defaults: the pod has no network beyond `lo` (logged).
 """
 
 from __future__ import annotations
