@@ -5,7 +5,8 @@ Every directory `<[runtime] state_dir>/<sandbox-id>/` (default
 the shim wrote one, else from the process table: the serving shim's command
 line is `containerd-shim-kata-v2 -namespace <ns> -id <sandbox-id> ...`.
 running = that pid is alive; stale = a directory no live shim owns (left by
-a crash; `containerd-shim-kata-v2 delete` or a reboot removes it).
+a crash; `containerd-shim-kata-v2 delete` or a reboot removes it). NETWORK: the
+pod interfaces a QEMU sandbox carried in (name=addresses, from `<dir>/network.json`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from kata_shim.shim.paths import PID_FILE, read_text
+from kata_shim.shim.paths import NETWORK_RECORD, PID_FILE, read_text
 
 __all__ = ["SandboxEntry", "list_sandboxes", "render_json", "render_table", "shim_pids"]
 
@@ -31,6 +33,8 @@ class SandboxEntry:
     namespace: str
     backend: str
     path: str
+    #: the pod network interfaces carried into the VM: name, mac, tap, addresses
+    interfaces: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _cmdline(proc: Path) -> list[str]:
@@ -88,6 +92,21 @@ def _backend(directory: Path) -> str:
     return "-"
 
 
+def _interfaces(directory: Path) -> list[dict[str, Any]]:
+    """What the sandbox recorded of its pod network (sandbox/qemu/podnet.py)."""
+    try:
+        saved = json.loads((directory / NETWORK_RECORD).read_text())
+    except (OSError, ValueError):
+        return []
+    found = saved.get("interfaces") if isinstance(saved, dict) else None
+    return [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
+
+
+def _network_cell(interfaces: list[dict[str, Any]]) -> str:
+    cells = [f"{i.get('name')}={','.join(i.get('addresses') or [])}" for i in interfaces]
+    return " ".join(cells) or "-"
+
+
 def _entry(directory: Path, shims: dict[str, tuple[int, str]]) -> SandboxEntry:
     pid_text = read_text(str(directory / PID_FILE)) or ""
     pid, namespace = shims.get(directory.name, (0, ""))
@@ -95,7 +114,13 @@ def _entry(directory: Path, shims: dict[str, tuple[int, str]]) -> SandboxEntry:
         pid = int(pid_text)
     state = "running" if _alive(pid) else "stale"
     return SandboxEntry(
-        directory.name, state, pid, namespace or "-", _backend(directory), str(directory)
+        directory.name,
+        state,
+        pid,
+        namespace or "-",
+        _backend(directory),
+        str(directory),
+        _interfaces(directory),
     )
 
 
@@ -108,8 +133,11 @@ def list_sandboxes(state_dir: Path, proc_root: Path = Path("/proc")) -> list[San
 
 
 def render_table(entries: Iterable[SandboxEntry]) -> str:
-    rows = [("SANDBOX", "STATE", "PID", "NAMESPACE", "BACKEND")]
-    rows += [(e.id, e.state, str(e.pid or "-"), e.namespace, e.backend) for e in entries]
+    rows = [("SANDBOX", "STATE", "PID", "NAMESPACE", "BACKEND", "NETWORK")]
+    rows += [
+        (e.id, e.state, str(e.pid or "-"), e.namespace, e.backend, _network_cell(e.interfaces))
+        for e in entries
+    ]
     widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))

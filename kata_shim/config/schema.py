@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 DEFAULT_STATE_DIR = "/run/kata-shim"
+#: [runtime] internetworking_model: Kata's values ("default" is tcfilter, as in Kata)
+INTERNETWORKING_MODELS = ("tcfilter", "macvtap", "none")
+DEFAULT_INTERNETWORKING_MODEL = "tcfilter"
 #: [agent.kata] dial_timeout when unset: how long the shim dials a booting guest's agent (s)
 DEFAULT_DIAL_TIMEOUT = 45.0
 
@@ -183,6 +186,8 @@ class RuntimeConfig:
     enable_debug: bool = False
     state_dir: str = DEFAULT_STATE_DIR
     sandbox_cgroup_only: bool = False
+    #: how the pod netns's interfaces reach the VM (kata_shim.network.models)
+    internetworking_model: str = DEFAULT_INTERNETWORKING_MODEL
     table: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -255,8 +260,20 @@ def _runtime(source: str, data: dict[str, Any], warnings: list[str]) -> RuntimeC
         enable_debug=table.get("enable_debug", False),
         state_dir=posixpath.normpath(state_dir),
         sandbox_cgroup_only=table.get("sandbox_cgroup_only", False),
+        internetworking_model=_internetworking_model(source, table),
         table=MappingProxyType(table),
     )
+
+
+def _internetworking_model(source: str, table: Mapping[str, Any]) -> str:
+    model = table.get("internetworking_model", "") or DEFAULT_INTERNETWORKING_MODEL
+    model = DEFAULT_INTERNETWORKING_MODEL if model == "default" else model
+    if model not in INTERNETWORKING_MODELS:
+        raise ConfigError(
+            f"{source}: [runtime] internetworking_model: {model!r} is not supported "
+            f"(use one of: {', '.join(INTERNETWORKING_MODELS)})"
+        )
+    return str(model)
 
 
 _KNOWN_TABLES = ("hypervisor", "agent", "runtime", "factory", "image")

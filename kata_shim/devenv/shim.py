@@ -173,8 +173,9 @@ class KataRig:
         debug: bool = False,
         hypervisor: str = "local",
         hypervisor_keys: Mapping[str, str] | None = None,
+        prefix: str = "ks",
     ) -> None:
-        self.marker, self.work, self.config = scratch_setup("ks", hypervisor, hypervisor_keys)
+        self.marker, self.work, self.config = scratch_setup(prefix, hypervisor, hypervisor_keys)
         self.state_dir = self.work / "sbs"
         self.containerd = KataContainerd(
             str(self.work / "ctd"), env={"KATA_CONF_FILE": str(self.config)}, debug=debug

@@ -6,7 +6,8 @@ is visible), closed when its teardown ends or the shim exits; the socket is
 server where they exist):
   /metrics    Prometheus text (this shim's ShimMetrics)
   /agent-url  the address the shim dials the guest agent on (text)
-  /info       JSON: sandbox id, shim pid, sandbox pid, state, backend, agent url, console
+  /info       JSON: sandbox id, shim pid, sandbox pid, state, backend, agent url, console,
+              pod network interfaces (name, MAC, tap, addresses)
 The sandbox's cleanup removes its state dir; `close` unlinks the socket too when
 it is still ours (same inode), e.g. after a failed boot.
 """
@@ -96,6 +97,7 @@ class SandboxEndpoint:
             "backend": pod.sandbox.backend,
             "agent_url": agent_url(pod.sandbox),
             "console": str(console) if console.exists() else "",
+            "interfaces": pod.sandbox.network_interfaces(),
         }
 
     async def _metrics(self, request: Request) -> Response:

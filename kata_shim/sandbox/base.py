@@ -7,24 +7,33 @@ never imports a concrete backend. Backends register themselves by name
 Rule: every method is idempotent where it can be (stop/cleanup twice is fine),
 and none blocks forever — each takes or derives a bound. A backend says where
 its agent is (`agent_address`); dialling it is implemented once, here, over
-sandbox/dial.py.
+sandbox/dial.py. The pod's network namespace reaches a backend as a typed
+`PodNetworkRequest` (`use_network`, before `start`); `configure_guest_network`
+runs after the agent answered. Backends that cannot carry a netns keep the
+defaults: the pod has no network beyond `lo` (logged).
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from kata_shim.config.schema import AgentConfig, HypervisorConfig
+from kata_shim.config.schema import DEFAULT_INTERNETWORKING_MODEL, AgentConfig, HypervisorConfig
 from kata_shim.errors import DeadlineExceeded, InvalidArgument, ShimError
 from kata_shim.sandbox.dial import AgentAddress, DialPolicy, dial_agent
 from kata_shim.ttrpc.client import Client
 
+if TYPE_CHECKING:
+    from kata_shim.agent.client import AgentClient
+
 __all__ = [
     "BackendFactory",
+    "PodNetworkRequest",
     "Sandbox",
     "SandboxProvider",
     "SandboxSpec",
@@ -32,6 +41,8 @@ __all__ = [
     "create_sandbox",
     "register_backend",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,16 @@ class SandboxSpec:
     agent: AgentConfig = field(default_factory=AgentConfig)
     debug: bool = False
     config_source: str = ""
+    #: `[runtime] internetworking_model` (tcfilter, macvtap, none)
+    internetworking_model: str = DEFAULT_INTERNETWORKING_MODEL
+
+
+@dataclass(frozen=True, slots=True)
+class PodNetworkRequest:
+    """The pod's network: the sandbox container's network namespace (OCI
+    `linux.namespaces[type=network].path`, made by CNI), to carry into the sandbox."""
+
+    netns: Path
 
 
 class Sandbox(abc.ABC):
@@ -79,6 +100,26 @@ class Sandbox(abc.ABC):
         Raises ShimError (Unavailable / DeadlineExceeded) when it cannot boot;
         leaves nothing running in that case.
         """
+
+    def use_network(self, request: PodNetworkRequest) -> None:
+        """Before `start`: carry the pod's network namespace into the sandbox. A backend
+        that cannot leaves the pod without network beyond `lo` (logged here)."""
+        log.info(
+            "sandbox %s: the %s backend does not carry network namespace %s into the "
+            "sandbox: the pod has no network beyond lo",
+            self.spec.sandbox_id,
+            self.backend,
+            request.netns,
+        )
+
+    async def configure_guest_network(self, agent: AgentClient) -> None:
+        """After the agent answered and before CreateSandbox: configure the guest's
+        interfaces, routes and neighbours through `agent` (nothing for most backends)."""
+        return None
+
+    def network_interfaces(self) -> list[dict[str, Any]]:
+        """The pod interfaces carried into the sandbox: name, MAC, addresses (for /info)."""
+        return []
 
     @abc.abstractmethod
     def agent_address(self) -> AgentAddress:

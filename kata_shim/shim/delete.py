@@ -8,7 +8,8 @@ when nothing is left. Duties, for a task that owns its sandbox:
      and does not answer Connect any more, is stopped (TERM, then KILL);
   2. the sandbox state dir (<state_dir>/<sandbox-id>): processes referencing it
      (local agent, hypervisor) are killed, runc containers a local agent left are
-     force-deleted, mounts below it undone, the dir removed;
+     force-deleted, a pod network's plumbing it recorded undone (the pod netns
+     left as CNI made it), mounts below it undone, the dir removed;
   3. a stale socket named in `address` is removed.
 A pod container's delete never touches its (shared) sandbox. For every task:
 `<bundle>/rootfs` is unmounted if mounted. Output: DeleteResponse{pid 0,
@@ -30,6 +31,7 @@ from kata_shim.shim.flags import Flags
 from kata_shim.shim.minipb import delete_response, options_config_path
 from kata_shim.shim.paths import (
     ADDRESS_FILE,
+    NETWORK_RECORD,
     OPTIONS_FILE,
     PID_FILE,
     STATE_ROOT_FILE,
@@ -122,6 +124,22 @@ def _delete_runc_leftovers(state_dir: Path) -> None:
             _note(f"runc delete {entry.name}: {exc}")
 
 
+def _restore_pod_network(state_dir: Path) -> None:
+    path = state_dir / NETWORK_RECORD
+    if not path.exists():
+        return
+    import json
+
+    from kata_shim.network import record
+
+    try:
+        record.teardown_record(json.loads(path.read_text()))
+        path.unlink()
+        _note("pod network plumbing undone")
+    except Exception as exc:
+        _note(f"cannot undo the pod network plumbing in {path}: {exc}")
+
+
 def _clean_state_dir(state_dir: Path) -> None:
     from kata_shim import mounts
 
@@ -132,6 +150,7 @@ def _clean_state_dir(state_dir: Path) -> None:
         _note(f"killing sandbox processes {leftovers}")
         procs.kill_processes(leftovers)
     _delete_runc_leftovers(state_dir)
+    _restore_pod_network(state_dir)
     mounts.unmount_all_under(state_dir)
     try:
         mounts.remove_tree(state_dir)

@@ -18,6 +18,7 @@ import posixpath
 
 __all__ = [
     "ADDRESS_FILE",
+    "NETWORK_RECORD",
     "OPTIONS_FILE",
     "PID_FILE",
     "SOCKET_DIR",
@@ -38,6 +39,8 @@ PID_FILE = "shim.pid"
 OPTIONS_FILE = "options.pb"
 STATE_ROOT_FILE = "state-root"  # [runtime] state_dir the daemon used (spares `delete` the config)
 UNIX_SCHEME = "unix://"
+#: in a sandbox state dir: its pod network plumbing (= kata_shim.sandbox.qemu.podnet.RECORD)
+NETWORK_RECORD = "network.json"
 
 
 def go_clean(path: str) -> str:

@@ -83,6 +83,7 @@ class ShimRuntime:
             agent=config.agent,
             debug=debug,
             config_source=config.source,
+            internetworking_model=config.runtime.internetworking_model,
         )
         log.info(
             "sandbox %s: %s backend, state %s", sandbox_id, config.hypervisor.type, spec.state_dir

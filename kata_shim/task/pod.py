@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from kata_shim.agent.client import AgentClient, AgentTimeouts
 from kata_shim.errors import ShimError, Unavailable, Unimplemented
-from kata_shim.sandbox.base import Sandbox
+from kata_shim.sandbox.base import PodNetworkRequest, Sandbox
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.tuning import Tuning
 from kata_shim.ttrpc.client import Client
@@ -76,14 +76,18 @@ class Pod:
         )
 
     # boot ---------------------------------------------------------------------------
-    async def boot(self, hostname: str) -> None:
-        """Start the sandbox, dial and check the agent, CreateSandbox. Leaves nothing on failure."""
+    async def boot(self, hostname: str, network: PodNetworkRequest | None = None) -> None:
+        """Start the sandbox (with the pod's `network`), dial and check the agent, configure
+        the guest's network, CreateSandbox. Leaves nothing on failure."""
         began = time.monotonic()
         try:
+            if network is not None:
+                self.sandbox.use_network(network)
             await self.sandbox.start()
             self._client = await self.sandbox.connect_agent()  # answered Health.Check
             self._client.observer = self.observer.agent_rpc
             self.attach_agent(AgentClient(self._client, self._agent_timeouts()))
+            await self.sandbox.configure_guest_network(self.agent)
             await self.agent.create_sandbox(self.id, hostname)
         except BaseException:
             self.ready.set_result(False)

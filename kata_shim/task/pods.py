@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kata_shim.errors import AlreadyExists, FailedPrecondition, NotFound
-from kata_shim.sandbox.base import SandboxProvider
+from kata_shim.sandbox.base import PodNetworkRequest, SandboxProvider
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
 from kata_shim.task.spec import Placement, Role
@@ -45,9 +45,15 @@ class PodRegistry:
         return iter(list(self._pods.values()))
 
     async def acquire(
-        self, where: Placement, provider: SandboxProvider, hostname: str, container_id: str
+        self,
+        where: Placement,
+        provider: SandboxProvider,
+        hostname: str,
+        container_id: str,
+        network: PodNetworkRequest | None = None,
     ) -> Pod:
-        """The pod `container_id` goes into (booted now for a sandbox or single container)."""
+        """The pod `container_id` goes into (booted now for a sandbox or single container,
+        with `network`: a pod container's netns is its sandbox's)."""
         if where.role is Role.CONTAINER:
             return await self._join(where.sandbox_id, container_id)
         if where.sandbox_id in self._pods:
@@ -58,7 +64,7 @@ class PodRegistry:
         self._pods[pod.id] = pod
         self._observer.sandbox_created(pod)
         try:
-            await pod.boot(hostname)
+            await pod.boot(hostname, network)
         except BaseException:
             if self._pods.get(pod.id) is pod:
                 del self._pods[pod.id]

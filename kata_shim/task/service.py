@@ -45,6 +45,7 @@ from kata_shim.task.spec import (
     linux_resources,
     load_bundle_spec,
     placement,
+    pod_network,
 )
 from kata_shim.task.tuning import Tuning
 from kata_shim.ttrpc.service import RequestContext
@@ -147,7 +148,8 @@ class TaskService(TaskBase):
         stdio = Stdio(request.stdin, request.stdout, request.stderr, request.terminal)
         init = Process(request.id, "", request.id, stdio)
         async with init.lock:  # the init's exit is queued after TaskCreate
-            pod = await self._pods.acquire(where, provider, spec.get("hostname", ""), request.id)
+            hostname, network = spec.get("hostname", ""), pod_network(spec)
+            pod = await self._pods.acquire(where, provider, hostname, request.id, network)
             try:
                 container = await create_container(self.env, request, spec, pod, init)
             except BaseException:

@@ -2,6 +2,7 @@
 
 * `load_bundle_spec` / `host_rootfs`: the bundle's config.json and its root path
   (relative paths are relative to the bundle).
+* `pod_network`: the pod's netns path (the sandbox's network, sandbox/base.py).
 * `placement`: sandbox, pod container or single container, from the CRI,
   CRI-O and dockershim annotations.
 * `agent_spec`: the OCI JSON spec → `grpc.Spec` for CreateContainer, with the
@@ -28,6 +29,7 @@ from kata_shim import oci
 from kata_shim.errors import InvalidArgument, NotFound
 from kata_shim.proto import oci_pb2, runtimeoptions_pb2
 from kata_shim.protoparse import DecodeError, parse
+from kata_shim.sandbox.base import PodNetworkRequest
 
 __all__ = [
     "Placement",
@@ -39,6 +41,7 @@ __all__ = [
     "linux_resources",
     "load_bundle_spec",
     "placement",
+    "pod_network",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,16 @@ def load_bundle_spec(bundle: str) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise InvalidArgument(f"bundle {bundle}: config.json is not a JSON object")
     return spec
+
+
+def pod_network(spec: Mapping[str, Any]) -> PodNetworkRequest | None:
+    """The spec's `linux.namespaces[type=network].path` (CNI's pod netns), if one is given."""
+    linux = spec.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    for ns in namespaces if isinstance(namespaces, list) else []:
+        if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
+            return PodNetworkRequest(Path(str(ns["path"])))
+    return None
 
 
 def host_rootfs(bundle: str, spec: Mapping[str, Any]) -> Path:

@@ -36,6 +36,9 @@ def test_running_and_stale(tmp_path: Path) -> None:
     (state / "live").mkdir(parents=True)
     (state / "live" / "shim.pid").write_text(f"{os.getpid()}\n")
     (state / "live" / "qmp.sock").write_text("")
+    eth0 = {"name": "eth0", "mac": "f2:88:f1:87:f7:fe", "tap": "tap0_kata",
+            "addresses": ["10.31.0.2/24"]}  # fmt: skip
+    (state / "live" / "network.json").write_text(json.dumps({"version": 1, "interfaces": [eth0]}))
     (state / "crashed").mkdir()
     (state / "crashed" / "shim.pid").write_text(str(_dead_pid()))
     (state / "found").mkdir()
@@ -49,9 +52,11 @@ def test_running_and_stale(tmp_path: Path) -> None:
     assert entries["found"].pid == os.getpid() and entries["found"].backend == "local"
     assert entries["orphan"].state == "stale" and entries["orphan"].pid == 0
     table = render_table(entries.values()).splitlines()
-    assert table[0].split() == ["SANDBOX", "STATE", "PID", "NAMESPACE", "BACKEND"]
-    assert table[-1].split() == ["orphan", "stale", "-", "-", "-"]
+    assert table[0].split() == ["SANDBOX", "STATE", "PID", "NAMESPACE", "BACKEND", "NETWORK"]
+    assert table[-1].split() == ["orphan", "stale", "-", "-", "-", "-"]
+    assert table[3].split()[-1] == "eth0=10.31.0.2/24"  # live
     assert json.loads(render_json([entries["found"]]))[0]["namespace"] == "ns1"
+    assert json.loads(render_json([entries["live"]]))[0]["interfaces"] == [eth0]
 
 
 def test_missing_state_dir_is_empty(tmp_path: Path) -> None:

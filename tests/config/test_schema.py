@@ -60,6 +60,7 @@ def test_a_kata_style_qemu_file_loads(tmp_path: Path) -> None:
     )
     assert config.agent.dial_timeout == 90.0 and config.agent.debug_console_enabled
     assert config.runtime.state_dir == "/run/vc/sbs"  # normalised
+    assert config.runtime.internetworking_model == "tcfilter"
     assert config.runtime.sandbox_cgroup_only and config.debug
 
 
@@ -80,6 +81,10 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ("[hypervisor.qemu]\nimage = 'a'\ninitrd = 'b'\n", "cannot set both image and initrd"),
         ("[hypervisor.local]\n[runtime]\nstate_dir = 'rel/dir'\n", "state_dir: must be absolute"),
         ("[hypervisor.local]\n[agent.kata]\ndial_timeout = 0\n", "dial_timeout: must be > 0"),
+        (
+            "[hypervisor.qemu]\n[runtime]\ninternetworking_model = 'bridged'\n",
+            "internetworking_model: 'bridged' is not supported .*tcfilter, macvtap, none",
+        ),
         ("[hypervisor.local\n", "invalid TOML"),
         ("hypervisor = 3\n", "no \\[hypervisor"),
     ],
@@ -160,3 +165,13 @@ def test_unreadable_file(tmp_path: Path) -> None:
         load_config(str(tmp_path), env={}, defaults=[])
     with pytest.raises(ConfigError, match="cannot read"):
         read_config_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("line", "model"),
+    [("", "tcfilter"), ("internetworking_model = 'macvtap'", "macvtap"),
+     ("internetworking_model = 'none'", "none"), ("internetworking_model = 'default'", "tcfilter")],
+)  # fmt: skip
+def test_internetworking_model(tmp_path: Path, line: str, model: str) -> None:
+    config = _load(tmp_path, f"[hypervisor.qemu]\n[runtime]\n{line}\n")
+    assert config.runtime.internetworking_model == model

@@ -2,7 +2,8 @@
 shim's default configuration ($KATA_CONF_FILE: the QEMU hypervisor and the test guest image).
 
 One smoke scenario: RunPodSandbox, a container printing to its CRI log,
-ExecSync, teardown leaving nothing behind (no QEMU, shim, mount, pod netns).
+ExecSync, the pod IP on the guest's eth0, teardown leaving nothing behind (no QEMU,
+shim, mount, pod netns).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def test_kata_vm_pod_smoke(vm_cri_rig: CriRig) -> None:
         out, kernel = done.stdout.decode().splitlines()
         assert out == "out-42"
         assert kernel != Path("/proc/sys/kernel/osrelease").read_text().strip()  # the guest's
+        addr = client.exec_sync(container, ["/bin/ip", "-o", "-4", "addr", "show", "eth0"])
+        pod_ip = status.network.ip  # CNI's address, carried into the VM (issue 15)
+        assert pod_ip and f" {pod_ip}/" in addr.stdout.decode(), (pod_ip, addr)
 
         lines = pod.wait_log("chatty", 2, timeout=60)
         assert sorted(lines) == [("stderr", "F", "to-stderr"), ("stdout", "F", "to-stdout")]

@@ -16,8 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from kata_shim.agent.client import AgentClient
 from kata_shim.errors import Unavailable
-from kata_shim.sandbox.base import Sandbox, SandboxSpec
+from kata_shim.sandbox.base import PodNetworkRequest, Sandbox, SandboxSpec
 from kata_shim.sandbox.dial import UnixAddress
 from kata_shim.ttrpc.client import Client
 from tests.fakes.agent import FakeAgent, Program, stop_all
@@ -41,6 +42,8 @@ class FakeSandbox(Sandbox):
         self.fail_start: Exception | None = None
         self._pid = 0
         self._died: asyncio.Future[int] | None = None
+        self.network: PodNetworkRequest | None = None  # what use_network was given
+        self.network_events: list[str] = []  # use_network/start/configure order
 
     @property
     def pid(self) -> int:
@@ -51,7 +54,16 @@ class FakeSandbox(Sandbox):
             self._died = asyncio.get_running_loop().create_future()
         return self._died
 
+    def use_network(self, request: PodNetworkRequest) -> None:
+        self.network = request
+        self.network_events.append(f"use {request.netns}")
+
+    async def configure_guest_network(self, agent: AgentClient) -> None:
+        calls = ",".join(self.agent.names())
+        self.network_events.append(f"configure (agent calls so far: {calls or 'none'})")
+
     async def start(self) -> None:
+        self.network_events.append("start")
         self.events.append("start")
         if self.fail_start is not None:
             raise self.fail_start

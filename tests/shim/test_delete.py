@@ -233,3 +233,21 @@ def test_delete_uses_the_state_root_the_daemon_recorded(
     assert result.returncode == 0, result.stderr
     assert not (recorded / task_id).exists()
     assert configured.exists()  # the configuration's state dir was not consulted
+
+
+def test_a_recorded_pod_network_is_restored_and_a_bad_record_is_only_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kata_shim.sandbox.qemu.podnet import RECORD
+    from kata_shim.shim import delete
+    from kata_shim.shim.paths import NETWORK_RECORD
+
+    assert NETWORK_RECORD == RECORD
+    state = tmp_path / "sbx"
+    state.mkdir()
+    (state / RECORD).write_text('{"version": 1, "model": "tcfilter", "netns": ""}')
+    delete._restore_pod_network(state)  # no netns: nothing to undo, the record goes
+    assert not (state / RECORD).exists()
+    (state / RECORD).write_text('{"version": 99}')
+    delete._restore_pod_network(state)
+    assert "cannot undo the pod network plumbing" in capsys.readouterr().err

@@ -50,6 +50,19 @@ async def test_create_boots_a_sandbox_and_creates_the_container_in_the_agent() -
         assert (state.status, state.pid, state.stdout) == (CREATED, reply.pid, "/dev/null")
 
 
+async def test_sandbox_gets_the_pod_netns_and_configures_the_guest_before_create_sandbox() -> None:
+    async with harness() as h:
+        await h.create("c1", ["sleep"])
+        sandbox = h.sandbox("c1")
+        assert sandbox.network is not None and str(sandbox.network.netns) == "/proc/1/ns/net"
+        assert sandbox.network_events == [
+            "use /proc/1/ns/net",
+            "start",
+            "configure (agent calls so far: none)",
+        ]
+        assert sandbox.agent.names()[:2] == ["CreateSandbox", "CreateContainer"]
+
+
 async def test_create_errors() -> None:
     async with harness() as h:
         await h.create("c1", ["x"])

@@ -10,6 +10,7 @@ from google.protobuf.any_pb2 import Any as AnyMessage
 
 from kata_shim import errors
 from kata_shim.proto import mount_pb2, runtimeoptions_pb2
+from kata_shim.sandbox.base import PodNetworkRequest
 from kata_shim.task.mounts import mount_argv
 from kata_shim.task.spec import (
     Placement,
@@ -21,6 +22,7 @@ from kata_shim.task.spec import (
     linux_resources,
     load_bundle_spec,
     placement,
+    pod_network,
 )
 
 pytestmark = pytest.mark.timeout(10)
@@ -158,3 +160,15 @@ def test_mount_commands() -> None:
     ]
     with pytest.raises(errors.InvalidArgument):
         mount_argv(mount_pb2.Mount(source="/x"), target)
+
+
+def test_pod_network_is_the_network_namespace_path() -> None:
+    def spec(*namespaces: dict[str, str]) -> dict[str, object]:
+        return {"linux": {"namespaces": list(namespaces)}}
+
+    found = pod_network(spec({"type": "pid"}, {"type": "network", "path": "/run/netns/p"}))
+    assert found == PodNetworkRequest(Path("/run/netns/p"))
+    assert pod_network(spec({"type": "network"})) is None  # a new netns: nothing to carry
+    assert pod_network(spec({"type": "pid"})) is None
+    assert pod_network({}) is None
+    assert pod_network({"linux": {"namespaces": "junk"}}) is None

@@ -24,13 +24,14 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from qemu.qmp import ConnectError, QMPClient
 
 from kata_shim import mounts
 from kata_shim.errors import DeadlineExceeded, ShimError, Unavailable
 from kata_shim.sandbox import vsock
-from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
+from kata_shim.sandbox.base import PodNetworkRequest, Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.diagnostics import (
     agent_channel,
     agent_silent,
@@ -43,7 +44,12 @@ from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel, host_tsc_khz
 from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, SandboxPaths, VsockChannel, build_command
 from kata_shim.sandbox.qemu.events import events_socket, watch_for_death
+from kata_shim.sandbox.qemu.netdev import nic_fds
+from kata_shim.sandbox.qemu.podnet import QemuPodNetwork
 from kata_shim.sandbox.share import SharedDir
+
+if TYPE_CHECKING:
+    from kata_shim.agent.client import AgentClient
 
 __all__ = ["QemuSandbox"]
 
@@ -74,6 +80,7 @@ class QemuSandbox(Sandbox):
         self.accel = ""
         self.vsock: VsockChannel | None = None  # set when the agent channel is vhost-vsock
         self._launched_at = 0.0
+        self.network: QemuPodNetwork | None = None  # the pod netns carried in (use_network)
 
     def _claim_channel(self) -> None:
         """vhost-vsock when configured (or `auto` and the host has it), else virtio-serial."""
@@ -97,6 +104,19 @@ class QemuSandbox(Sandbox):
             return VsockAddress(self.vsock.cid)
         return UnixAddress(self.paths.agent)
 
+    def use_network(self, request: PodNetworkRequest) -> None:
+        spec = self.spec
+        self.network = QemuPodNetwork(
+            spec.sandbox_id, spec.state_dir, request.netns, spec.internetworking_model
+        )
+
+    async def configure_guest_network(self, agent: AgentClient) -> None:
+        if self.network is not None:
+            await self.network.configure_guest(agent)
+
+    def network_interfaces(self) -> list[dict[str, Any]]:
+        return self.network.describe() if self.network is not None else []
+
     async def start(self) -> None:
         await logged_start(self.spec.sandbox_id, self._start())
 
@@ -112,18 +132,26 @@ class QemuSandbox(Sandbox):
         self.shared.create()
         self.accel = choose_accel(self.config.accel)
         self._claim_channel()
-        argv = build_command(self.config, self.paths, self.accel, host_tsc_khz(), self.vsock)
+        nics = await self.network.prepare() if self.network is not None else ()
+        argv = build_command(
+            self.config, self.paths, self.accel, host_tsc_khz(), self.vsock, nics=nics
+        )
         log.info("sandbox %s: starting %s", self.spec.sandbox_id, " ".join(argv))
         self._launched_at = time.monotonic()
-        with open(self.spec.state_dir / "qemu.log", "ab") as qemu_log:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=qemu_log,
-                start_new_session=True,
-                pass_fds=(self.vsock.vhost_fd,) if self.vsock is not None else (),
-            )
+        vhost = (self.vsock.vhost_fd,) if self.vsock is not None else ()
+        try:
+            with open(self.spec.state_dir / "qemu.log", "ab") as qemu_log:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=qemu_log,
+                    start_new_session=True,
+                    pass_fds=vhost + nic_fds(nics),
+                )
+        finally:
+            if self.network is not None:
+                self.network.close_fds()  # QEMU holds the taps now
         try:
             await self._check_qmp()
             self._start_death_watch()
@@ -268,6 +296,8 @@ class QemuSandbox(Sandbox):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._death_task
         self._release_channel()
+        if self.network is not None:
+            await self.network.teardown()
         await self.shared.unshare_all()
         mounts.unmount_all_under(self.spec.state_dir)
         mounts.remove_tree(self.spec.state_dir)
