@@ -99,8 +99,10 @@ def test_pod_ip_answers_from_the_vm_and_sigkill_teardown_restores_the_netns(
     paths = SandboxPaths(
         work / "qmp.sock", work / "agent.sock", work / "console.log", work / "shared"
     )
-    config = QemuConfig(
-        kernel=str(guest_image / "vmlinux"), initrd=str(guest_image / "kata-shim-initrd.img")
+    config = QemuConfig(  # the whole guest as an initramfs: no root image disk
+        kernel=str(guest_image / "vmlinux"),
+        initrd=str(guest_image / "kata-shim-initrd.img"),
+        image="",
     )
     nics = net.nics()
     argv = build_command(config, paths, choose_accel("auto"), host_tsc_khz(), nics=nics)
