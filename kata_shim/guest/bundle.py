@@ -8,7 +8,9 @@ the agent decides on top of the host's spec, in one place:
   host sent a systemd-style "slice:prefix:name" path, which cgroupfs cannot use);
 * a namespace path that does not exist here is dropped (network: the entry is
   removed, so the container shares the agent's network, as in Kata);
-* in a VM, host paths are refused or dropped (guest/hostpaths.py).
+* in a VM, host paths are refused or dropped (guest/hostpaths.py);
+* in a VM, the container's /dev/shm mount becomes a bind of the pod's /dev/shm
+  (guest/sandbox.py), so the containers of a pod share it, as in Kata.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ def container_config(
     sandbox_id: str,
     container_id: str,
     vm_roots: Sequence[str] | None = None,
+    shm: str | None = None,
 ) -> dict[str, Any]:
     """config.json for `runc create`, from the CreateContainer request's spec.
 
     `vm_roots`: in a VM, the directories rootfs and bind sources must lie in
-    (guest/hostpaths.py: host namespace and device paths are dropped too)."""
+    (guest/hostpaths.py: host namespace and device paths are dropped too).
+    `shm`: the pod's /dev/shm directory the container's /dev/shm binds."""
     config = oci.spec_to_json(spec)
     config.setdefault("ociVersion", OCI_VERSION)
     root = config.get("root", {}).get("path", "")
@@ -65,6 +69,8 @@ def container_config(
         raise InvalidArgument(f"container {container_id}: root.path {root!r} is not absolute")
     if vm_roots is not None:
         config = hostpaths.confine(config, container_id, vm_roots)
+    if shm is not None:
+        config["mounts"] = _pod_shm(config.get("mounts", []), shm)
     if not os.path.isdir(root):
         raise NotFound(f"container {container_id}: rootfs {root} does not exist")
     if "process" not in config:
@@ -94,6 +100,22 @@ def _process(process: dict[str, Any]) -> dict[str, Any]:
     process.setdefault("cwd", "/")
     process.setdefault("user", {})  # uid/gid 0 are proto3 zero values, absent from JSON
     return process
+
+
+def _pod_shm(mounts: list[dict[str, Any]], shm: str) -> list[dict[str, Any]]:
+    """`mounts` with each /dev/shm mount replaced by a bind of the pod's `shm`."""
+    shared = {
+        "destination": "/dev/shm",
+        "type": "bind",
+        "source": shm,
+        "options": ["rbind", "nosuid", "nodev", "noexec"],
+    }
+    return [
+        dict(shared)
+        if os.path.normpath("/" + str(m.get("destination", "")).lstrip("/")) == "/dev/shm"
+        else m
+        for m in mounts
+    ]
 
 
 def _namespaces(namespaces: list[dict[str, Any]], container_id: str) -> list[dict[str, Any]]:

@@ -105,6 +105,7 @@ class ContainerTable:
                 sandbox_id=self.sandbox.id,
                 container_id=cid,
                 vm_roots=self.sandbox.vm_roots(cid),
+                shm=self.sandbox.shm,
             )
             _remove_bundle(path)
             path.mkdir(parents=True)

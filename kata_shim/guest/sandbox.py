@@ -5,6 +5,9 @@ sandbox's, owner "", and each container's, reference-counted in Storages),
 the OOM event queue GetOOMEvent drains, the sandbox's cgroup parent
 (/kata_shim/<sandbox id>), the directory for console sockets, and whether the
 agent runs in a VM (then host paths in specs are confined to `vm_roots`).
+In a VM, CreateSandbox also sets the guest's hostname to the pod's and mounts
+the pod's /dev/shm: one tmpfs (a sandbox storage) every container binds.
+On the host (the local backend's agent) neither happens.
 Containers live in guest.containers.ContainerTable, which borrows from here.
 """
 
@@ -13,21 +16,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from kata_shim.errors import AlreadyExists
+from kata_shim.errors import AlreadyExists, InvalidArgument
 from kata_shim.guest import bundle, cgroups, hostpaths
 from kata_shim.guest.reaper import Reaper
 from kata_shim.guest.storage import Storages, StorageSpec
 
-__all__ = ["OOM_QUEUE", "GuestSandbox"]
+__all__ = ["OOM_QUEUE", "SHM_OPTIONS", "GuestSandbox"]
 
 log = logging.getLogger(__name__)
 
 OOM_QUEUE = 1024  # OOM events kept for GetOOMEvent; the oldest go first
 _SUN_PATH_MAX = 107
+#: the pod's /dev/shm tmpfs: what CRI and runc give a container's own /dev/shm
+SHM_OPTIONS = ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")
 
 
 def _console_dir(state_dir: Path) -> Path:
@@ -51,20 +57,32 @@ class GuestSandbox:
         self.oom_events: asyncio.Queue[str] = asyncio.Queue(OOM_QUEUE)
         self.console_dir = _console_dir(state_dir)
         self.in_vm = in_vm  # host paths in specs are refused/dropped (guest/hostpaths.py)
+        self.shm_dir = state_dir / "shm"
+        self.shm: str | None = None  # the pod's /dev/shm while mounted (in a VM)
 
-    async def create(self, sandbox_id: str, storages: Iterable[StorageSpec]) -> None:
-        """CreateSandbox: name the sandbox (once) and mount its storages."""
+    async def create(
+        self, sandbox_id: str, storages: Iterable[StorageSpec], hostname: str = ""
+    ) -> None:
+        """CreateSandbox: name the sandbox (once) and mount its storages; in a VM also
+        set the pod's hostname and mount the pod's /dev/shm."""
         if self.created:
             raise AlreadyExists(f"sandbox {self.id} already created")
         if sandbox_id:
             self.id = bundle.validate_id("sandbox", sandbox_id)
+        if self.in_vm and hostname:
+            _set_hostname(hostname)
         self.created = True
         count = await self.add_storages("", storages)
-        log.info("sandbox %s created (%d storages)", self.id, count)
+        if self.in_vm:
+            shm = StorageSpec("ephemeral", "shm", "tmpfs", str(self.shm_dir), SHM_OPTIONS)
+            await self.storages.add("", shm)
+            self.shm = str(self.shm_dir)
+        log.info("sandbox %s created (%d storages, hostname %r)", self.id, count, hostname)
 
     def destroy(self) -> None:
         """Release every storage and the sandbox's cgroups (its containers are gone)."""
-        self.storages.release_all()
+        self.storages.release_all()  # the pod's /dev/shm too
+        self.shm = None
         left = cgroups.remove_tree(f"/{bundle.CGROUP_ROOT}/{self.id}")
         if left:
             log.warning("sandbox %s: cgroups still in use: %s", self.id, left)
@@ -96,3 +114,12 @@ class GuestSandbox:
         if self.oom_events.full():
             self.oom_events.get_nowait()  # drop the oldest
         self.oom_events.put_nowait(cid)
+
+
+def _set_hostname(hostname: str) -> None:
+    """The guest's UTS hostname (only ever called in a VM)."""
+    try:
+        socket.sethostname(hostname)
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"pod hostname {hostname!r}: {exc}") from exc
+    log.info("hostname set to %s", hostname)

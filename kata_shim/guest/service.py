@@ -92,7 +92,7 @@ class AgentService(NetworkRpcs, AgentServiceBase):  # network RPCs: guest/networ
     async def CreateSandbox(
         self, ctx: RequestContext, request: agent_pb2.CreateSandboxRequest
     ) -> empty_pb2.Empty:
-        await self.sandbox.create(request.sandbox_id, _storages(request.storages))
+        await self.sandbox.create(request.sandbox_id, _storages(request.storages), request.hostname)
         return EMPTY
 
     async def DestroySandbox(

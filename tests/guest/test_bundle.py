@@ -99,3 +99,24 @@ def test_valid_ids(good: str) -> None:
 def test_invalid_ids(bad: str) -> None:
     with pytest.raises(errors.InvalidArgument):
         bundle.validate_id("exec", bad)
+
+
+def test_dev_shm_binds_the_pods_shm_only_when_given() -> None:
+    spec = oci_spec(["/bin/true"])
+    spec["mounts"] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "//dev/shm/", "type": "tmpfs", "source": "shm", "options": ["size=1k"]},
+    ]
+    assert config(spec)["mounts"] == spec["mounts"]  # no pod /dev/shm: the spec's own
+    out = bundle.container_config(
+        oci.spec_from_json(spec), sandbox_id="sb", container_id="c1", shm="/run/agent/shm"
+    )
+    assert out["mounts"] == [
+        spec["mounts"][0],
+        {
+            "destination": "/dev/shm",
+            "type": "bind",
+            "source": "/run/agent/shm",
+            "options": ["rbind", "nosuid", "nodev", "noexec"],
+        },
+    ]

@@ -86,3 +86,68 @@ def test_console_paths_are_fresh_and_short(tmp_path: Path) -> None:
         assert path is not None and len(os.fsencode(path)) <= 107
     finally:
         shutil.rmtree(far.console_dir)
+
+
+def test_on_the_host_create_sets_no_hostname_and_mounts_no_shm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setattr(socket, "sethostname", lambda name: pytest.fail("host hostname changed"))
+
+    async def main() -> None:
+        sandbox = GuestSandbox(tmp_path, reaper=None)  # type: ignore[arg-type]
+        await sandbox.create("guest-sb1", [], "pod-host")
+        assert sandbox.shm is None and sandbox.storages.owned_by("") == []
+
+    run(main())
+
+
+def test_in_a_vm_create_sets_the_hostname_and_mounts_the_pods_shm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from kata_shim.guest import storage
+
+    names: list[str] = []
+    monkeypatch.setattr(socket, "sethostname", names.append)
+    mounted: list[StorageSpec] = []
+
+    async def fake_mount(self: object, spec: StorageSpec) -> None:
+        mounted.append(spec)
+
+    monkeypatch.setattr(storage.Storages, "_mount", fake_mount)
+    monkeypatch.setattr(storage, "unmount", lambda path: None)
+
+    async def main() -> None:
+        sandbox = GuestSandbox(tmp_path, reaper=None, in_vm=True)  # type: ignore[arg-type]
+        await sandbox.create("guest-sb1", [], "pod-host")
+        assert names == ["pod-host"]
+        assert sandbox.shm == str(tmp_path / "shm")
+        assert [(s.driver, s.mount_point) for s in mounted] == [("ephemeral", sandbox.shm)]
+        assert "mode=1777" in mounted[0].options and "size=65536k" in mounted[0].options
+        assert sandbox.storages.owned_by("") == [tmp_path / "shm"]
+        sandbox.destroy()
+        assert sandbox.shm is None and sandbox.storages.owned_by("") == []
+
+    run(main())
+
+
+def test_a_bad_hostname_fails_create_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    def refuse(name: str) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(socket, "sethostname", refuse)
+
+    async def main() -> None:
+        sandbox = GuestSandbox(tmp_path, reaper=None, in_vm=True)  # type: ignore[arg-type]
+        with pytest.raises(errors.InvalidArgument, match="pod hostname 'x'"):
+            await sandbox.create("guest-sb1", [], "x")
+        assert not sandbox.created
+
+    run(main())
