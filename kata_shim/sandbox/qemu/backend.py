@@ -267,6 +267,8 @@ class QemuSandbox(Sandbox):
     async def share(
         self, container_id: str, name: str, host_path: Path, *, readonly: bool = False
     ) -> str:
+        if name == "rootfs" and self.network is not None:  # a container joins the pod
+            await self.network.log_unplugged(container_id)
         return await self.shared.share(container_id, name, host_path, readonly=readonly)
 
     async def unshare(self, container_id: str) -> None:

@@ -81,6 +81,29 @@ class QemuPodNetwork:
         await plumbing.configure_guest(agent, self._net)
         log.debug("sandbox %s: guest network configured", self.sandbox_id)
 
+    async def log_unplugged(self, container_id: str) -> None:
+        """When a container joins: name the interfaces added to the netns after boot.
+        They are not hot-plugged into the VM (as in Kata); this only says so (info)."""
+        net = self._net
+        if net is None:
+            return
+        from kata_shim.network import plumbing
+
+        try:
+            names = await asyncio.to_thread(plumbing.unplugged, net)
+        except Exception as exc:  # a notice only: the netns may be going away
+            log.debug("sandbox %s: cannot list %s: %s", self.sandbox_id, self.netns, exc)
+            return
+        if names:
+            log.info(
+                "sandbox %s: container %s joins; %s added to network namespace %s after the "
+                "sandbox started: not hot-plugged, the VM does not see it",
+                self.sandbox_id,
+                container_id,
+                ", ".join(names),
+                self.netns,
+            )
+
     def describe(self) -> list[dict[str, Any]]:
         return self._net.describe() if self._net is not None else []
 
