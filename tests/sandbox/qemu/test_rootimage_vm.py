@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.image import builder
 from kata_shim.image.rootfs import ROOTFS_NAME
 from kata_shim.proto import agent_pb2
@@ -28,10 +29,15 @@ def test_root_image_boots_read_only_and_runs_a_container(guest_image) -> None:
     digest = builder.sha256_file(image)
     state = Path(tempfile.mkdtemp(prefix="ks-dense-rootimg-", dir="/tmp"))
     table = {"kernel": str(guest_image / "vmlinux"), "image": str(image)}
-    spec = SandboxSpec("rootimg", state, hypervisor=table, agent={"dial_timeout": 120})
+    spec = SandboxSpec(
+        "rootimg",
+        state,
+        hypervisor=HypervisorConfig("qemu", table),
+        agent=AgentConfig(dial_timeout=120),
+    )
 
     async def main() -> None:
-        sandbox = create_sandbox("qemu", spec)
+        sandbox = create_sandbox(spec)
         try:
             await sandbox.start()
             client = await sandbox.connect_agent()
