@@ -62,6 +62,13 @@ class QemuConfig:
     # Kata's key; True (our default, measured: docs/density.md): the root image on virtio-blk
     disable_image_nvdimm: bool = True
 
+    def __post_init__(self) -> None:
+        if self.image and self.initrd:  # image has a default: QemuConfig(initrd=x) needs image=""
+            raise InvalidArgument(
+                f"both image ({self.image}) and initrd ({self.initrd}) are set: keep one "
+                '(with initrd, set image = "")'
+            )
+
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> QemuConfig:
         known = {f for f in cls.__dataclass_fields__}

@@ -116,3 +116,9 @@ def test_seccompsandbox_is_passed_as_configured() -> None:
 def test_rootless_is_refused_with_the_reason() -> None:
     with pytest.raises(errors.InvalidArgument, match="rootless = true is not supported: QEMU's 9p"):
         QemuConfig.from_table({"rootless": True})
+
+
+def test_a_config_with_both_image_and_initrd_is_refused() -> None:
+    with pytest.raises(errors.InvalidArgument, match="keep one"):
+        QemuConfig(initrd="/x/initrd.img")  # image keeps its default
+    assert QemuConfig(initrd="/x/initrd.img", image="").initrd == "/x/initrd.img"
