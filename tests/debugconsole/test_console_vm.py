@@ -22,6 +22,7 @@ import pytest
 from kata_shim.devenv.shim import KataRig
 from kata_shim.metrics.endpoint import SOCKET_NAME
 from kata_shim.metrics.http import get_unix
+from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import assert_clean, remove, wait_status
 from tests.integration.test_vm_containerd import run_detached
 
@@ -30,11 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300
 
 @pytest.fixture
 def console_rig(guest_image: Path) -> Iterator[KataRig]:
-    keys = {
-        "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
-        "accel": "auto",
-    }
+    keys = vm_keys(guest_image, initrd=True)
     with KataRig(hypervisor="qemu", hypervisor_keys=keys) as rig:
         text = rig.config.read_text()
         rig.config.write_text(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from kata_shim.devenv.shim import KataRig
+from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import _out, assert_clean, remove, wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -29,11 +30,7 @@ CRI_SANDBOX = "io.kubernetes.cri.sandbox-id"
 
 @pytest.fixture
 def vm_rig(guest_image) -> Iterator[KataRig]:
-    keys = {
-        "kernel": str(guest_image / "vmlinux"),
-        "image": str(guest_image / "kata-shim-rootfs.img"),  # the default design (issue 17)
-        "accel": "auto",
-    }
+    keys = vm_keys(guest_image)
     with KataRig(hypervisor="qemu", hypervisor_keys=keys) as rig:
         yield rig
 

@@ -25,6 +25,7 @@ from kata_shim.cli.sandboxes import list_sandboxes
 from kata_shim.devenv.cni import CniHost
 from kata_shim.devenv.shim import KataRig
 from kata_shim.metrics.endpoint import SOCKET_NAME
+from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import _out, assert_clean, remove, wait_status
 from tests.integration.test_vm_containerd import exit_statuses, qemu_processes
 from tests.metrics.test_shim_endpoint import get
@@ -50,11 +51,7 @@ def net_pod() -> Iterator[Pod]:
 
 @pytest.fixture
 def vm_rig(guest_image: Path) -> Iterator[KataRig]:
-    keys = {
-        "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
-        "accel": "auto",
-    }
+    keys = vm_keys(guest_image, initrd=True)
     with KataRig(hypervisor="qemu", hypervisor_keys=keys, prefix="wire-") as rig:
         yield rig
 

@@ -17,6 +17,7 @@ import pytest
 
 from kata_shim.devenv.cni import CniHost
 from kata_shim.devenv.shim import KataRig
+from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import _out, assert_clean, remove, wait_status
 from tests.integration.test_vm_network import _exec
 
@@ -41,11 +42,7 @@ def cni() -> Iterator[CniHost]:
 
 @pytest.fixture
 def vm_rig(guest_image: Path) -> Iterator[KataRig]:
-    keys = {
-        "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
-        "accel": "auto",
-    }
+    keys = vm_keys(guest_image, initrd=True)
     with KataRig(hypervisor="qemu", hypervisor_keys=keys, prefix="net2-") as rig:
         yield rig
 

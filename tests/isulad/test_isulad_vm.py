@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.vmkeys import vm_keys
 from tests.isulad.rig import DOCKER_SANDBOX, DOCKER_TYPE, IsuladRig
 from tests.isulad.test_isulad_pod import exit_order
 
@@ -25,11 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400
 
 @pytest.fixture
 def vm_rig(guest_image: Path) -> Iterator[IsuladRig]:
-    keys = {
-        "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
-        "accel": "auto",
-    }
+    keys = vm_keys(guest_image, initrd=True)
     with IsuladRig(hypervisor="qemu", hypervisor_keys=keys) as rig:
         yield rig
 

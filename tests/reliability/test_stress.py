@@ -34,6 +34,7 @@ from google.protobuf.any_pb2 import Any as AnyMessage
 
 from kata_shim.devenv.shim import KataRig
 from kata_shim.proto import task_pb2
+from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import _out, kill_and_remove, wait_status
 from tests.reliability.shimclient import call, shim_socket
 
@@ -296,11 +297,7 @@ def test_local_sandbox_execs_and_runs_under_cpu_starvation(rig: KataRig) -> None
 
 @pytest.fixture
 def vm_rig(guest_image: Path) -> Iterator[KataRig]:
-    keys = {
-        "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
-        "accel": "auto",
-    }
+    keys = vm_keys(guest_image, initrd=True)
     with KataRig(hypervisor="qemu", hypervisor_keys=keys) as rig:
         yield rig
 
