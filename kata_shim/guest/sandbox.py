@@ -5,13 +5,15 @@ sandbox's, owner "", and each container's, reference-counted in Storages),
 the OOM event queue GetOOMEvent drains, the sandbox's cgroup parent
 (/kata_shim/<sandbox id>), the directory for console sockets, and whether the
 agent runs in a VM (then host paths in specs are confined to `vm_roots`).
-In a VM, CreateSandbox also sets the guest's hostname to the pod's, mounts
-the pod's /dev/shm (one tmpfs, a sandbox storage, every container binds) and
-makes the pod's IPC and UTS namespaces, which every container joins, and
-its PID namespace on request (guest/podns.py). On the host (the local
-backend's agent) none of this happens: each container gets namespaces of its
-own (a PID namespace always, never the agent's).
+In a VM, CreateSandbox also sets the guest's hostname to the pod's and mounts
+the pod's /dev/shm: one tmpfs (a sandbox storage) every container binds.
+On the host (the local backend's agent) neither happens.
 Containers live in guest.containers.ContainerTable, which borrows from here.
+
+The pod's namespaces (guest/podns.py): in a VM, CreateSandbox makes the pod's
+IPC and UTS namespaces, which every container joins, and the first container's
+PID namespace becomes the pod's, joined on request (sandbox_pidns). On the
+host each container gets namespaces of its own (a PID namespace always).
 """
 
 from __future__ import annotations
