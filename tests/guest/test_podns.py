@@ -140,3 +140,68 @@ def test_the_pid_holder_is_pinned_for_real(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_the_table_gives_each_container_the_pods_namespaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CreateContainer in a VM: host namespace paths dropped, the pod's IPC/UTS put in, the
+    first container adopted as the PID holder, sandbox_pidns joins it."""
+    from kata_shim import oci
+    from kata_shim.guest import podns
+    from kata_shim.guest.container import GuestContainer
+    from kata_shim.guest.containers import ContainerTable
+    from kata_shim.guest.sandbox import GuestSandbox
+    from kata_shim.guest.storage import StorageSpec
+    from tests.fakes.guest import FakeRunc, fake_init
+
+    monkeypatch.setattr(podns, "_bind", lambda source, target: None)
+    configs: dict[str, dict[str, Any]] = {}
+
+    async def fake_create_in(
+        self: ContainerTable, path: Path, cid: str, config: dict[str, Any]
+    ) -> GuestContainer:
+        configs[cid] = config
+        return GuestContainer(cid, path, fake_init(cid), {})
+
+    monkeypatch.setattr(ContainerTable, "_create_in", fake_create_in)
+    (tmp_path / "pod" / "rootfs").mkdir(parents=True)
+    host_ns = [
+        {"type": "pid", "path": "/proc/77/ns/pid"},
+        {"type": "ipc", "path": "/proc/77/ns/ipc"},
+        {"type": "uts", "path": "/proc/77/ns/uts"},
+        {"type": "network", "path": "/var/run/netns/cni-1"},
+        {"type": "mount"},
+    ]
+    spec = oci.spec_from_json(
+        {
+            "process": {"args": ["sh"], "cwd": "/"},
+            "root": {"path": str(tmp_path / "pod" / "rootfs")},
+            "linux": {"namespaces": host_ns},
+        }
+    )
+
+    async def main() -> None:
+        sandbox = GuestSandbox(tmp_path / "state", reaper=None, in_vm=True)  # type: ignore[arg-type]
+        sandbox.created = True
+        await sandbox.add_storages("", [StorageSpec("local", "", "", str(tmp_path / "pod"))])
+        sandbox.namespaces.paths = {"ipc": "/ns/ipc", "uts": "/ns/uts"}
+        table = ContainerTable(tmp_path / "state", sandbox, FakeRunc(), reaper=None)  # type: ignore[arg-type]
+        await table.create("pause", spec)
+        await table.create("app", spec, sandbox_pidns=True)
+        await table.create("solo", spec, sandbox_pidns=False)
+
+    run(main())
+    pod_pid = str(tmp_path / "state" / "ns" / "pid")
+    expected = {
+        "pause": {"type": "pid"},
+        "app": {"type": "pid", "path": pod_pid},
+        "solo": {"type": "pid"},
+    }
+    for cid, pid in expected.items():
+        assert configs[cid]["linux"]["namespaces"] == [
+            pid,
+            {"type": "ipc", "path": "/ns/ipc"},
+            {"type": "uts", "path": "/ns/uts"},
+            {"type": "mount"},
+        ], cid
