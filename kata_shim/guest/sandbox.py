@@ -13,7 +13,7 @@ Containers live in guest.containers.ContainerTable, which borrows from here.
 The pod's namespaces (guest/podns.py): in a VM, CreateSandbox makes the pod's
 IPC and UTS namespaces, which every container joins, and the first container's
 PID namespace becomes the pod's, joined on request (sandbox_pidns). On the
-host each container gets namespaces of its own (a PID namespace always).
+host the spec's namespaces stay as they are (no pod namespaces there).
 """
 
 from __future__ import annotations
@@ -124,11 +124,13 @@ class GuestSandbox:
         self, cid: str, namespaces: list[dict[str, Any]], join_pid: bool
     ) -> list[dict[str, Any]]:
         """The namespaces of container `cid`'s runc config: in a VM the pod's IPC and UTS
-        and (`join_pid`) PID namespace; a PID namespace of its own otherwise."""
+        and (`join_pid`) PID namespace, else a new PID namespace; on the host as the spec
+        has them (a PID namespace of its own when `join_pid`: no pod one there)."""
         if self.in_vm and self.created:
             return self.namespaces.apply(cid, namespaces, join_pid)
-        if join_pid:
-            log.warning("container %s: no pod PID namespace outside a VM; a new one", cid)
+        if not join_pid:
+            return namespaces
+        log.info("container %s: no pod PID namespace outside a VM; a new one", cid)
         return with_pid_namespace(namespaces)
 
     def container_created(self, cid: str, init: GuestProcess) -> None:

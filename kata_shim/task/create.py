@@ -58,8 +58,9 @@ async def create_container(
             container.id, "rootfs", container.host_rootfs, readonly=readonly
         )
         volumes = await share_volumes(pod.sandbox, container.id, spec)
+        guest_spec = agent_spec(spec, guest_root, volumes, vm=pod.sandbox.isolated)
         await pod.agent.create_container(
-            container.id, agent_spec(spec, guest_root, volumes), sandbox_pidns=sandbox_pidns(spec)
+            container.id, guest_spec, sandbox_pidns=sandbox_pidns(spec)
         )
         created = True
         start_pumps(env, container, init, host)

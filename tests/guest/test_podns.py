@@ -205,3 +205,14 @@ def test_the_table_gives_each_container_the_pods_namespaces(
             {"type": "uts", "path": "/ns/uts"},
             {"type": "mount"},
         ], cid
+
+
+def test_outside_a_vm_the_specs_namespaces_stay(tmp_path: Path) -> None:
+    """The local agent: no pod namespaces; no pid entry stays none (the host's, as runc)."""
+    from kata_shim.guest.sandbox import GuestSandbox
+
+    host = GuestSandbox(tmp_path, reaper=None)  # type: ignore[arg-type]
+    host.created = True
+    given = [{"type": "ipc"}, {"type": "mount"}]
+    assert host.container_namespaces("c1", list(given), join_pid=False) == given
+    assert host.container_namespaces("c1", list(given), join_pid=True) == [*given, {"type": "pid"}]

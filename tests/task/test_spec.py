@@ -103,6 +103,9 @@ def test_agent_spec_is_constrained_for_a_guest() -> None:
     assert list(message.Process.Args) == ["sh"] and message.Process.Terminal
     assert dict(message.Annotations) == {"a": "b"}
     assert spec["root"]["path"] == "rootfs"  # the caller's dict is untouched
+    # the local agent (no VM) gets the pid entry as the spec has it, path emptied
+    local = agent_spec(spec, "/c1/rootfs", vm=False)
+    assert [(n.Type, n.Path) for n in local.Linux.Namespaces] == [("pid", ""), ("mount", "")]
 
 
 @pytest.mark.parametrize(
