@@ -70,11 +70,17 @@ class AgentClient:
 
     # containers ------------------------------------------------------------------------
     async def create_container(
-        self, cid: str, oci: oci_pb2.Spec, storages: Sequence[agent_pb2.Storage] = ()
+        self,
+        cid: str,
+        oci: oci_pb2.Spec,
+        storages: Sequence[agent_pb2.Storage] = (),
+        *,
+        sandbox_pidns: bool = False,
     ) -> None:
-        """CreateContainer; its init's agent exec id is the container id (as Kata's runtime)."""
+        """CreateContainer; its init's agent exec id is the container id (as Kata's runtime);
+        `sandbox_pidns`: in the pod's PID namespace."""
         request = agent_pb2.CreateContainerRequest(
-            container_id=cid, exec_id=cid, OCI=oci, storages=storages
+            container_id=cid, exec_id=cid, OCI=oci, storages=storages, sandbox_pidns=sandbox_pidns
         )
         await _mapped(self._stub.CreateContainer(request, timeout=self.timeouts.rpc))
 

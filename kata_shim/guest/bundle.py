@@ -8,7 +8,8 @@ the agent decides on top of the host's spec, in one place:
   host sent a systemd-style "slice:prefix:name" path, which cgroupfs cannot use);
 * a namespace path that does not exist here is dropped (network: the entry is
   removed, so the container shares the agent's network, as in Kata);
-* in a VM, host paths are refused or dropped (guest/hostpaths.py);
+* in a VM, host paths are refused or dropped (guest/hostpaths.py); the pod's
+  namespaces are put in afterwards by the container table (guest/podns.py);
 * in a VM, the container's /dev/shm mount becomes a bind of the pod's /dev/shm
   (guest/sandbox.py), so the containers of a pod share it, as in Kata.
 """

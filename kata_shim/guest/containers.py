@@ -90,9 +90,14 @@ class ContainerTable:
 
     # create -------------------------------------------------------------------
     async def create(
-        self, cid: str, spec: oci_pb2.Spec, storages: Sequence[StorageSpec] = ()
+        self,
+        cid: str,
+        spec: oci_pb2.Spec,
+        storages: Sequence[StorageSpec] = (),
+        sandbox_pidns: bool = False,
     ) -> GuestContainer:
-        """Mount the container's storages, write its bundle and `runc create` it."""
+        """Mount the container's storages, write its bundle and `runc create` it in the
+        pod's namespaces (`sandbox_pidns`: in the pod's PID namespace too)."""
         bundle.validate_id("container", cid)
         if cid in self._table or cid in self._creating:
             raise AlreadyExists(f"container {cid} already exists")
@@ -107,6 +112,10 @@ class ContainerTable:
                 vm_roots=self.sandbox.vm_roots(cid),
                 shm=self.sandbox.shm,
             )
+            linux = config["linux"]
+            linux["namespaces"] = self.sandbox.container_namespaces(
+                cid, linux.get("namespaces", []), sandbox_pidns
+            )
             _remove_bundle(path)
             path.mkdir(parents=True)
             container = await self._create_in(path, cid, config)
@@ -116,6 +125,7 @@ class ContainerTable:
         finally:
             self._creating.discard(cid)
         self._table[cid] = container
+        self.sandbox.container_created(cid, container.init)
         container.log.info("created (pid %d)", container.init.pid)
         return container
 

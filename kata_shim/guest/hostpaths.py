@@ -9,8 +9,9 @@ where host and agent share a kernel) `confine`:
   (`/run/kata-containers/shared/containers`) and the storages this sandbox
   or container had the agent mount — except a bind onto the container's own
   /dev, /proc or /sys, whose host source (e.g. a host device) is dropped;
-* drops every namespace path (a new namespace; no network entry: the
-  container shares the agent's network, as in Kata);
+* drops every namespace path (the agent then puts in the pod's IPC, UTS and,
+  on request, PID namespaces, guest/podns.py; others are new; no network
+  entry: the container shares the agent's network, as in Kata);
 * drops linux.devices (host device nodes; the guest has its own).
 """
 

@@ -9,6 +9,11 @@ In a VM, CreateSandbox also sets the guest's hostname to the pod's and mounts
 the pod's /dev/shm: one tmpfs (a sandbox storage) every container binds.
 On the host (the local backend's agent) neither happens.
 Containers live in guest.containers.ContainerTable, which borrows from here.
+
+The pod's namespaces (guest/podns.py): in a VM, CreateSandbox makes the pod's
+IPC and UTS namespaces, which every container joins, and the first container's
+PID namespace becomes the pod's, joined on request (sandbox_pidns). On the
+host the spec's namespaces stay as they are (no pod namespaces there).
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from kata_shim.errors import AlreadyExists, InvalidArgument
 from kata_shim.guest import bundle, cgroups, hostpaths
+from kata_shim.guest.podns import PodNamespaces, with_pid_namespace
+from kata_shim.guest.processes import GuestProcess
 from kata_shim.guest.reaper import Reaper
 from kata_shim.guest.storage import Storages, StorageSpec
 
@@ -59,12 +67,18 @@ class GuestSandbox:
         self.in_vm = in_vm  # host paths in specs are refused/dropped (guest/hostpaths.py)
         self.shm_dir = state_dir / "shm"
         self.shm: str | None = None  # the pod's /dev/shm while mounted (in a VM)
+        self.namespaces = PodNamespaces(state_dir / "ns")  # made at create (in a VM)
 
     async def create(
-        self, sandbox_id: str, storages: Iterable[StorageSpec], hostname: str = ""
+        self,
+        sandbox_id: str,
+        storages: Iterable[StorageSpec],
+        hostname: str = "",
+        share_pid: bool = False,
     ) -> None:
         """CreateSandbox: name the sandbox (once) and mount its storages; in a VM also
-        set the pod's hostname and mount the pod's /dev/shm."""
+        set the pod's hostname, mount the pod's /dev/shm and make its namespaces
+        (`share_pid`: every container joins the pod's PID namespace)."""
         if self.created:
             raise AlreadyExists(f"sandbox {self.id} already created")
         if sandbox_id:
@@ -77,12 +91,14 @@ class GuestSandbox:
             shm = StorageSpec("ephemeral", "shm", "tmpfs", str(self.shm_dir), SHM_OPTIONS)
             await self.storages.add("", shm)
             self.shm = str(self.shm_dir)
+            await self.namespaces.create(hostname, share_pid)
         log.info("sandbox %s created (%d storages, hostname %r)", self.id, count, hostname)
 
     def destroy(self) -> None:
         """Release every storage and the sandbox's cgroups (its containers are gone)."""
         self.storages.release_all()  # the pod's /dev/shm too
         self.shm = None
+        self.namespaces.release()
         left = cgroups.remove_tree(f"/{bundle.CGROUP_ROOT}/{self.id}")
         if left:
             log.warning("sandbox %s: cgroups still in use: %s", self.id, left)
@@ -103,6 +119,24 @@ class GuestSandbox:
             return None
         owned = [*self.storages.owned_by(""), *self.storages.owned_by(cid)]
         return [hostpaths.SHARED_DIR, *(str(path) for path in owned)]
+
+    def container_namespaces(
+        self, cid: str, namespaces: list[dict[str, Any]], join_pid: bool
+    ) -> list[dict[str, Any]]:
+        """The namespaces of container `cid`'s runc config: in a VM the pod's IPC and UTS
+        and (`join_pid`) PID namespace, else a new PID namespace; on the host as the spec
+        has them (a PID namespace of its own when `join_pid`: no pod one there)."""
+        if self.in_vm and self.created:
+            return self.namespaces.apply(cid, namespaces, join_pid)
+        if not join_pid:
+            return namespaces
+        log.info("container %s: no pod PID namespace outside a VM; a new one", cid)
+        return with_pid_namespace(namespaces)
+
+    def container_created(self, cid: str, init: GuestProcess) -> None:
+        """A container exists (runc create done): the first one holds the pod's PID ns."""
+        if self.in_vm and self.created:
+            self.namespaces.adopt(cid, init)
 
     def console_path(self, terminal: bool) -> Path | None:
         """A fresh console socket path for a terminal process, else None."""

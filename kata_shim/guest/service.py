@@ -92,7 +92,12 @@ class AgentService(NetworkRpcs, AgentServiceBase):  # network RPCs: guest/networ
     async def CreateSandbox(
         self, ctx: RequestContext, request: agent_pb2.CreateSandboxRequest
     ) -> empty_pb2.Empty:
-        await self.sandbox.create(request.sandbox_id, _storages(request.storages), request.hostname)
+        await self.sandbox.create(
+            request.sandbox_id,
+            _storages(request.storages),
+            request.hostname,
+            share_pid=request.sandbox_pidns,
+        )
         return EMPTY
 
     async def DestroySandbox(
@@ -116,7 +121,9 @@ class AgentService(NetworkRpcs, AgentServiceBase):  # network RPCs: guest/networ
         if request.devices:
             log.warning("[%s] device requests are not supported; ignored", request.container_id)
         storages = _storages(request.storages)
-        await self.containers.create(request.container_id, request.OCI, storages)
+        await self.containers.create(
+            request.container_id, request.OCI, storages, sandbox_pidns=request.sandbox_pidns
+        )
         return EMPTY
 
     async def RemoveContainer(

@@ -25,7 +25,7 @@ from kata_shim.task.exitwatch import spawn_exit_watch
 from kata_shim.task.lifecycle import open_stdio, remove_from_agent, start_pumps
 from kata_shim.task.mounts import mount_rootfs, unmount_rootfs
 from kata_shim.task.pod import Pod
-from kata_shim.task.spec import agent_spec, host_rootfs
+from kata_shim.task.spec import agent_spec, host_rootfs, sandbox_pidns
 from kata_shim.task.volumes import make_mount_points, share_volumes
 
 __all__ = ["create_container"]
@@ -58,7 +58,10 @@ async def create_container(
             container.id, "rootfs", container.host_rootfs, readonly=readonly
         )
         volumes = await share_volumes(pod.sandbox, container.id, spec)
-        await pod.agent.create_container(container.id, agent_spec(spec, guest_root, volumes))
+        guest_spec = agent_spec(spec, guest_root, volumes, vm=pod.sandbox.isolated)
+        await pod.agent.create_container(
+            container.id, guest_spec, sandbox_pidns=sandbox_pidns(spec)
+        )
         created = True
         start_pumps(env, container, init, host)
     except BaseException:

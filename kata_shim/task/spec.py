@@ -8,7 +8,14 @@
 * `agent_spec`: the OCI JSON spec → `grpc.Spec` for CreateContainer, with the
   guest rootfs path and the constraints a VM imposes (Kata's behaviour): host
   hooks dropped, network and cgroup namespaces left to the sandbox, other
-  namespace paths emptied, the cgroups path chosen by the agent.
+  namespace paths emptied (the agent puts in the pod's IPC and UTS namespaces),
+  the cgroups path chosen by the agent. For a VM (`vm`) the pid entry is
+  removed, as Kata's runtime does: the agent gives a new PID namespace or the
+  pod's (`sandbox_pidns`); the local agent gets it as the spec has it (none:
+  the host's, as with runc).
+* `sandbox_pidns`: whether the container shares the pod's PID namespace: its
+  pid entry names a path, as containerd's CRI writes (`/proc/<sandbox pid>/ns/pid`)
+  for `namespace_options.pid = POD` (Kata: any path means "the sandbox's").
 * `exec_process` / `linux_resources` / `config_path`: the Any payloads.
 """
 
@@ -42,6 +49,7 @@ __all__ = [
     "load_bundle_spec",
     "placement",
     "pod_network",
+    "sandbox_pidns",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +113,16 @@ def pod_network(spec: Mapping[str, Any]) -> PodNetworkRequest | None:
     return None
 
 
+def sandbox_pidns(spec: Mapping[str, Any]) -> bool:
+    """The spec's pid namespace entry names a path: join the pod's PID namespace."""
+    linux = spec.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    for ns in namespaces if isinstance(namespaces, list) else []:
+        if isinstance(ns, dict) and ns.get("type") == "pid":
+            return bool(ns.get("path"))
+    return False
+
+
 def host_rootfs(bundle: str, spec: Mapping[str, Any]) -> Path:
     """The spec's root.path, relative to the bundle unless absolute."""
     root = (spec.get("root") or {}).get("path") or "rootfs"
@@ -115,9 +133,12 @@ def agent_spec(
     spec: Mapping[str, Any],
     guest_root: str,
     mounts: Mapping[int, Mapping[str, Any]] | None = None,
+    *,
+    vm: bool = True,
 ) -> oci_pb2.Spec:
     """`spec` as the agent's grpc.Spec, rooted at `guest_root`, constrained for a guest;
-    `mounts` replaces spec mounts by index (volumes shared into the VM, task/volumes.py)."""
+    `mounts` replaces spec mounts by index (volumes shared into the VM, task/volumes.py);
+    `vm`: the agent runs in a VM (the pid entry is removed, `sandbox_pidns` decides)."""
     data = copy.deepcopy(dict(spec))
     data["root"] = {**(data.get("root") or {}), "path": guest_root}
     if mounts:
@@ -130,7 +151,7 @@ def agent_spec(
         linux["namespaces"] = [
             {"type": ns.get("type", "")}
             for ns in linux.get("namespaces") or []
-            if ns.get("type") not in ("network", "cgroup")
+            if ns.get("type") not in ("network", "cgroup", *(("pid",) if vm else ()))
         ]
     unknown: list[str] = []
     message = oci.spec_from_json(data, unknown)

@@ -114,6 +114,7 @@ class FakeContainer:
     init: FakeProc
     status: str = "created"
     execs: dict[str, FakeProc] = field(default_factory=dict)
+    sandbox_pidns: bool = False  # CreateContainer's flag: join the pod's PID namespace
 
 
 class FakeHealth(HealthBase):
@@ -202,7 +203,9 @@ class FakeAgent(AgentServiceBase):
         if cid in self.containers:
             raise errors.AlreadyExists(f"container {cid} exists")
         init = FakeProc(cid, cid, self.program(list(request.OCI.Process.Args)))
-        self.containers[cid] = FakeContainer(cid, request.OCI, init)
+        self.containers[cid] = FakeContainer(
+            cid, request.OCI, init, sandbox_pidns=request.sandbox_pidns
+        )
         return EMPTY
 
     async def StartContainer(self, ctx: RequestContext, request: agent_pb2.StartContainerRequest):

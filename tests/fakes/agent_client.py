@@ -32,6 +32,7 @@ class FakeAgentClient(AgentClient):
         self.calls: list[tuple[str, ...]] = []
         self.fail: dict[str, errors.ShimError] = {}
         self.specs: dict[str, oci_pb2.Spec] = {}
+        self.sandbox_pidns: dict[str, bool] = {}  # CreateContainer's flag, by container id
         self.cgroup_stats = agent_pb2.CgroupStats()
         self.oom_events: asyncio.Queue[str] = asyncio.Queue()
         self.interfaces: list[types_pb2.Interface] = []
@@ -76,12 +77,18 @@ class FakeAgentClient(AgentClient):
 
     # containers -----------------------------------------------------------------------
     async def create_container(
-        self, cid: str, oci: oci_pb2.Spec, storages: Sequence[agent_pb2.Storage] = ()
+        self,
+        cid: str,
+        oci: oci_pb2.Spec,
+        storages: Sequence[agent_pb2.Storage] = (),
+        *,
+        sandbox_pidns: bool = False,
     ) -> None:
         self._enter("create_container", cid)
         if cid in self.specs:
             raise errors.AlreadyExists(f"container {cid} exists")
         self.specs[cid] = oci
+        self.sandbox_pidns[cid] = sandbox_pidns
         self.process_exit(cid, cid)
 
     async def start(self, cid: str) -> None:

@@ -119,17 +119,28 @@ def test_in_a_vm_create_sets_the_hostname_and_mounts_the_pods_shm(
 
     monkeypatch.setattr(storage.Storages, "_mount", fake_mount)
     monkeypatch.setattr(storage, "unmount", lambda path: None)
+    from kata_shim.guest import podns
+
+    pinned: list[tuple[Path, str]] = []
+    monkeypatch.setattr(podns, "_in_fresh_thread", lambda d, name: pinned.append((d, name)))
+    monkeypatch.setattr(podns, "unmount", lambda path: None)
 
     async def main() -> None:
         sandbox = GuestSandbox(tmp_path, reaper=None, in_vm=True)  # type: ignore[arg-type]
         await sandbox.create("guest-sb1", [], "pod-host")
         assert names == ["pod-host"]
+        assert pinned == [(tmp_path / "ns", "pod-host")]  # the pod's IPC/UTS namespaces
+        assert sandbox.namespaces.paths == {
+            "ipc": str(tmp_path / "ns" / "ipc"),
+            "uts": str(tmp_path / "ns" / "uts"),
+        }
         assert sandbox.shm == str(tmp_path / "shm")
         assert [(s.driver, s.mount_point) for s in mounted] == [("ephemeral", sandbox.shm)]
         assert "mode=1777" in mounted[0].options and "size=65536k" in mounted[0].options
         assert sandbox.storages.owned_by("") == [tmp_path / "shm"]
         sandbox.destroy()
         assert sandbox.shm is None and sandbox.storages.owned_by("") == []
+        assert sandbox.namespaces.paths == {}
 
     run(main())
 

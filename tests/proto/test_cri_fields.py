@@ -7,6 +7,9 @@ go.mod), checked on 2026-12-05 by compiling upstream
 pkg/apis/runtime/v1/api.proto and comparing descriptors (51 messages + 19 map entries,
 173 fields, 0 differences). Later cri-api versions keep every number; 1.37 made
 KeyValue.value `bytes`, which has the same wire format as `string`.
+ContainerConfig.linux (15), LinuxContainerConfig.security_context (2) and
+LinuxContainerSecurityContext.namespace_options (3) were checked against upstream
+api.proto on 2026-12-06 (the tests set a container's PID namespace mode).
 Both ways: every field we define is in the table, every table entry is defined.
 """
 
@@ -147,7 +150,10 @@ FIELDS = {
         "stdin": (12, "bool"),
         "stdin_once": (13, "bool"),
         "tty": (14, "bool"),
+        "linux": (15, "LinuxContainerConfig"),
     },
+    "LinuxContainerConfig": {"security_context": (2, "LinuxContainerSecurityContext")},
+    "LinuxContainerSecurityContext": {"namespace_options": (3, "NamespaceOption")},
     "CreateContainerRequest": {
         "pod_sandbox_id": (1, "string"),
         "config": (2, "ContainerConfig"),

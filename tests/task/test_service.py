@@ -39,7 +39,9 @@ async def test_create_boots_a_sandbox_and_creates_the_container_in_the_agent() -
         assert agent.names()[:2] == ["CreateSandbox", "CreateContainer"]
         spec = agent.containers["c1"].spec
         assert spec.Root.Path == f"{GUEST_SHARE}/c1/rootfs"
-        assert [ns.Type for ns in spec.Linux.Namespaces] == ["pid"]  # network left to the VM
+        # pid: the agent's choice (sandbox_pidns); network: left to the VM
+        assert [ns.Type for ns in spec.Linux.Namespaces] == []
+        assert not agent.containers["c1"].sandbox_pidns
         assert spec.Linux.CgroupsPath == ""
         assert sandbox.shared["c1/rootfs"] == h.root / "bundles" / "c1" / "rootfs"
         (event,) = h.publisher.of("/tasks/create")

@@ -23,6 +23,7 @@ from kata_shim.task.spec import (
     load_bundle_spec,
     placement,
     pod_network,
+    sandbox_pidns,
 )
 
 pytestmark = pytest.mark.timeout(10)
@@ -95,12 +96,34 @@ def test_agent_spec_is_constrained_for_a_guest() -> None:
     }
     message = agent_spec(spec, "/guest/c1/rootfs")
     assert (message.Root.Path, message.Root.Readonly) == ("/guest/c1/rootfs", True)
-    assert [(n.Type, n.Path) for n in message.Linux.Namespaces] == [("pid", ""), ("mount", "")]
+    # pid: removed, the agent decides (sandbox_pidns); network/cgroup: the sandbox's
+    assert [(n.Type, n.Path) for n in message.Linux.Namespaces] == [("mount", "")]
     assert message.Linux.CgroupsPath == ""
     assert not message.HasField("Hooks")
     assert list(message.Process.Args) == ["sh"] and message.Process.Terminal
     assert dict(message.Annotations) == {"a": "b"}
     assert spec["root"]["path"] == "rootfs"  # the caller's dict is untouched
+    # the local agent (no VM) gets the pid entry as the spec has it, path emptied
+    local = agent_spec(spec, "/c1/rootfs", vm=False)
+    assert [(n.Type, n.Path) for n in local.Linux.Namespaces] == [("pid", ""), ("mount", "")]
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "shared"),
+    [
+        # containerd's CRI, namespace_options.pid = POD: the pause container's pid ns path
+        ([{"type": "pid", "path": "/proc/4242/ns/pid"}, {"type": "ipc"}], True),
+        # pid = CONTAINER (and the pause container itself): an entry without a path
+        ([{"type": "pid"}, {"type": "ipc", "path": "/proc/4242/ns/ipc"}], False),
+        ([{"type": "ipc"}], False),  # pid = NODE: no entry (a new one in the guest)
+        ([], False),
+    ],
+)
+def test_sandbox_pidns_is_a_pid_namespace_path(
+    namespaces: list[dict[str, str]], shared: bool
+) -> None:
+    assert sandbox_pidns({"linux": {"namespaces": namespaces}}) is shared
+    assert sandbox_pidns({}) is False
 
 
 def test_exec_process_and_resources_payloads() -> None:
