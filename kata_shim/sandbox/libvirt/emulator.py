@@ -79,6 +79,8 @@ def install_wrapper(qemu: str, directory: Path = WRAPPER_DIR) -> Path:
     path = directory / f"qemu-jail-{digest}"
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     _check_dir(directory)
+    if directory.stat().st_mode & 0o755 != 0o755:  # a umask: libvirt's probe runs unprivileged
+        directory.chmod(0o755)
     try:
         if path.read_text() == text:
             return path

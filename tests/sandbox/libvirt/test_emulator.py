@@ -39,6 +39,15 @@ def test_the_wrapper_execs_qemu_under_the_jail_and_is_written_once(tmp_path: Pat
     assert done.returncode == 0 and b"QEMU emulator version" in done.stdout, done.stderr
 
 
+def test_the_wrapper_dir_is_traversable_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        path = emulator.install_wrapper(QEMU, tmp_path / "emulators")
+    finally:
+        os.umask(old)
+    assert path.parent.stat().st_mode & 0o777 == 0o755 and path.stat().st_mode & 0o777 == 0o755
+
+
 def test_a_wrapper_dir_others_can_write_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "emulators"
     directory.mkdir(mode=0o777)
