@@ -5,8 +5,9 @@ under a directly started QEMU (no setuid/setgid mode, no device node through
 the 9p server) must come from the emulator libvirt runs. `install_wrapper`
 writes a small shell script that execs `<python> -I -c <ENTRY> <qemu> "$@"`
 (ENTRY calls `main`; not `-m`, since importing this package imports this
-module first); `main` then runs the jail in-process, which loads the filter and execs QEMU with
-libvirt's arguments (exec keeps the pid libvirt reads from QEMU's pidfile).
+module first). `main` runs the jail in-process: it loads the filter and execs
+QEMU with libvirt's arguments (exec keeps the pid that libvirt reads from
+QEMU's pidfile).
 
 * The script is named after a hash of its content and written only when
   missing, so its ctime stays put and libvirt's capability cache (keyed by
@@ -133,7 +134,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"kata-shim emulator: {JAIL_ENV} must be a JSON list of strings, got {raw!r}")
     prefix = drop_prefix(Path("/proc/self/status").read_text())
     jail.main([*options, "--", *prefix, *args])
-
-
-if __name__ == "__main__":
-    main()
