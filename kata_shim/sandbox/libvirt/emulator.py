@@ -19,8 +19,8 @@ QEMU's pidfile).
   jail through libvirt's `<qemu:env>`; they go before the jail's `--`.
 * libvirt adds its own `-sandbox` (qemu.conf `seccomp_sandbox`, on by
   default), which stacks on the jail's filter. But with the domain's static
-  root label libvirt leaves QEMU almost every capability
-  (`clear_emulator_capabilities` does not clear them for uid 0). So when the
+  root label libvirt 9.0 left QEMU almost every capability (measured, with
+  `clear_emulator_capabilities` on). So when the
   wrapper runs with CAP_SETPCAP and a wider bounding set than
   confine.QEMU_CAPS, the jail execs QEMU through `setpriv` exactly as the
   QEMU backend does (confine.py): only QEMU_CAPS, no_new_privs. Unprivileged
