@@ -6,8 +6,8 @@ to a host file at any moment. Everything here therefore works on fds:
 `walk` opens one component at a time with O_NOFOLLOW (what
 openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) does in one call, which
 openEuler's 5.10 kernels have but Python's os module does not expose),
-`mount_id` reads the fd's mount ID, and `bind`, `remount` and `detach`
-act on `/proc/self/fd/<n>`, the exact object an fd holds — never on a
+`mount_id` reads the fd's mount ID, and `bind`, `remount`, `make_private`,
+`move` and `detach` act on `/proc/self/fd/<n>`, the exact object an fd holds — never on a
 path string the guest could have altered since it was checked.
 mount(2)/umount2(2) come from libc through ctypes (not in the os module).
 """
@@ -29,7 +29,9 @@ __all__ = [
     "check_component",
     "detach",
     "fd_path",
+    "make_private",
     "mount_id",
+    "move",
     "opened",
     "remount",
     "walk",
@@ -40,6 +42,8 @@ MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
@@ -113,6 +117,22 @@ def remount(fd: int, flags: int) -> None:
     """Remount the bind mount whose root `fd` holds with `flags` (MS_RDONLY, MS_NOSUID, ...)."""
     target = fd_path(fd).encode()
     _check(_libc().mount(None, target, None, MS_REMOUNT | MS_BIND | flags, None), "remount")
+
+
+def make_private(fd: int) -> None:
+    """Make the mount whose root `fd` holds private: nothing mounted below it propagates."""
+    target = fd_path(fd).encode()
+    _check(_libc().mount(None, target, None, MS_PRIVATE, None), "make private")
+
+
+def move(source_fd: int, target_fd: int) -> None:
+    """Move the mount whose root `source_fd` holds onto what `target_fd` holds (MS_MOVE).
+
+    The mount keeps its ID and flags; where the target's mount is shared, the
+    copies propagated to its peers and slaves carry the same flags.
+    """
+    source, target = fd_path(source_fd).encode(), fd_path(target_fd).encode()
+    _check(_libc().mount(source, target, None, MS_MOVE, None), "move mount")
 
 
 def detach(fd: int) -> None:

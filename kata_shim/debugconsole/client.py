@@ -55,8 +55,8 @@ def console_socket(state_root: Path, sandbox_id: str) -> Path:
         return path
     if (directory / "vm").is_dir():
         raise ConsoleError(
-            f"sandbox {sandbox_id} runs on the libvirt backend, which has no debug console "
-            "(use the qemu backend for debugging)"
+            f"sandbox {sandbox_id} runs on the libvirt backend without a debug console (set "
+            "debug_console_enabled = true in [hypervisor.libvirt] and recreate the pod)"
         )
     if not (directory / "qmp.sock").exists():
         raise ConsoleError(

@@ -8,9 +8,16 @@ ground for the host (docs/security.md):
 * every path below the share root is resolved with kata_shim.fdpath (one
   O_NOFOLLOW component at a time), and mounts are made and removed through
   the fds found that way: a guest-planted symlink is refused, never followed;
-* a read-only share is read-only on the host side (bind, then
-  `remount,bind,ro`), so neither guest root nor the 9p server can write its
-  source; every share is also `nosuid,nodev` on the host;
+* a read-only share is read-only on the host side, so neither guest root nor
+  the 9p server can write its source; every share is also `nosuid,nodev` on
+  the host. The flags are set before the mount is visible in the share: the
+  source is bound at a private staging point outside the share
+  (`<state>/shared-staging/<tmp>/src`, never exported), remounted
+  `bind,ro,nosuid,nodev` there, then moved into place (MS_MOVE keeps the
+  flags, and the copies a shared share dir propagates to other mount
+  namespaces, such as libvirt's QEMU's, carry them too). This works on every
+  kernel (openEuler's 5.10 has no mount_setattr). The staging mount is made
+  private so the move is allowed, and it is detached and removed on every path;
 * a file is bound onto an empty file, a directory onto an empty directory;
   `unshare` detaches a container's binds by mount ID and removes its
   directory without following links or crossing into a mount, idempotently.
@@ -22,6 +29,8 @@ import contextlib
 import os
 import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from kata_shim import fdpath, mounts
@@ -32,6 +41,7 @@ __all__ = ["GUEST_SHARED", "SharedDir", "run_mount"]
 GUEST_SHARED = "/run/kata-containers/shared/containers"
 MOUNT_TIMEOUT = 30.0
 HOST_FLAGS = fdpath.MS_NOSUID | fdpath.MS_NODEV
+STAGED = "src"
 
 
 async def run_mount(argv: list[str], timeout: float = MOUNT_TIMEOUT) -> None:
@@ -62,11 +72,67 @@ def _make_file(parent_fd: int, name: str) -> int:
     return fdpath.walk(parent_fd, [name])
 
 
+def _open_dir(path: Path) -> int:
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+@contextlib.contextmanager
+def _staging_step(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise ShimError(f"share staging: cannot {what}: {exc}") from exc
+
+
+def _private_mount(point: Path) -> int:
+    """Bind `point` (the host's own directory) onto itself, private; an fd of that mount."""
+    with fdpath.opened(_open_dir(point)) as point_fd:
+        fdpath.bind(point_fd, point_fd)
+        stage_fd = _open_dir(point)  # the new mount's root
+        if fdpath.mount_id(stage_fd) == fdpath.mount_id(point_fd):
+            os.close(stage_fd)  # never detach what holds the state dir
+            raise OSError(5, f"{point} is not the new mount")
+        try:
+            fdpath.make_private(stage_fd)  # MS_MOVE refuses to move out of a shared mount
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fdpath.detach(stage_fd)
+            os.close(stage_fd)
+            raise
+    return stage_fd
+
+
+def _bind_staged(stage_fd: int, source_fd: int, is_dir: bool, flags: int) -> int:
+    """Bind the source at `<stage>/src`, remount it with `flags`; an fd of the bind's root."""
+    with fdpath.opened((_make_dir if is_dir else _make_file)(stage_fd, STAGED)) as target_fd:
+        fdpath.bind(source_fd, target_fd)
+    mounted_fd = fdpath.walk(stage_fd, [STAGED])
+    try:
+        if fdpath.mount_id(mounted_fd) == fdpath.mount_id(stage_fd):
+            raise OSError(5, "the staged bind is not a new mount")
+        fdpath.remount(mounted_fd, flags)
+    except BaseException:
+        os.close(mounted_fd)
+        raise
+    return mounted_fd
+
+
+def _remove_staging_point(point: Path, is_dir: bool) -> None:
+    """Remove `<point>/src` and `<point>`, never recursively: a leftover mount makes this fail."""
+    with contextlib.suppress(FileNotFoundError):
+        if is_dir:
+            os.rmdir(point / STAGED)
+        else:
+            os.unlink(point / STAGED)
+    os.rmdir(point)
+
+
 class SharedDir:
     """One sandbox's 9p-exported directory on the host."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.staging = root.with_name(f"{root.name}-staging")  # in the state dir, not exported
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -94,26 +160,43 @@ class SharedDir:
                 raise _refused(f"{container_id}/{name}", exc) from None
         return f"{GUEST_SHARED}/{container_id}/{name}"
 
-    @staticmethod
     def _bind(
-        root_fd: int, cid: str, name: str, source_fd: int, is_dir: bool, readonly: bool
+        self, root_fd: int, cid: str, name: str, source_fd: int, is_dir: bool, readonly: bool
     ) -> None:
+        flags = HOST_FLAGS | (fdpath.MS_RDONLY if readonly else 0)
         with fdpath.opened(_make_dir(root_fd, cid)) as parent_fd:
             make = _make_dir if is_dir else _make_file
             with fdpath.opened(make(parent_fd, name)) as target_fd:
                 if fdpath.mount_id(target_fd) != fdpath.mount_id(parent_fd):
                     return  # already shared: no second mount on top
-                fdpath.bind(source_fd, target_fd)
-            # the name now leads to the new mount's root; the old fd still holds the dir below
-            with fdpath.opened(fdpath.walk(parent_fd, [name])) as mounted_fd:
-                if fdpath.mount_id(mounted_fd) == fdpath.mount_id(parent_fd):
-                    raise OSError(5, f"{name} is not the new mount")
-                flags = HOST_FLAGS | (fdpath.MS_RDONLY if readonly else 0)
+                with self._staged(source_fd, is_dir, flags) as staged_fd:
+                    fdpath.move(staged_fd, target_fd)
+
+    @contextlib.contextmanager
+    def _staged(self, source_fd: int, is_dir: bool, flags: int) -> Iterator[int]:
+        """An fd of `source_fd` bound with `flags` at a private point outside the share.
+
+        On exit the staging mount is detached (with the bind below it, unless
+        that was moved away) and its directory removed, whatever happened.
+        """
+        with _staging_step("create a staging point"):
+            self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+            point = Path(tempfile.mkdtemp(dir=self.staging))
+        try:
+            with _staging_step(f"mount {point}"):
+                stage_fd = _private_mount(point)
+            with fdpath.opened(stage_fd):
                 try:
-                    fdpath.remount(mounted_fd, flags)
-                except OSError:
-                    fdpath.detach(mounted_fd)
-                    raise
+                    with _staging_step(f"bind the source at {point}"):
+                        staged_fd = _bind_staged(stage_fd, source_fd, is_dir, flags)
+                    with fdpath.opened(staged_fd):
+                        yield staged_fd
+                finally:
+                    with _staging_step(f"unmount {point}"):
+                        fdpath.detach(stage_fd)
+        finally:
+            with _staging_step(f"remove {point}"):
+                _remove_staging_point(point, is_dir)
 
     async def unshare(self, container_id: str) -> None:
         """Unmount and remove everything shared for `container_id` (idempotent)."""

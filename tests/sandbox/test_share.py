@@ -1,14 +1,19 @@
-"""SharedDir: real bind mounts of directories and files into a share, undone idempotently."""
+"""SharedDir: real bind mounts into a share, flagged before they show, undone idempotently."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kata_shim import mounts
-from kata_shim.errors import FailedPrecondition, InvalidArgument
+from kata_shim import fdpath, mounts
+from kata_shim.errors import FailedPrecondition, InvalidArgument, ShimError
 from kata_shim.sandbox.share import GUEST_SHARED, SharedDir
 
 
@@ -171,3 +176,160 @@ def test_a_renamed_container_dir_is_unmounted_by_mount_id_not_by_path(tmp_path: 
     _assert_untouched(decoy, files)
     assert (volume / "data").read_text() == "volume data"
     assert list(shared.root.iterdir()) == []
+
+
+def _mounts_under(base: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> dict[Path, set]:
+    """mount point → its per-mount options, for every mount at or below `base`."""
+    found = {}
+    for line in mountinfo.read_text().splitlines():
+        fields = line.split()
+        point = Path(fields[4].replace("\\040", " "))
+        if point == base or base in point.parents:
+            found[point] = set(fields[5].split(","))
+    return found
+
+
+@pytest.mark.parametrize("readonly", [True, False], ids=["ro", "rw"])
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_a_share_never_appears_in_the_share_without_its_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readonly: bool, kind: str
+) -> None:
+    """After every mount call the shim makes, each mount below the share already has its flags.
+
+    A bind straight into the share, remounted `ro` afterwards, leaves a window
+    in which the guest (through the 9p server) can write the host source.
+    """
+    source = tmp_path / "vol"
+    source.mkdir() if kind == "dir" else source.write_text("x")
+    shared = SharedDir(tmp_path / "state" / "shared")
+    shared.create()
+    wanted = {"ro" if readonly else "rw", "nosuid", "nodev"}
+    seen: list[tuple[str, dict[Path, set]]] = []
+
+    def spy(name: str):
+        real = getattr(fdpath, name)
+
+        def call(*args: int) -> None:
+            real(*args)
+            seen.append((name, _mounts_under(shared.root)))
+
+        return call
+
+    for name in ("bind", "remount", "make_private", "move", "detach"):
+        if hasattr(fdpath, name):
+            monkeypatch.setattr(fdpath, name, spy(name))
+    try:
+        asyncio.run(shared.share("c1", "mount-0", source, readonly=readonly))
+        monkeypatch.undo()
+        for name, below in seen:
+            for point, options in below.items():
+                assert wanted <= options, f"after {name}: {point} is mounted {options}"
+        calls = [name for name, _ in seen]
+        assert calls == ["bind", "make_private", "bind", "remount", "move", "detach"]
+        assert wanted <= _options(shared.root / "c1" / "mount-0")
+        assert list(shared.staging.iterdir()) == []  # staging point removed
+        assert _mounts_under(tmp_path).keys() == {shared.root / "c1" / "mount-0"}
+    finally:
+        monkeypatch.undo()
+        asyncio.run(shared.unshare_all())
+    assert _mounts_under(tmp_path) == {}
+
+
+@pytest.mark.parametrize("failing", ["make_private", "remount", "move"])
+def test_a_failure_while_staging_leaves_nothing_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    (volume / "orig.txt").write_text("original")
+    shared = SharedDir(tmp_path / "state" / "shared")
+    shared.create()
+
+    def fail(*args: int) -> None:
+        raise OSError(errno.EIO, f"injected {failing} failure")
+
+    monkeypatch.setattr(fdpath, failing, fail)
+    with pytest.raises(ShimError, match=f"injected {failing} failure"):
+        asyncio.run(shared.share("c1", "mount-0", volume, readonly=True))
+    monkeypatch.undo()
+    assert _mounts_under(tmp_path) == {}
+    assert list(shared.staging.iterdir()) == []
+    # the share is usable afterwards: the same target is shared for real
+    asyncio.run(shared.share("c1", "mount-0", volume, readonly=True))
+    try:
+        assert (shared.root / "c1" / "mount-0" / "orig.txt").read_text() == "original"
+        assert "ro" in _options(shared.root / "c1" / "mount-0")
+    finally:
+        asyncio.run(shared.unshare_all())
+    assert _mounts_under(tmp_path) == {}
+
+
+def _run_mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def shared_state_dir(tmp_path: Path) -> Iterator[Path]:
+    """`tmp_path` as a shared mount, as / and /run are on a systemd host; its `state` dir.
+
+    The volume's mount is shared too, so the staged bind is a shared mount
+    moved under a shared one.
+    """
+    _run_mount("--bind", str(tmp_path), str(tmp_path))
+    try:
+        _run_mount("--make-shared", str(tmp_path))
+        (tmp_path / "state").mkdir()
+        yield tmp_path / "state"
+    finally:
+        mounts.unmount_all_under(tmp_path)
+
+
+@pytest.fixture
+def slave_namespace() -> Iterator[int]:
+    """A process in a new mount namespace whose mounts are slaves of ours (as libvirt's QEMU's)."""
+    child = subprocess.Popen(["unshare", "-m", "--propagation", "slave", "--", "sleep", "600"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/comm").read_text().strip() != "sleep":
+            assert time.monotonic() < deadline, "unshare did not exec sleep"
+            time.sleep(0.02)
+        assert os.readlink(f"/proc/{child.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_copy_propagated_to_a_slave_namespace_is_read_only_too(
+    tmp_path: Path, shared_state_dir: Path, slave_namespace: int
+) -> None:
+    """A file server in another mount namespace (libvirt's QEMU, virtiofsd) gets a `ro` copy.
+
+    A `remount,ro` after the bind changes only this namespace's mount; the
+    copy the shared share dir propagated at bind time would stay writable.
+    """
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    (volume / "orig.txt").write_text("original")
+    shared = SharedDir(shared_state_dir / "shared")
+    shared.create()
+    child_info = Path(f"/proc/{slave_namespace}/mountinfo")
+    ro, rw = shared.root / "c1" / "mount-0", shared.root / "c1" / "mount-1"
+    try:
+        asyncio.run(shared.share("c1", "mount-0", volume, readonly=True))
+        asyncio.run(shared.share("c1", "mount-1", volume))
+        below = _mounts_under(shared_state_dir, child_info)
+        print("in the slave namespace:", below)
+        assert {"ro", "nosuid", "nodev"} <= below[ro]
+        assert {"rw", "nosuid", "nodev"} <= below[rw]
+        # nothing of the staging is left there either: only the two shares
+        assert below.keys() == {ro, rw}
+        with pytest.raises(OSError, match="Read-only file system"):
+            Path(f"/proc/{slave_namespace}/root{ro}/orig.txt").write_text("pwned")
+        Path(f"/proc/{slave_namespace}/root{rw}/new.txt").write_text("ok")
+    finally:
+        asyncio.run(shared.unshare_all())
+    assert (volume / "orig.txt").read_text() == "original"
+    assert (volume / "new.txt").read_text() == "ok"
+    assert _mounts_under(shared.root, child_info) == {}  # the unmounts propagated too
+    assert _mounts_under(shared.root) == {}

@@ -1,7 +1,11 @@
 """LibvirtSandbox: the same sandbox contract as QEMU, through a transient libvirt domain.
 
-The domain's QEMU runs as root (static DAC label, see domain.py); sockets and
-the console live in `<state>/vm/`, the 9p share is `<state>/shared/`.
+The domain's QEMU runs as root (static DAC label, see domain.py) under our
+jail: the domain's `<emulator>` is the wrapper emulator.py installs, and
+`jail_options` (empty unless a caller sets them) reach that sandbox's jail.
+Sockets and the console live in `<state>/vm/` (the debug console's socket,
+when enabled, in `<state>/console.sock` as for the QEMU backend), the 9p
+share is `<state>/shared/`.
 libvirt-python calls block,
 so they run in the default executor. The domain's end (guest poweroff, crash,
 QEMU killed) is detected by polling `isActive` and resolves `wait`.
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kata_shim import mounts
+from kata_shim.debugconsole import CONSOLE_SOCKET
 from kata_shim.errors import FailedPrecondition, ShimError, Unavailable
 from kata_shim.image.rootfs import loader_for
 from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
@@ -33,6 +38,7 @@ from kata_shim.sandbox.diagnostics import (
 )
 from kata_shim.sandbox.dial import UnixAddress
 from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
+from kata_shim.sandbox.libvirt.emulator import install_wrapper
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel
 from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, kernel_command_line
@@ -67,6 +73,7 @@ class LibvirtSandbox(Sandbox):
         self.vm_dir = spec.state_dir / "vm"
         self.share_dir = spec.state_dir / "shared"
         self.name = f"kata-shim-{spec.sandbox_id}"
+        self.jail_options: tuple[str, ...] = ()  # extra options for this domain's QEMU jail
         self._conn: Any = None
         self._domain: Any = None
         self._pid = 0
@@ -91,12 +98,13 @@ class LibvirtSandbox(Sandbox):
         await run_mount(["mount", "--bind", str(self.share_dir), str(self.share_dir)])
         await run_mount(["mount", "--make-shared", str(self.share_dir)])
 
-    def _domain_spec(self, accel: str) -> DomainSpec:
-        cmdline = kernel_command_line(self.config, accel, tsc_khz=0)
+    def _domain_spec(self, accel: str, emulator: Path) -> DomainSpec:
+        debug_console = self.config.debug_console_enabled
+        cmdline = kernel_command_line(self.config, accel, tsc_khz=0, debug_console=debug_console)
         share = self.share_dir if self.config.shared_fs == "virtio-9p" else None
         return DomainSpec(
             name=self.name,
-            emulator=self.config.path,
+            emulator=str(emulator),
             kernel=self.config.kernel,
             initrd=self.config.initrd or str(loader_for(self.config.image)),
             cmdline=cmdline,
@@ -110,6 +118,8 @@ class LibvirtSandbox(Sandbox):
             image=self.config.image,
             tb_size_mb=self.config.tcg_tb_size_mb,
             free_page_reporting=self.config.enable_balloon_free_page_reporting,
+            console_socket=self.spec.state_dir / CONSOLE_SOCKET if debug_console else None,
+            jail_options=self.jail_options,
         )
 
     async def start(self) -> None:
@@ -148,7 +158,8 @@ class LibvirtSandbox(Sandbox):
         await self._open()
         await self._prepare_dirs()
         accel = choose_accel(self.config.accel)
-        await self._create_domain(domain_xml(self._domain_spec(accel)))
+        emulator = install_wrapper(self.config.path)
+        await self._create_domain(domain_xml(self._domain_spec(accel, emulator)))
         self._pid = _read_pid(Path(f"/run/libvirt/qemu/{self.name}.pid"))
         self._ended = asyncio.ensure_future(self._watch())
         try:

@@ -2,20 +2,30 @@
 
 Direct kernel boot with `<acpi/>` (without it the guest's poweroff only halts
 and the domain stays running), destroy on poweroff/reboot/crash, the serial
-console to a file, the agent channel as a virtio-serial port bound to a unix
-socket, and the share directory as 9p. QEMU runs with a static DAC label of
-root (as our direct QEMU backend does): as libvirt's default libvirt-qemu user
-it could only use accessmode='squash', under which runc in the guest cannot
-prepare a container rootfs it does not own.
+console to a file, the agent channel (and, with debug_console_enabled, the
+debug console's `console.0`) as virtio-serial ports bound to unix sockets,
+and the share directory as 9p.
+QEMU runs with a static DAC label of root (as our direct QEMU backend does):
+as libvirt's default libvirt-qemu user it could only use accessmode='squash',
+under which runc in the guest cannot prepare a container rootfs it does not
+own. `accessmode='passthrough'` with a root server is safe only because of
+what confines it (docs/security.md): `<emulator>` is our jail wrapper
+(emulator.py: no setuid/setgid mode, no device node through 9p), libvirt
+clears QEMU's capabilities and adds its `-sandbox`, and the share's host
+mounts are `ro`/`nosuid,nodev`. Extra jail options for this domain go in
+`<qemu:env>` (emulator.JAIL_ENV).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from kata_shim.debugconsole import CONSOLE_PORT
 from kata_shim.sandbox.libvirt import devices
+from kata_shim.sandbox.libvirt.emulator import JAIL_ENV
 
 __all__ = ["DomainSpec", "domain_xml"]
 
@@ -37,6 +47,8 @@ class DomainSpec:
     image: str = ""  # the shared read-only root image (issue 17; libvirt/devices.py)
     tb_size_mb: int = 0
     free_page_reporting: bool = False
+    console_socket: Path | None = None  # the debug console's host end (debug_console_enabled)
+    jail_options: tuple[str, ...] = ()  # for the emulator wrapper's jail (emulator.JAIL_ENV)
 
 
 def _share_xml(share: Path | None) -> str:
@@ -50,18 +62,41 @@ def _share_xml(share: Path | None) -> str:
     )
 
 
+def _channel_xml(path: Path, name: str) -> str:
+    return (
+        "    <channel type='unix'>\n"
+        f"      <source mode='bind' path={quoteattr(str(path))}/>\n"
+        f"      <target type='virtio' name={quoteattr(name)}/>\n"
+        "    </channel>\n"
+    )
+
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+AGENT_CHANNEL = "agent.channel.0"
+
+
+def _qemu_env_xml(options: tuple[str, ...]) -> str:
+    if not options:
+        return ""
+    value = quoteattr(json.dumps(list(options)))
+    return (
+        "  <qemu:commandline>\n"
+        f"    <qemu:env name={quoteattr(JAIL_ENV)} value={value}/>\n"
+        "  </qemu:commandline>\n"
+    )
+
+
 def _devices_xml(spec: DomainSpec) -> str:
+    channels = _channel_xml(spec.agent_socket, AGENT_CHANNEL)
+    if spec.console_socket is not None:
+        channels += _channel_xml(spec.console_socket, CONSOLE_PORT)
     return f"""  <devices>
     <emulator>{escape(spec.emulator)}</emulator>
     <serial type='file'>
       <source path={quoteattr(str(spec.console))}/>
       <target port='0'/>
     </serial>
-    <channel type='unix'>
-      <source mode='bind' path={quoteattr(str(spec.agent_socket))}/>
-      <target type='virtio' name='agent.channel.0'/>
-    </channel>
-{_share_xml(spec.share)}{devices.root_disk(spec.image)}    <rng model='virtio'>
+{channels}{_share_xml(spec.share)}{devices.root_disk(spec.image)}    <rng model='virtio'>
       <backend model='random'>/dev/urandom</backend>
     </rng>
     <controller type='usb' model='none'/>
@@ -70,7 +105,8 @@ def _devices_xml(spec: DomainSpec) -> str:
 
 
 def domain_xml(spec: DomainSpec) -> str:
-    return f"""<domain type={quoteattr(spec.domain_type)}>
+    namespace = f" xmlns:qemu={quoteattr(QEMU_NS)}" if spec.jail_options else ""
+    return f"""<domain type={quoteattr(spec.domain_type)}{namespace}>
   <name>{escape(spec.name)}</name>
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>{spec.vcpus}</vcpu>
@@ -89,5 +125,5 @@ def domain_xml(spec: DomainSpec) -> str:
   <seclabel type='static' model='dac' relabel='no'>
     <label>+0:+0</label>
   </seclabel>
-{_devices_xml(spec)}</domain>
+{_devices_xml(spec)}{_qemu_env_xml(spec.jail_options)}</domain>
 """
