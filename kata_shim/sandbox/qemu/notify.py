@@ -13,6 +13,7 @@ the running kernel reports, so only their common prefix is read here.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -67,6 +68,8 @@ class Call:
 def libseccomp() -> ctypes.CDLL:
     """libseccomp.so.2 with the prototypes used here (CDLL: the GIL is released in calls)."""
     lib = ctypes.CDLL("libseccomp.so.2")
+    if not hasattr(lib, "seccomp_notify_fd"):  # added in libseccomp 2.5
+        raise OSError(errno.ENOSYS, "libseccomp.so.2 has no user-notification API (< 2.5)")
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_arch_native.restype = ctypes.c_uint32
     lib.seccomp_notify_alloc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]

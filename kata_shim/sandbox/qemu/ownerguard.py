@@ -19,6 +19,7 @@ every later chown of QEMU with ENOSYS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -26,7 +27,7 @@ import select
 import socket
 import threading
 
-from kata_shim.errors import Unavailable
+from kata_shim.errors import FailedPrecondition, Unavailable
 from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.qemu.notify import Call, Listener, libseccomp, native_arch
 
@@ -93,7 +94,12 @@ class OwnerGuard:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.policy = OwnerPolicy()
+        try:
+            self.policy = OwnerPolicy()
+        except OSError as exc:
+            raise FailedPrecondition(
+                f"QEMU's owner guard needs libseccomp ({exc}); install libseccomp2 (>= 2.5)"
+            ) from exc
         self.refused = 0
         self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener: Listener | None = None
@@ -176,6 +182,9 @@ class OwnerGuard:
             listener.respond(call.id, refusal)
         except OSError as exc:  # the caller died or was interrupted meanwhile
             log.debug("sandbox %s: owner guard: %s", self.name, exc)
+            if refusal is None:  # or a kernel without CONTINUE (< 5.5): never leave it hanging
+                with contextlib.suppress(OSError):
+                    listener.respond(call.id, errno.EPERM)
         return True
 
     def _note_refusal(self, call: Call) -> None:
