@@ -8,8 +8,13 @@ file on a volume shared from the host (`dd`, 1 MiB blocks, fsync on write;
               side of the share nosuid,nodev;
   unconfined  the settings before it: no jail/setpriv, no `-sandbox`, the
               share's host side without nosuid,nodev.
-Prints JSON: MB/s per mode and direction (median over --runs), and the ratio.
-Run: `.venv/bin/python bench/share_io.py [--image DIR] [--mib 256] [--runs 1]`.
+Then `chmod -R` and `chown -R 1000:1000` over --files files in one directory
+of the volume: each is one 9p call per file, but only a chown is answered by
+the shim's owner guard (a seccomp user notification, qemu/ownerguard.py), so
+the confined chown-vs-chmod gap is the guard's cost.
+Prints JSON: MB/s per mode and direction, chmod/chown files per second
+(median over --runs), and the ratios.
+Run: `.venv/bin/python bench/share_io.py [--image DIR] [--mib 256] [--files 2000] [--runs 1]`.
 """
 
 from __future__ import annotations
@@ -31,9 +36,13 @@ from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox import share
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
+from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.qemu import cmdline
 
-_TIMES = re.compile(rb"t ([\d.]+) ([\d.]+) ([\d.]+)")
+_TIMES = re.compile(rb"t ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)")
+_MAKE_FILES = (
+    "mkdir /data/d && cd /data/d && i=0; while [ $i -lt {n} ]; do : > f$i; i=$((i+1)); done"
+)
 
 
 def _unconfined() -> None:
@@ -49,7 +58,7 @@ async def _read(agent: AgentServiceClient, cid: str) -> bytes:
     return bytes(out)
 
 
-async def run_once(table: dict[str, Any], mib: int) -> list[float]:
+async def run_once(table: dict[str, Any], mib: int, files: int) -> list[float]:
     state = Path(tempfile.mkdtemp(prefix="ks-bench-io-", dir="/tmp"))
     volume = Path(tempfile.mkdtemp(prefix="ks-bench-vol-", dir="/var/tmp"))
     sandbox = create_sandbox(
@@ -60,6 +69,7 @@ async def run_once(table: dict[str, Any], mib: int) -> list[float]:
             agent=AgentConfig(dial_timeout=120),
         )
     )
+    sandbox.allow_owners(Owners(frozenset({1000}), frozenset({1000})))
     try:
         await sandbox.start()
         client = await sandbox.connect_agent()
@@ -68,7 +78,9 @@ async def run_once(table: dict[str, Any], mib: int) -> list[float]:
         script = (
             f"a={now}; dd if=/dev/zero of=/data/f bs=1048576 count={mib} conv=fsync 2>/dev/null; "
             f"b={now}; dd if=/data/f of=/dev/null bs=1048576 2>/dev/null; "
-            f'c={now}; rm /data/f; echo "t $a $b $c"'
+            f"c={now}; rm /data/f; {_MAKE_FILES.format(n=files)}; "
+            f"d={now}; chmod -R 755 /data/d; e={now}; chown -R 1000:1000 /data/d; f={now}; "
+            f'rm -rf /data/d; echo "t $a $b $c $d $e $f"'
         )
         spec = container_spec(["/bin/sh", "-c", script])
         spec["root"] = {"path": await sandbox.share("c", "rootfs", shared_rootfs())}
@@ -85,17 +97,21 @@ async def run_once(table: dict[str, Any], mib: int) -> list[float]:
         found = _TIMES.search(output)
         if found is None:
             raise RuntimeError(f"unexpected output: {output!r}")
-        a, b, c = (float(v) for v in found.groups())
-        return [mib / (b - a), mib / (c - b)]
+        a, b, c, d, e, f = (float(v) for v in found.groups())
+        return [mib / (b - a), mib / (c - b), files / (e - d), files / (f - e)]
     finally:
         await sandbox.cleanup()
         volume.rmdir()
+
+
+_KEYS = ("write_mb_s", "read_mb_s", "chmod_files_s", "chown_files_s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--image", type=Path, default=Path("/tmp/kata-shim-test-image"))
     parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     build(args.image, progress=lambda m: None)
@@ -103,17 +119,20 @@ def main() -> None:
         "kernel": str(args.image / "vmlinux"),
         "initrd": str(args.image / "kata-shim-initrd.img"),
     }
-    result: dict[str, Any] = {"mib": args.mib, "runs": args.runs}
+    result: dict[str, Any] = {"mib": args.mib, "files": args.files, "runs": args.runs}
     for mode in ("confined", "unconfined"):
         if mode == "unconfined":
             _unconfined()
             table = {**table, "seccompsandbox": "off"}
-        runs = [asyncio.run(run_once(table, args.mib)) for _ in range(args.runs)]
-        result[f"{mode}_write_mb_s"] = round(statistics.median(r[0] for r in runs), 1)
-        result[f"{mode}_read_mb_s"] = round(statistics.median(r[1] for r in runs), 1)
-    for direction in ("write", "read"):
-        before = result[f"unconfined_{direction}_mb_s"]
-        result[f"{direction}_ratio"] = round(result[f"confined_{direction}_mb_s"] / before, 3)
+        runs = [asyncio.run(run_once(table, args.mib, args.files)) for _ in range(args.runs)]
+        for index, key in enumerate(_KEYS):
+            result[f"{mode}_{key}"] = round(statistics.median(r[index] for r in runs), 1)
+    for key in _KEYS:
+        before = result[f"unconfined_{key}"]
+        result[f"{key.split('_')[0]}_ratio"] = round(result[f"confined_{key}"] / before, 3)
+    result["guard_chown_vs_chmod"] = round(
+        result["confined_chown_files_s"] / result["confined_chmod_files_s"], 3
+    )
     print(json.dumps(result))
 
 

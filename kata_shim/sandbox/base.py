@@ -10,7 +10,8 @@ its agent is (`agent_address`); dialling it is implemented once, here, over
 sandbox/dial.py. The pod's network namespace reaches a backend as a typed
 `PodNetworkRequest` (`use_network`, before `start`); `configure_guest_network`
 runs after the agent answered. Backends that cannot carry a netns keep the
-defaults: the pod has no network beyond `lo` (logged).
+defaults: the pod has no network beyond `lo` (logged). `allow_owners` tells
+the backend which host owners its file server may give shared files.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from kata_shim.config.schema import DEFAULT_INTERNETWORKING_MODEL, AgentConfig, HypervisorConfig
 from kata_shim.errors import DeadlineExceeded, InvalidArgument, ShimError
 from kata_shim.sandbox.dial import AgentAddress, DialPolicy, dial_agent
+from kata_shim.sandbox.owners import Owners
 from kata_shim.ttrpc.client import Client
 
 if TYPE_CHECKING:
@@ -159,6 +161,14 @@ class Sandbox(abc.ABC):
         """Make `host_path` (a container's rootfs, `name` = "rootfs", or a bind-mount source)
         visible to the guest, read-only on the host side too when `readonly`; return the
         path the agent must use for it."""
+
+    def allow_owners(self, owners: Owners) -> None:
+        """Before a container or exec is created: the uids and gids it brings (its user,
+        its image's /etc/passwd and /etc/group; sandbox/owners.py) join the owners the
+        sandbox's file server may give a shared host file. The set only grows. A backend
+        that confines its file server's chowns to that set (qemu: qemu/ownerguard.py)
+        overrides this; the default ignores it (the file server is not restricted)."""
+        return None
 
     @abc.abstractmethod
     async def unshare(self, container_id: str) -> None:

@@ -1,5 +1,5 @@
-"""Create of one task inside an acquired pod: rootfs, guest shares (rootfs and volumes),
-CreateContainer, stdio, exit watch.
+"""Create of one task inside an acquired pod: rootfs, the owners it brings (to the sandbox),
+guest shares (rootfs and volumes), CreateContainer, stdio, exit watch.
 
 Rule: on any failure (or cancellation by containerd's deadline) everything
 done so far is undone, in reverse, shielded from the cancellation; the pod
@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kata_shim.errors import ShimError
 from kata_shim.io.stdio import HostStdio
 from kata_shim.process.process import Process
 from kata_shim.proto import task_pb2
+from kata_shim.sandbox.owners import Owners, owners_in_rootfs, owners_of_user
 from kata_shim.task.containers import Container, TaskEnv
 from kata_shim.task.exitwatch import spawn_exit_watch
 from kata_shim.task.lifecycle import open_stdio, remove_from_agent, start_pumps
@@ -54,6 +56,7 @@ async def create_container(
         readonly = bool((spec.get("root") or {}).get("readonly"))
         if readonly and pod.sandbox.isolated:
             make_mount_points(container.host_rootfs, spec)
+        pod.sandbox.allow_owners(_owners(spec, container.host_rootfs))
         guest_root = await pod.sandbox.share(
             container.id, "rootfs", container.host_rootfs, readonly=readonly
         )
@@ -69,6 +72,15 @@ async def create_container(
         raise
     spawn_exit_watch(env, container, init)
     return container
+
+
+def _owners(spec: Mapping[str, Any], rootfs: Path) -> Owners:
+    """The owners the container brings: its user's ids and its rootfs's users and groups."""
+    process = spec.get("process")
+    user = process.get("user") if isinstance(process, Mapping) else None
+    user = user if isinstance(user, Mapping) else {}
+    owners = owners_of_user(user.get("uid"), user.get("gid"), user.get("additionalGids") or ())
+    return owners | owners_in_rootfs(rootfs)
 
 
 async def _undo(container: Container, created: bool, host: HostStdio | None) -> None:

@@ -30,6 +30,7 @@ from kata_shim.process.states import Op, status_of
 from kata_shim.proto import events_pb2, task_pb2, task_types_pb2
 from kata_shim.proto.task_ttrpc import TaskBase
 from kata_shim.sandbox.base import SandboxProvider
+from kata_shim.sandbox.owners import owners_of_user
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
@@ -263,6 +264,8 @@ class TaskService(TaskBase):
         stdio = Stdio(request.stdin, request.stdout, request.stderr, spec.Terminal)
         process = Process(container.id, request.exec_id, uuid.uuid4().hex, stdio)
         process.spec = spec
+        user = spec.User
+        container.pod.sandbox.allow_owners(owners_of_user(user.UID, user.GID, user.AdditionalGids))
         container.execs[request.exec_id] = process
         event = events_pb2.TaskExecAdded(container_id=container.id, exec_id=request.exec_id)
         self.env.publish(Topic.EXEC_ADDED, event)

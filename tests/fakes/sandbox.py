@@ -20,6 +20,7 @@ from kata_shim.agent.client import AgentClient
 from kata_shim.errors import Unavailable
 from kata_shim.sandbox.base import PodNetworkRequest, Sandbox, SandboxSpec
 from kata_shim.sandbox.dial import UnixAddress
+from kata_shim.sandbox.owners import Owners
 from kata_shim.ttrpc.client import Client
 from tests.fakes.agent import FakeAgent, Program, stop_all
 
@@ -44,6 +45,8 @@ class FakeSandbox(Sandbox):
         self._died: asyncio.Future[int] | None = None
         self.network: PodNetworkRequest | None = None  # what use_network was given
         self.network_events: list[str] = []  # use_network/start/configure order
+        self.owners = Owners()  # what allow_owners was given, together
+        self.owner_calls: list[tuple[Owners, list[str]]] = []  # (owners, events before it)
 
     @property
     def pid(self) -> int:
@@ -88,6 +91,10 @@ class FakeSandbox(Sandbox):
         self.readonly[f"{container_id}/{name}"] = readonly
         self.shared[f"{container_id}/{name}"] = host_path
         return f"{GUEST_SHARE}/{container_id}/{name}"
+
+    def allow_owners(self, owners: Owners) -> None:
+        self.owners = self.owners | owners
+        self.owner_calls.append((owners, list(self.events)))
 
     async def unshare(self, container_id: str) -> None:
         self.events.append(f"unshare {container_id}")

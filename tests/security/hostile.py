@@ -100,12 +100,16 @@ class HostileRig:
             dirs[kind] = volume
         return dirs
 
-    def spec(self, task: str, sandbox: str, dirs: dict[str, Path]) -> Path:
+    def spec(self, task: str, sandbox: str, dirs: dict[str, Path], user: int | None = None) -> Path:
+        """A spec with `dirs`; `user` (uid = gid) runs `/rw/by-<uid>` creation first."""
         kind = "sandbox" if task == sandbox else "container"
+        script = "sleep 600" if user is None else f"echo made > /rw/by-{user}; sleep 600"
         path = self.rig.spec_file(
-            task, self.rig.sh("sleep 600"), annotations={CRI_TYPE: kind, CRI_SANDBOX: sandbox}
+            task, self.rig.sh(script), annotations={CRI_TYPE: kind, CRI_SANDBOX: sandbox}
         )
         spec: dict[str, Any] = json.loads(path.read_text())
+        if user is not None:
+            spec["process"]["user"] = {"uid": user, "gid": user}
         spec["root"] = {"path": str(dirs["rootfs"]), "readonly": kind == "sandbox"}
         spec["process"]["noNewPrivileges"] = False  # so the image's setuid binary can work
         spec["mounts"] += [
@@ -118,13 +122,15 @@ class HostileRig:
         return path
 
     def run(
-        self, task: str, sandbox: str, dirs: dict[str, Path]
+        self, task: str, sandbox: str, dirs: dict[str, Path], user: int | None = None
     ) -> subprocess.CompletedProcess[bytes]:
-        args = self.rig.run_spec_args(task, self.spec(task, sandbox, dirs), "-d")
+        args = self.rig.run_spec_args(task, self.spec(task, sandbox, dirs, user), "-d")
         return self.rig.ctr(*args, timeout=240)
 
-    def start(self, task: str, sandbox: str, dirs: dict[str, Path]) -> None:
-        result = self.run(task, sandbox, dirs)
+    def start(
+        self, task: str, sandbox: str, dirs: dict[str, Path], user: int | None = None
+    ) -> None:
+        result = self.run(task, sandbox, dirs, user)
         assert result.returncode == 0, _out(result) + self.rig.containerd.log_tail()
         wait_status(self.rig, task, "RUNNING", timeout=60)
 

@@ -9,7 +9,10 @@ read-write volume; the guest's root shell then tries, in file order:
 4. symlinks to a decoy host directory and file, and a renamed container
    directory replaced by a link, before an app container is created and
    deleted;
-5. QEMU's confinement: /proc/<qemu>/status, then a `spawn` through QMP
+5. to give host files owners the pod does not have (chown through the share:
+   refused; owners of its containers and images work; a file the container
+   makes as uid 1000 is 1000's on the host);
+6. QEMU's confinement: /proc/<qemu>/status, then a `spawn` through QMP
    (a bridge netdev's helper; a bare QEMU without -sandbox does spawn it):
    the sandbox kills QEMU (SIGSYS) before anything runs.
 After every attack the host is inspected; at the end nothing is mounted.
@@ -185,6 +188,67 @@ ls -la {share} | tr '\\n' ' '; echo
     assert snapshot(decoy) == pods.decoy_before
     assert not [m for m in mounts_of(hostile.rig) if str(decoy) in m]
     assert not (host / app).exists() and not (host / app).is_symlink()
+
+
+def _owner(path: Path) -> str:
+    st = path.lstat()
+    return f"{st.st_uid}:{st.st_gid}"
+
+
+def _wait_for(path: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert path.exists(), f"{path} never appeared"
+
+
+CHOWNS = """
+cd {rw} || exit 9
+for f in stranger group-stranger user-stranger pod-user image-user; do echo x > $f; done
+chown 4242:4242 stranger; echo "@@stranger=$?@@"
+chown :4242 group-stranger; echo "@@group_stranger=$?@@"
+chown 4242 user-stranger; echo "@@user_stranger=$?@@"
+chown 1000:1000 orig.txt pod-user; echo "@@pod_user=$?@@"
+chown 3456:3456 image-user; echo "@@image_user=$?@@"
+ls -ln . | tr '\\n' ' '; echo
+"""
+
+
+def test_guest_root_cannot_give_a_host_file_an_owner_the_pod_does_not_have(pods: Pods) -> None:
+    """Owners reach the host only when the pod has them: its containers' users (uid 1000
+    here) and the users in their images' /etc/passwd (3456 here). 4242 it never has."""
+    hostile = pods.hostile
+    early, found = hostile.guest(
+        pods.a, f'RW={_share_of(pods, "rw")}\nchown 3456 $RW/orig.txt; echo "@@early=$?@@"'
+    )
+    assert found["early"] != "0", early  # 3456 is no owner of the pod yet
+    assert _owner(pods.a_dirs["rw"] / "orig.txt") == "0:0"
+
+    own = hostile.rig.id("own")
+    dirs = hostile.pod_dirs("own")
+    (dirs["rootfs"] / "etc" / "passwd").write_text("root:x:0:0::/:/bin/sh\nsvc:x:3456:3456::/:\n")
+    (dirs["rootfs"] / "etc" / "group").write_text("root:x:0:\nsvc:x:3456:\n")
+    dirs["rw"].chmod(0o777)  # uid 1000 creates its file there
+    hostile.start(own, pods.a, dirs, user=1000)
+    made = dirs["rw"] / "by-1000"
+    _wait_for(made)
+    print("created by the container (uid 1000):", _owner(made))
+    assert _owner(made) == "1000:1000"
+
+    rw = f"$(dirname {hostile.guest_share(own)}/mount-*/own-rw-marker)"
+    out, found = hostile.guest(pods.a, CHOWNS.format(rw=rw))
+    print(out)
+    for key in ("stranger", "group_stranger", "user_stranger"):
+        assert found[key] != "0", (key, out)
+    assert found["pod_user"] == "0" and found["image_user"] == "0", out
+    assert "Operation not permitted" in out
+    owners = {path.name: _owner(path) for path in dirs["rw"].iterdir()}
+    print("host:", owners)
+    for name in ("stranger", "group-stranger", "user-stranger"):
+        assert owners[name] == "0:0", (name, owners)
+    assert owners["orig.txt"] == owners["pod-user"] == "1000:1000"
+    assert owners["image-user"] == "3456:3456"
+    assert not {path.lstat().st_uid for path in pods.a_dirs["rw"].iterdir()} & {3456, 4242}
 
 
 def _status(pid: int) -> dict[str, str]:

@@ -13,6 +13,8 @@ checked before launch (sandbox/preflight.py); a QEMU that exits anyway, or a
 guest whose agent never answers, becomes a ShimError carrying the exit status
 and the tails of qemu.log (QEMU's stderr) and console.log (the guest's serial
 console) — never a QMP connection error (sandbox/diagnostics.py).
+QEMU's chowns are answered by the owner guard (qemu/ownerguard.py): only
+owners the pod has (`allow_owners`) may be given to a shared host file.
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ from kata_shim.sandbox.diagnostics import (
     vm_exited,
 )
 from kata_shim.sandbox.dial import AgentAddress, UnixAddress, VsockAddress
+from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel, host_tsc_khz
 from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, SandboxPaths, VsockChannel, build_command
+from kata_shim.sandbox.qemu.confine import jailed
 from kata_shim.sandbox.qemu.events import events_socket, watch_for_death
 from kata_shim.sandbox.qemu.netdev import nic_fds
+from kata_shim.sandbox.qemu.ownerguard import OwnerGuard
 from kata_shim.sandbox.qemu.podnet import QemuPodNetwork
 from kata_shim.sandbox.share import SharedDir
 
@@ -54,6 +59,9 @@ if TYPE_CHECKING:
 __all__ = ["QemuSandbox"]
 
 log = logging.getLogger(__name__)
+
+#: how long the jail may take to hand over its seccomp listener (its exit ends it early)
+GUARD_TIMEOUT = 60.0
 
 
 class QemuSandbox(Sandbox):
@@ -81,6 +89,8 @@ class QemuSandbox(Sandbox):
         self.vsock: VsockChannel | None = None  # set when the agent channel is vhost-vsock
         self._launched_at = 0.0
         self.network: QemuPodNetwork | None = None  # the pod netns carried in (use_network)
+        self.owners = Owners()  # what QEMU may chown shared files to (allow_owners)
+        self.guard: OwnerGuard | None = None  # answers QEMU's chowns once it runs
 
     def _claim_channel(self) -> None:
         """vhost-vsock when configured (or `auto` and the host has it), else virtio-serial."""
@@ -140,19 +150,13 @@ class QemuSandbox(Sandbox):
         self._launched_at = time.monotonic()
         vhost = (self.vsock.vhost_fd,) if self.vsock is not None else ()
         try:
-            with open(self.spec.state_dir / "qemu.log", "ab") as qemu_log:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=qemu_log,
-                    start_new_session=True,
-                    pass_fds=vhost + nic_fds(nics),
-                )
+            await self._spawn(argv, vhost + nic_fds(nics))
         finally:
             if self.network is not None:
                 self.network.close_fds()  # QEMU holds the taps now
         try:
+            if self.guard is not None:
+                await self.guard.attach(GUARD_TIMEOUT)
             await self._check_qmp()
             self._start_death_watch()
             await self._await_agent()
@@ -162,6 +166,25 @@ class QemuSandbox(Sandbox):
             if failure is not None:
                 raise failure from exc
             raise
+
+    async def _spawn(self, argv: list[str], fds: tuple[int, ...]) -> None:
+        """Start QEMU with `fds`; under the jail, with the owner guard's socket too."""
+        env = None
+        if jailed(argv):
+            self.guard = OwnerGuard(self.spec.sandbox_id)
+            self.guard.allow(self.owners)
+            fds += (self.guard.jail_fd(),)
+            env = os.environ | self.guard.jail_env()
+        with open(self.spec.state_dir / "qemu.log", "ab") as qemu_log:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=qemu_log,
+                start_new_session=True,
+                pass_fds=fds,
+                env=env,
+            )
 
     def _start_death_watch(self) -> None:
         task = asyncio.get_running_loop().create_task(self._death_watch())
@@ -274,6 +297,11 @@ class QemuSandbox(Sandbox):
     async def unshare(self, container_id: str) -> None:
         await self.shared.unshare(container_id)
 
+    def allow_owners(self, owners: Owners) -> None:
+        self.owners = self.owners | owners
+        if self.guard is not None:
+            self.guard.allow(owners)
+
     async def wait(self) -> int:
         return await self._proc.wait() if self._proc is not None else 0
 
@@ -298,6 +326,8 @@ class QemuSandbox(Sandbox):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._death_task
         self._release_channel()
+        if self.guard is not None:
+            self.guard.close()  # QEMU is gone: nothing left to answer
         if self.network is not None:
             await self.network.teardown()
         await self.shared.unshare_all()

@@ -13,6 +13,9 @@
   kernel strips setuid/setgid bits from any host file QEMU writes; without
   CAP_MKNOD, CAP_SYS_ADMIN, CAP_SETUID, ... it cannot create devices, mount
   or change identity even if the guest takes it over.
+* It keeps CAP_CHOWN (files the container creates keep its user's owner), but
+  every chown goes through the shim's owner guard (qemu/ownerguard.py), which
+  the jail hands its seccomp listener to.
 """
 
 from __future__ import annotations
@@ -22,10 +25,18 @@ import sys
 
 from kata_shim.errors import FailedPrecondition
 
-__all__ = ["DEFAULT_SANDBOX", "QEMU_CAPS", "confine_prefix", "sandbox_args"]
+__all__ = [
+    "DEFAULT_SANDBOX",
+    "JAIL_MODULE",
+    "QEMU_CAPS",
+    "confine_prefix",
+    "jailed",
+    "sandbox_args",
+]
 
 DEFAULT_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
+JAIL_MODULE = "kata_shim.sandbox.qemu.jail"
 #: 9p serves (and chowns, chmods, times) files of any owner in the container's rootfs.
 QEMU_CAPS = ("chown", "dac_override", "dac_read_search", "fowner")
 
@@ -46,7 +57,7 @@ def confine_prefix() -> list[str]:
             "capabilities; install util-linux"
         )
     keep = ",".join(f"+{cap}" for cap in QEMU_CAPS)
-    jail = [sys.executable, "-m", "kata_shim.sandbox.qemu.jail", "--"]
+    jail = [sys.executable, "-m", JAIL_MODULE, "--"]
     return [
         *jail,
         setpriv,
@@ -55,3 +66,8 @@ def confine_prefix() -> list[str]:
         "--no-new-privs",
         "--",
     ]
+
+
+def jailed(argv: list[str]) -> bool:
+    """True when `argv` starts QEMU under the jail (whose chowns the owner guard answers)."""
+    return JAIL_MODULE in argv[:4]

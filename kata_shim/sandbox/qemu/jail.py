@@ -1,15 +1,23 @@
 """`python -m kata_shim.sandbox.qemu.jail -- argv...`: exec argv (QEMU) under our seccomp filter.
 
-The 9p server passes the guest's file modes through to the host (QEMU's
-`mapped-xattr` model would keep them in xattrs instead, but cannot read a
-symlink that already exists on the host, which every container image has).
-So the file server itself is kept from giving a host file privilege: this
-filter makes QEMU's chmod-family and create calls fail with EPERM whenever
-the mode carries a setuid or setgid bit, and mknod of a character or block
-device fail likewise (besides QEMU lacking CAP_MKNOD, confine.py). openat2,
-whose mode sits in a struct a filter cannot inspect, fails with ENOSYS (glibc
-and QEMU fall back to openat). Everything else is allowed; QEMU's own
-`-sandbox` filter stacks on top. Rules go through libseccomp (ctypes).
+The 9p server passes the guest's file modes and owners through to the host
+(QEMU's `mapped-xattr` model would keep them in xattrs instead, but cannot
+read a symlink that already exists on the host, which every container image
+has). So the file server itself is kept from giving a host file privilege:
+this filter makes QEMU's chmod-family and create calls fail with EPERM
+whenever the mode carries a setuid or setgid bit, and mknod of a character or
+block device fail likewise (besides QEMU lacking CAP_MKNOD, confine.py).
+openat2, whose mode sits in a struct a filter cannot inspect, fails with
+ENOSYS (glibc and QEMU fall back to openat).
+Every chown-family call becomes a user notification that the shim answers
+(qemu/ownerguard.py): the jail sends the filter's listener fd over the
+socket named by `$KATA_SHIM_OWNER_GUARD_FD`, closes its copies, then execs.
+Without that variable (QEMU launched by hand, as benches and tests do) every
+chown-family call fails with EPERM instead.
+A seccomp() call asking for a new listener fails with EPERM, so QEMU cannot
+stack a filter of its own that would answer those notifications first.
+Everything else is allowed; QEMU's own `-sandbox` filter stacks on top.
+Rules go through libseccomp (ctypes).
 """
 
 from __future__ import annotations
@@ -17,14 +25,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import socket
 import stat
 import sys
 
-__all__ = ["PRIVILEGED_MODE_RULES", "install_filter", "main"]
+from kata_shim.sandbox.qemu.notify import ACT_NOTIFY, libseccomp
+from kata_shim.sandbox.qemu.ownerguard import CHOWN_ARGS, GUARD_FD_ENV
+
+__all__ = ["PRIVILEGED_MODE_RULES", "hand_over", "install_filter", "main"]
 
 ACT_ALLOW = 0x7FFF0000
 CMP_MASKED_EQ = 7
 FILE_TYPE_MASK = 0o170000  # S_IFMT
+FILTER_FLAG_NEW_LISTENER = 1 << 3  # SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp()'s arg 1
 
 #: syscall → index of its mode argument
 PRIVILEGED_MODE_RULES = {
@@ -51,38 +64,63 @@ def _errno_action(code: int) -> int:
     return 0x00050000 | (code & 0xFFFF)
 
 
-def _deny_when(lib: ctypes.CDLL, ctx: int, name: str, arg: int, mask: int, value: int) -> None:
+def _add_rule(ctx: int, action: int, name: str, cmp: _ArgCmp | None = None) -> None:
+    lib = libseccomp()
     number = lib.seccomp_syscall_resolve_name(name.encode())
     if number < 0:  # not on this architecture
         return
-    cmp = _ArgCmp(arg, CMP_MASKED_EQ, mask, value)
-    result = lib.seccomp_rule_add_array(
-        ctypes.c_void_p(ctx), _errno_action(errno.EPERM), number, 1, ctypes.byref(cmp)
-    )
+    count, pointer = (1, ctypes.byref(cmp)) if cmp is not None else (0, None)
+    result = lib.seccomp_rule_add_array(ctypes.c_void_p(ctx), action, number, count, pointer)
     if result != 0:
         raise OSError(-result, f"seccomp rule for {name}: {os.strerror(-result)}")
 
 
-def install_filter() -> None:
-    """Load the filter into this process (inherited across exec)."""
-    lib = ctypes.CDLL("libseccomp.so.2")
-    lib.seccomp_init.restype = ctypes.c_void_p
+def _deny_when(ctx: int, name: str, arg: int, mask: int, value: int) -> None:
+    _add_rule(ctx, _errno_action(errno.EPERM), name, _ArgCmp(arg, CMP_MASKED_EQ, mask, value))
+
+
+def _add_rules(ctx: int, guarded: bool) -> None:
+    for name, arg in PRIVILEGED_MODE_RULES.items():
+        for bit in (stat.S_ISUID, stat.S_ISGID):
+            _deny_when(ctx, name, arg, bit, bit)
+    for name, arg in DEVICE_RULES.items():
+        for kind in (stat.S_IFCHR, stat.S_IFBLK):
+            _deny_when(ctx, name, arg, FILE_TYPE_MASK, kind)
+    _add_rule(ctx, _errno_action(errno.ENOSYS), "openat2")
+    chown_action = ACT_NOTIFY if guarded else _errno_action(errno.EPERM)
+    for name in CHOWN_ARGS:
+        _add_rule(ctx, chown_action, name)
+    flag = FILTER_FLAG_NEW_LISTENER
+    _deny_when(ctx, "seccomp", 1, flag, flag)
+
+
+def install_filter(guarded: bool = True) -> int:
+    """Load the filter into this process (inherited across exec); return its listener fd
+    (`guarded`), or -1 when every chown fails with EPERM instead (no guard to answer)."""
+    lib = libseccomp()
     ctx = lib.seccomp_init(ACT_ALLOW)
     if not ctx:
         raise OSError(errno.ENOMEM, "seccomp_init failed")
-    for name, arg in PRIVILEGED_MODE_RULES.items():
-        for bit in (stat.S_ISUID, stat.S_ISGID):
-            _deny_when(lib, ctx, name, arg, bit, bit)
-    for name, arg in DEVICE_RULES.items():
-        for kind in (stat.S_IFCHR, stat.S_IFBLK):
-            _deny_when(lib, ctx, name, arg, FILE_TYPE_MASK, kind)
-    openat2 = lib.seccomp_syscall_resolve_name(b"openat2")
-    if openat2 >= 0:
-        lib.seccomp_rule_add_array(ctypes.c_void_p(ctx), _errno_action(errno.ENOSYS), openat2, 0)
-    result = lib.seccomp_load(ctypes.c_void_p(ctx))
-    lib.seccomp_release(ctypes.c_void_p(ctx))
-    if result != 0:
-        raise OSError(-result, f"seccomp_load: {os.strerror(-result)}")
+    try:
+        _add_rules(ctx, guarded)
+        result = lib.seccomp_load(ctypes.c_void_p(ctx))
+        if result != 0:
+            raise OSError(-result, f"seccomp_load: {os.strerror(-result)}")
+        if not guarded:
+            return -1
+        listener = lib.seccomp_notify_fd(ctypes.c_void_p(ctx))
+        if listener < 0:
+            raise OSError(-listener, f"seccomp_notify_fd: {os.strerror(-listener)}")
+        return int(listener)
+    finally:
+        lib.seccomp_release(ctypes.c_void_p(ctx))
+
+
+def hand_over(guard_fd: int, listener: int) -> None:
+    """Send `listener` over the socket `guard_fd` (SCM_RIGHTS), then close both here."""
+    with socket.socket(fileno=guard_fd) as guard:
+        socket.send_fds(guard, [b"seccomp-listener"], [listener])
+    os.close(listener)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,8 +129,12 @@ def main(argv: list[str] | None = None) -> None:
         args = args[1:]
     if not args:
         sys.exit("usage: python -m kata_shim.sandbox.qemu.jail -- program [args...]")
+    guard = os.environ.pop(GUARD_FD_ENV, "")
     try:
-        install_filter()
+        if guard.isdigit():
+            hand_over(int(guard), install_filter())
+        else:  # launched by hand (benches, tests): nobody answers, so chowns just fail
+            install_filter(guarded=False)
     except OSError as exc:  # QEMU's log, then the shim's error, carries this line
         sys.exit(f"kata-shim jail: cannot load QEMU's seccomp filter ({exc}); install libseccomp2")
     os.execv(args[0], args)

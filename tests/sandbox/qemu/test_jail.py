@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.sandbox.qemu.jailed import JAIL, run_jailed
 
 SCRIPT = """
 import os, stat, sys
@@ -29,14 +32,9 @@ attempt("mknod_fifo", lambda: os.mknod("p", 0o600 | stat.S_IFIFO))
 
 
 def test_privileged_modes_and_devices_are_refused_under_the_jail(tmp_path: Path) -> None:
-    jail = [sys.executable, "-m", "kata_shim.sandbox.qemu.jail", "--"]
-    done = subprocess.run(
-        [*jail, sys.executable, "-c", SCRIPT, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    results = dict(line.split() for line in done.stdout.splitlines())
+    status, out, err, _ = asyncio.run(run_jailed(SCRIPT, str(tmp_path)))
+    assert status == 0, err
+    results = dict(line.split() for line in out.splitlines())
     assert results == {
         "chmod_suid": "1",
         "chmod_sgid": "1",
@@ -45,7 +43,7 @@ def test_privileged_modes_and_devices_are_refused_under_the_jail(tmp_path: Path)
         "create_plain": "ok",
         "mknod_char": "1",
         "mknod_fifo": "ok",
-    }, done.stdout + done.stderr
+    }, out + err
     assert not (tmp_path / "g").exists()
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o755
     assert os.geteuid() != 0 or not (tmp_path / "c").exists()  # root could have made it
@@ -60,3 +58,28 @@ def test_without_the_jail_the_same_calls_succeed(tmp_path: Path) -> None:
     assert results["chmod_suid"] == "ok" and results["create_suid"] == "ok"
     if os.geteuid() == 0:
         assert results["mknod_char"] == "ok"
+
+
+def test_without_an_owner_guard_every_chown_fails(tmp_path: Path) -> None:
+    """Launched by hand (no guard socket): the program runs, and no chown goes through."""
+    env = {key: value for key, value in os.environ.items() if key != "KATA_SHIM_OWNER_GUARD_FD"}
+    script = """
+import os, sys
+path = os.path.join(sys.argv[1], "f")
+open(path, "w").close()
+for uid, gid in ((0, 0), (-1, -1), (1000, 1000)):
+    try:
+        os.chown(path, uid, gid)
+        print("ok")
+    except OSError as exc:
+        print(exc.errno)
+"""
+    done = subprocess.run(
+        [*JAIL, sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert done.stdout.split() == ["1", "1", "1"], done.stdout + done.stderr
+    assert (tmp_path / "f").stat().st_uid == os.geteuid()

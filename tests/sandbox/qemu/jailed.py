@@ -1,0 +1,49 @@
+"""Run a Python script under the QEMU jail with an OwnerGuard answering it, as the backend does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+
+from kata_shim.sandbox.owners import Owners
+from kata_shim.sandbox.qemu.ownerguard import OwnerGuard
+
+JAIL = [sys.executable, "-m", "kata_shim.sandbox.qemu.jail", "--"]
+
+
+async def run_jailed(
+    script: str,
+    *args: str,
+    owners: Owners | None = None,
+    during: Callable[[OwnerGuard, asyncio.subprocess.Process], Awaitable[None]] | None = None,
+) -> tuple[int, str, str, OwnerGuard]:
+    """(exit status, stdout, stderr, the guard) of `python -c script args...` in the jail."""
+    guard = OwnerGuard("test")
+    if owners is not None:
+        guard.allow(owners)
+    proc = None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *JAIL,
+            sys.executable,
+            "-c",
+            script,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=[guard.jail_fd()],
+            env=os.environ | guard.jail_env(),
+        )
+        await guard.attach(60)
+        if during is not None:
+            await during(guard, proc)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        guard.close()
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode, out.decode(), err.decode(), guard
