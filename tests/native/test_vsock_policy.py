@@ -145,7 +145,8 @@ def test_deadline_passed_polls_with_zero(fake: Any) -> None:
     impl, ops = fake([0.05, InterruptedError(errno.EINTR, "EINTR"), False])
     with pytest.raises(TimeoutError):
         impl.vsock_connect(3, 1024, 0.01)
-    assert ops.timeouts == [10, 0]
+    first, then = ops.timeouts  # the first poll gets what is left of 10 ms (less on a busy host)
+    assert 0 <= first <= 10 and then == 0
 
 
 def test_accept_retries_lost_races_and_waits_forever_on_none(fake: Any) -> None:

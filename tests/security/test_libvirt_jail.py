@@ -3,8 +3,9 @@
 One VM pod (private containerd, libvirt domain under TCG, debug console on),
 HostileRig's pod: a read-only rootfs copy, a read-only and a read-write
 volume. The guest's root shell then tries
-1. setuid/setgid chmod and char/block mknod in the read-write volume through
-   the share: refused in the guest, and the host's `stat` shows neither;
+1. setuid/setgid chmod, char/block mknod and a chown to an owner the pod lacks,
+   in the read-write volume through the share: refused in the guest, and the
+   host's `stat` shows none of them;
 2. writing the read-only volume's and rootfs's host sources: libvirt's QEMU
    serves the share from its own mount namespace, a slave copy of the share
    dir, so this holds only if that copy was created read-only;
@@ -86,7 +87,7 @@ echo data > $RW/plain.txt; echo "@@plain=$?@@"
 """
     out, found = pod.hostile.guest(pod.id, script)
     print(out)
-    for key in ("chmod_suid", "chmod_sgid", "chmod_existing", "mknod_char", "mknod_block"):
+    for key in ("chmod_suid", "chmod_sgid", "chmod_existing", "mknod_char", "mknod_block", "chown"):
         assert found[key] != "0", (key, out)
     assert "Operation not permitted" in out
     assert found["plain"] == "0", out
@@ -96,6 +97,7 @@ echo data > $RW/plain.txt; echo "@@plain=$?@@"
         print(f"host: {stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid} {path.name}")
         assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), path
         assert not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)), path
+        assert 4242 not in (st.st_uid, st.st_gid), path  # the owner guard (ownerguard.py)
     assert (volume / "plain.txt").read_text() == "data\n"
 
 

@@ -2,7 +2,9 @@
 
 The domain's QEMU runs as root (static DAC label, see domain.py) under our
 jail: the domain's `<emulator>` is the wrapper emulator.py installs, and
-`jail_options` (empty unless a caller sets them) reach that sandbox's jail.
+`jail_options` reach that sandbox's jail: they name the owner guard's socket
+(`<state>/vm/owner-guard.sock`), to which the jail hands its seccomp listener,
+so QEMU's chowns are answered as on the QEMU backend (qemu/ownerguard.py).
 Sockets and the console live in `<state>/vm/` (the debug console's socket,
 when enabled, in `<state>/console.sock` as for the QEMU backend), the 9p
 share is `<state>/shared/`.
@@ -39,14 +41,17 @@ from kata_shim.sandbox.diagnostics import (
 from kata_shim.sandbox.dial import UnixAddress
 from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
 from kata_shim.sandbox.libvirt.emulator import install_wrapper
+from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel
 from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, kernel_command_line
+from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
 from kata_shim.sandbox.share import SharedDir, run_mount
 
 __all__ = ["LibvirtSandbox"]
 
 log = logging.getLogger(__name__)
+GUARD_SOCKET = "owner-guard.sock"
 T = TypeVar("T")
 POLL_INTERVAL = 0.5
 LIBVIRT_FIX = (
@@ -74,6 +79,8 @@ class LibvirtSandbox(Sandbox):
         self.share_dir = spec.state_dir / "shared"
         self.name = f"kata-shim-{spec.sandbox_id}"
         self.jail_options: tuple[str, ...] = ()  # extra options for this domain's QEMU jail
+        self.owners = Owners()  # what QEMU may chown shared files to (allow_owners)
+        self.guard: OwnerGuard | None = None  # answers QEMU's chowns once it runs
         self._conn: Any = None
         self._domain: Any = None
         self._pid = 0
@@ -159,10 +166,14 @@ class LibvirtSandbox(Sandbox):
         await self._prepare_dirs()
         accel = choose_accel(self.config.accel)
         emulator = install_wrapper(self.config.path)
+        self.guard = OwnerGuard(self.spec.sandbox_id, self.vm_dir / GUARD_SOCKET)
+        self.guard.allow(self.owners)
+        self.jail_options = (*self.jail_options, *self.guard.jail_options())
         await self._create_domain(domain_xml(self._domain_spec(accel, emulator)))
         self._pid = _read_pid(Path(f"/run/libvirt/qemu/{self.name}.pid"))
         self._ended = asyncio.ensure_future(self._watch())
         try:
+            await self.guard.attach(ATTACH_TIMEOUT)
             await self._await_agent()
         except BaseException:
             await self.stop(timeout=1)
@@ -209,6 +220,11 @@ class LibvirtSandbox(Sandbox):
     async def unshare(self, container_id: str) -> None:
         await SharedDir(self.share_dir).unshare(container_id)
 
+    def allow_owners(self, owners: Owners) -> None:
+        self.owners = self.owners | owners
+        if self.guard is not None:
+            self.guard.allow(owners)
+
     async def wait(self) -> int:
         return await asyncio.shield(self._ended) if self._ended is not None else 0
 
@@ -229,6 +245,8 @@ class LibvirtSandbox(Sandbox):
             with contextlib.suppress(Exception):
                 await self._call(self._conn.close)
             self._conn = None
+        if self.guard is not None:
+            self.guard.close()  # QEMU is gone: nothing left to answer
         await SharedDir(self.share_dir).unshare_all()
         mounts.unmount_all_under(self.spec.state_dir)
         mounts.remove_tree(self.spec.state_dir)

@@ -49,7 +49,7 @@ from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, SandboxPaths, VsockChanne
 from kata_shim.sandbox.qemu.confine import jailed
 from kata_shim.sandbox.qemu.events import events_socket, watch_for_death
 from kata_shim.sandbox.qemu.netdev import nic_fds
-from kata_shim.sandbox.qemu.ownerguard import OwnerGuard
+from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
 from kata_shim.sandbox.qemu.podnet import QemuPodNetwork
 from kata_shim.sandbox.share import SharedDir
 
@@ -59,9 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["QemuSandbox"]
 
 log = logging.getLogger(__name__)
-
-#: how long the jail may take to hand over its seccomp listener (its exit ends it early)
-GUARD_TIMEOUT = 60.0
 
 
 class QemuSandbox(Sandbox):
@@ -156,7 +153,7 @@ class QemuSandbox(Sandbox):
                 self.network.close_fds()  # QEMU holds the taps now
         try:
             if self.guard is not None:
-                await self.guard.attach(GUARD_TIMEOUT)
+                await self.guard.attach(ATTACH_TIMEOUT)
             await self._check_qmp()
             self._start_death_watch()
             await self._await_agent()

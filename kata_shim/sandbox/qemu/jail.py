@@ -11,7 +11,8 @@ openat2, whose mode sits in a struct a filter cannot inspect, fails with
 ENOSYS (glibc and QEMU fall back to openat).
 Every chown-family call becomes a user notification that the shim answers
 (qemu/ownerguard.py): the jail sends the filter's listener fd over the
-socket named by `$KATA_SHIM_OWNER_GUARD_FD`, closes its copies, then execs.
+socket named by `$KATA_SHIM_OWNER_GUARD_FD` (or connected to the path after
+`--guard-socket`, when libvirt starts QEMU), closes its copies, then execs.
 Without that variable (QEMU launched by hand, as benches and tests do) every
 chown-family call fails with EPERM instead.
 A seccomp() call asking for a new listener fails with EPERM, so QEMU cannot
@@ -30,13 +31,14 @@ import stat
 import sys
 
 from kata_shim.sandbox.qemu.notify import ACT_NOTIFY, libseccomp
-from kata_shim.sandbox.qemu.ownerguard import CHOWN_ARGS, GUARD_FD_ENV
+from kata_shim.sandbox.qemu.ownerguard import CHOWN_ARGS, GUARD_FD_ENV, GUARD_SOCKET_OPTION
 
 __all__ = ["PRIVILEGED_MODE_RULES", "hand_over", "install_filter", "main"]
 
 ACT_ALLOW = 0x7FFF0000
 CMP_MASKED_EQ = 7
 FILE_TYPE_MASK = 0o170000  # S_IFMT
+USAGE = "python -m kata_shim.sandbox.qemu.jail [--guard-socket PATH] -- program [args...]"
 FILTER_FLAG_NEW_LISTENER = 1 << 3  # SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp()'s arg 1
 
 #: syscall → index of its mode argument
@@ -123,16 +125,29 @@ def hand_over(guard_fd: int, listener: int) -> None:
     os.close(listener)
 
 
+def _guard_fd(options: list[str]) -> int:
+    """The guard socket's fd: inherited (`$KATA_SHIM_OWNER_GUARD_FD`) or connected to the
+    path after `--guard-socket` (QEMU started by libvirt); -1 when there is none."""
+    inherited = os.environ.pop(GUARD_FD_ENV, "")
+    if options[:1] == [GUARD_SOCKET_OPTION] and len(options) == 2:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(options[1])
+        return sock.detach()
+    if options:
+        sys.exit(f"kata-shim jail: unknown options {options}; usage: {USAGE}")
+    return int(inherited) if inherited.isdigit() else -1
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["--"]:
-        args = args[1:]
-    if not args:
-        sys.exit("usage: python -m kata_shim.sandbox.qemu.jail -- program [args...]")
-    guard = os.environ.pop(GUARD_FD_ENV, "")
+    if "--" not in args or args.index("--") == len(args) - 1:
+        sys.exit(f"usage: {USAGE}")
+    split = args.index("--")
+    options, args = args[:split], args[split + 1 :]
     try:
-        if guard.isdigit():
-            hand_over(int(guard), install_filter())
+        guard = _guard_fd(options)
+        if guard >= 0:
+            hand_over(guard, install_filter())
         else:  # launched by hand (benches, tests): nobody answers, so chowns just fail
             install_filter(guarded=False)
     except OSError as exc:  # QEMU's log, then the shim's error, carries this line

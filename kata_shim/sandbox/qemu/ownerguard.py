@@ -25,18 +25,31 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
+from pathlib import Path
 
 from kata_shim.errors import FailedPrecondition, Unavailable
 from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.qemu.notify import Call, Listener, libseccomp, native_arch
 
-__all__ = ["CHOWN_ARGS", "GUARD_FD_ENV", "OwnerGuard", "OwnerPolicy"]
+__all__ = [
+    "ATTACH_TIMEOUT",
+    "CHOWN_ARGS",
+    "GUARD_FD_ENV",
+    "GUARD_SOCKET_OPTION",
+    "OwnerGuard",
+    "OwnerPolicy",
+]
 
 log = logging.getLogger(__name__)
 
 #: the environment variable naming the jail's end of the guard socketpair
 GUARD_FD_ENV = "KATA_SHIM_OWNER_GUARD_FD"
+#: how long the jail may take to hand over its seccomp listener (its exit ends it early)
+ATTACH_TIMEOUT = 60.0
+#: the jail option naming a guard socket to connect to (when the jail is not the shim's child)
+GUARD_SOCKET_OPTION = "--guard-socket"
 #: chown-family syscall → indexes of its (uid, gid) arguments (the *32 ones exist on i386)
 CHOWN_ARGS = {
     "chown": (1, 2),
@@ -92,8 +105,11 @@ class OwnerPolicy:
 class OwnerGuard:
     """One sandbox's guard: the socketpair to the jail, then the listener and its thread."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, socket_path: Path | None = None) -> None:
+        """`socket_path`: listen there instead of a socketpair, for a jail that is not our
+        child (libvirt starts QEMU): the jail connects to it (`jail_options`)."""
         self.name = name
+        self.socket_path = socket_path
         try:
             self.policy = OwnerPolicy()
         except OSError as exc:
@@ -101,7 +117,10 @@ class OwnerGuard:
                 f"QEMU's owner guard needs libseccomp ({exc}); install libseccomp2 (>= 2.5)"
             ) from exc
         self.refused = 0
-        self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if socket_path is None:
+            self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            self._ours, self._theirs = _listening(socket_path), socket.socket(socket.AF_UNIX)
         self._listener: Listener | None = None
         self._thread: threading.Thread | None = None
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
@@ -112,6 +131,11 @@ class OwnerGuard:
 
     def jail_env(self) -> dict[str, str]:
         return {GUARD_FD_ENV: str(self.jail_fd())}
+
+    def jail_options(self) -> tuple[str, ...]:
+        """The jail's options (before its `--`) that make it connect to `socket_path`."""
+        assert self.socket_path is not None
+        return (GUARD_SOCKET_OPTION, str(self.socket_path))
 
     def allow(self, owners: Owners) -> None:
         """Add `owners` to the ids QEMU may give a host file."""
@@ -131,6 +155,8 @@ class OwnerGuard:
         Raises Unavailable when the jail exits or sends no listener in `timeout`.
         """
         self._theirs.close()  # the jail holds it now: its exit means EOF here
+        if self.socket_path is not None:
+            self._ours = await _accept_root(self._ours, timeout)
         fd = await _receive_fd(self._ours, timeout)
         self._ours.close()
         try:
@@ -219,7 +245,34 @@ class OwnerGuard:
         self._stop_r = self._stop_w = -1
 
 
-async def _receive_fd(sock: socket.socket, timeout: float) -> int:
+def _listening(path: Path) -> socket.socket:
+    """A unix socket listening at `path` (in the sandbox's root-only state dir), 0600."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    sock.listen(1)
+    return sock
+
+
+async def _accept_root(server: socket.socket, timeout: float) -> socket.socket:
+    """The jail's connection (a root peer, SO_PEERCRED); the listening socket is closed."""
+    await _readable(server, timeout)
+    conn, _ = server.accept()
+    server.close()
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    uid = struct.unpack("3i", creds)[1]
+    if uid != 0:
+        conn.close()
+        raise Unavailable(f"the owner guard socket was reached by uid {uid}, not QEMU's jail")
+    return conn
+
+
+async def _readable(sock: socket.socket, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     readable: asyncio.Future[None] = loop.create_future()
     sock.setblocking(False)
@@ -235,6 +288,10 @@ async def _receive_fd(sock: socket.socket, timeout: float) -> int:
         raise Unavailable(f"the QEMU jail sent no seccomp listener in {timeout:g}s") from None
     finally:
         loop.remove_reader(sock.fileno())
+
+
+async def _receive_fd(sock: socket.socket, timeout: float) -> int:
+    await _readable(sock, timeout)
     _, fds, msg_flags, _ = socket.recv_fds(sock, 64, 1, socket.MSG_CMSG_CLOEXEC)
     if msg_flags & socket.MSG_CTRUNC or len(fds) != 1:
         for fd in fds:

@@ -6,11 +6,12 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.qemu.ownerguard import OwnerGuard
 
-JAIL = [sys.executable, "-m", "kata_shim.sandbox.qemu.jail", "--"]
+JAIL = [sys.executable, "-m", "kata_shim.sandbox.qemu.jail"]
 
 
 async def run_jailed(
@@ -18,15 +19,23 @@ async def run_jailed(
     *args: str,
     owners: Owners | None = None,
     during: Callable[[OwnerGuard, asyncio.subprocess.Process], Awaitable[None]] | None = None,
+    socket_dir: Path | None = None,
 ) -> tuple[int, str, str, OwnerGuard]:
-    """(exit status, stdout, stderr, the guard) of `python -c script args...` in the jail."""
-    guard = OwnerGuard("test")
+    """(exit status, stdout, stderr, the guard) of `python -c script args...` in the jail.
+
+    The jail inherits the guard's socket (the QEMU backend), or with `socket_dir` connects
+    to a guard socket there (`--guard-socket`, as libvirt's QEMU does)."""
+    guard = OwnerGuard("test", None if socket_dir is None else socket_dir / "guard.sock")
+    if socket_dir is None:
+        jail, fds, env = [*JAIL, "--"], [guard.jail_fd()], os.environ | guard.jail_env()
+    else:
+        jail, fds, env = [*JAIL, *guard.jail_options(), "--"], [], dict(os.environ)
     if owners is not None:
         guard.allow(owners)
     proc = None
     try:
         proc = await asyncio.create_subprocess_exec(
-            *JAIL,
+            *jail,
             sys.executable,
             "-c",
             script,
@@ -34,8 +43,8 @@ async def run_jailed(
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            pass_fds=[guard.jail_fd()],
-            env=os.environ | guard.jail_env(),
+            pass_fds=fds,
+            env=env,
         )
         await guard.attach(60)
         if during is not None:

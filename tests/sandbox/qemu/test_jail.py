@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from kata_shim.sandbox.qemu import jail
 from tests.sandbox.qemu.jailed import JAIL, run_jailed
 
 SCRIPT = """
@@ -75,7 +78,7 @@ for uid, gid in ((0, 0), (-1, -1), (1000, 1000)):
         print(exc.errno)
 """
     done = subprocess.run(
-        [*JAIL, sys.executable, "-c", script, str(tmp_path)],
+        [*JAIL, "--", sys.executable, "-c", script, str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
@@ -83,3 +86,9 @@ for uid, gid in ((0, 0), (-1, -1), (1000, 1000)):
     )
     assert done.stdout.split() == ["1", "1", "1"], done.stdout + done.stderr
     assert (tmp_path / "f").stat().st_uid == os.geteuid()
+
+
+def test_unknown_jail_options_or_a_missing_separator_are_refused() -> None:
+    for argv in (["--frobnicate", "--", "/bin/true"], ["/bin/true"], ["--"]):
+        with pytest.raises(SystemExit, match="usage"):
+            jail.main(argv)

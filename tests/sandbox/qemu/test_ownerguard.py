@@ -55,8 +55,14 @@ def _results(out: str) -> dict[str, tuple[str, str]]:
     return {name: (result, owner) for name, result, owner in map(str.split, out.splitlines())}
 
 
-def test_chowns_run_only_to_owners_the_pod_has(tmp_path: Path) -> None:
-    status, out, err, guard = asyncio.run(run_jailed(CHOWNS, str(tmp_path), owners=POD))
+@pytest.mark.parametrize("handover", ["inherited", "socket"])
+def test_chowns_run_only_to_owners_the_pod_has(tmp_path: Path, handover: str) -> None:
+    """The jail hands its listener over an inherited socket (QEMU backend) or one it
+    connects to by path (libvirt's QEMU, `--guard-socket`)."""
+    (work := tmp_path / "work").mkdir()
+    sockets = tmp_path if handover == "socket" else None
+    run = run_jailed(CHOWNS, str(work), owners=POD, socket_dir=sockets)
+    status, out, err, guard = asyncio.run(run)
     assert status == 0, err
     eperm = str(errno.EPERM)
     assert _results(out) == {
@@ -71,7 +77,7 @@ def test_chowns_run_only_to_owners_the_pod_has(tmp_path: Path) -> None:
         "fchownat_other": (eperm, "0:0"),
     }, out + err
     assert guard.refused == 5
-    assert os.lstat(tmp_path / "link").st_uid == 0
+    assert os.lstat(work / "link").st_uid == 0
 
 
 def test_owners_allowed_later_are_honoured(tmp_path: Path) -> None:
