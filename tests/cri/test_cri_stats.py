@@ -18,7 +18,10 @@ the reference (its systemd form needs SystemdCgroup, which this host lacks).
 
 from __future__ import annotations
 
+import os
 import posixpath
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +197,23 @@ def vm_cri_rig(guest_image: Path) -> Iterator[CriRig]:
 def test_vm_pod_cgroup_stats_and_update(vm_cri_rig: CriRig, form: str, kubelet: bool) -> None:
     with CriClient(vm_cri_rig.cri_address) as client:
         scenario(vm_cri_rig, client, "kata", form, kubelet)
+
+
+@pytest.mark.timeout(180)
+def test_crashed_shim_cgroup_removed_by_delete(cri_rig: CriRig, cri_client: CriClient) -> None:
+    """SIGKILL the shim: containerd's `delete` removes the cgroups it recorded."""
+    parent = cgroup_parent("cgroupfs")
+    try:
+        pod = Pod(cri_rig, cri_client, "kata-local", "crash", cgroup_parent=parent)
+        sandbox = host_paths(sandbox_cgroups_path(parent, pod.id), pod.id).sandbox
+        shims = [p for p in procs(sandbox) if "containerd-shim-kata-v2" in argv(p)]
+        assert len(shims) == 1
+        os.kill(shims[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while existing(parent) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert existing(parent) == []  # sandbox cgroup and the pod cgroup we made
+        pod.teardown()
+        assert leftovers(cri_rig, cri_client, [pod.id], timeout=30) == {}
+    finally:
+        remove_tree(parent)
