@@ -150,9 +150,9 @@ def _own_cgroups(pid: int, mountinfo: str | None = None) -> dict[Path, str]:
 def _init_cpuset(directory: Path) -> None:
     """A new v1 cpuset cgroup starts empty: copy cpus and mems from its parent."""
     for name in ("cpuset.cpus", "cpuset.mems"):
-        own = directory / name
-        if own.exists() and not own.read_text().strip():
-            own.write_text((directory.parent / name).read_text())
+        own, inherited = directory / name, (directory.parent / name).read_text()
+        if own.exists() and not own.read_text().strip() and inherited.strip():
+            own.write_text(inherited)
 
 
 def _enable_v2_controllers(parent: Path) -> None:
@@ -201,7 +201,8 @@ class PodCgroup:
                 _enable_v2_controllers(directory.parent)
             directory.mkdir()
             self.created.append(directory)
-            if (directory / "cpuset.cpus").exists():
+            v1_cpuset = not (directory / "cgroup.controllers").exists()  # v2: empty = inherit
+            if v1_cpuset and (directory / "cpuset.cpus").exists():
                 _init_cpuset(directory)
 
     def join(self, pid: int) -> None:
