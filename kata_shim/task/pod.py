@@ -80,7 +80,7 @@ class Pod:
 
     # boot ---------------------------------------------------------------------------
     async def boot(
-        self, hostname: str, network: PodNetworkRequest | None = None, cgroups_path: str = ""
+        self, hostname: str, network: PodNetworkRequest | None = None, *, cgroups_path: str = ""
     ) -> None:
         """Start the sandbox (with the pod's `network`, in the host cgroup `cgroups_path`
         names), dial and check the agent, configure the guest's network, CreateSandbox.

@@ -51,6 +51,7 @@ class PodRegistry:
         hostname: str,
         container_id: str,
         network: PodNetworkRequest | None = None,
+        *,
         cgroups_path: str = "",
     ) -> Pod:
         """The pod `container_id` goes into (booted now for a sandbox or single container,
@@ -66,7 +67,7 @@ class PodRegistry:
         self._pods[pod.id] = pod
         self._observer.sandbox_created(pod)
         try:
-            await pod.boot(hostname, network, cgroups_path)
+            await pod.boot(hostname, network, cgroups_path=cgroups_path)
         except BaseException:
             if self._pods.get(pod.id) is pod:
                 del self._pods[pod.id]

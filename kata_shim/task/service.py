@@ -150,8 +150,9 @@ class TaskService(TaskBase):
         init = Process(request.id, "", request.id, stdio)
         async with init.lock:  # the init's exit is queued after TaskCreate
             hostname, network = spec.get("hostname", ""), pod_network(spec)
+            cgroups_path = spec_cgroups_path(spec)  # the pod's host cgroup (sandbox_cgroup_only)
             pod = await self._pods.acquire(
-                where, provider, hostname, request.id, network, spec_cgroups_path(spec)
+                where, provider, hostname, request.id, network, cgroups_path=cgroups_path
             )
             try:
                 container = await create_container(self.env, request, spec, pod, init)

@@ -58,7 +58,7 @@ async def test_shim_enters_before_start_and_the_cgroup_goes_after_cleanup(
 ) -> None:
     fake = sandbox(tmp_path, monkeypatch, only=True)
     pod = Pod("sb", fake, FAST)
-    await pod.boot("host", None, "/kubepods/pod1/sb")
+    await pod.boot("host", None, cgroups_path="/kubepods/pod1/sb")
     assert fake.events == [
         "cgroup create /kubepods/pod1/kata_sb",
         "cgroup enter",
@@ -78,7 +78,7 @@ async def test_a_failed_boot_removes_the_cgroup_after_the_sandbox(
     fake.fail_start = errors.Unavailable("no VM today")
     pod = Pod("sb", fake, FAST)
     with pytest.raises(errors.Unavailable):
-        await pod.boot("host", None, "kubepods.slice:cri-containerd:sb")
+        await pod.boot("host", None, cgroups_path="kubepods.slice:cri-containerd:sb")
     assert fake.events[0] == "cgroup create /kubepods.slice/cri-containerd-sb.scope"
     assert fake.events[-3:] == ["cleanup", "cgroup leave", "cgroup remove"]
     assert fake.events.index("start") < fake.events.index("cgroup leave")
@@ -90,7 +90,7 @@ async def test_no_cgroup_unless_configured_and_named(
     for only, path in ((False, "/kubepods/pod1/sb"), (True, "")):
         fake = sandbox(tmp_path / str(only), monkeypatch, only=only)
         pod = Pod("sb", fake, FAST)
-        await pod.boot("host", None, path)
+        await pod.boot("host", None, cgroups_path=path)
         await pod.teardown()
         assert not [e for e in fake.events if e.startswith("cgroup")], fake.events
         await fake.agent.shutdown()
@@ -102,5 +102,5 @@ async def test_a_bad_cgroups_path_fails_boot_before_the_sandbox_starts(
     fake = sandbox(tmp_path, monkeypatch, only=True)
     pod = Pod("sb", fake, FAST)
     with pytest.raises(errors.InvalidArgument, match=r"must not contain '\.' or '\.\.'"):
-        await pod.boot("host", None, "/kubepods/../sb")
+        await pod.boot("host", None, cgroups_path="/kubepods/../sb")
     assert "start" not in fake.events
