@@ -133,7 +133,9 @@ class CriRig:
         self.marker, self.work, self.local_config = scratch_setup(prefix, "local", None)
         self.state_dir = Path("/tmp") / self.marker
         self.vm_config = self.work / "vm-configuration.toml"
-        write_shim_config(self.local_config, state_dir=self.state_dir)
+        # Kubernetes' setup: the VM and the shim in the pod's cgroup (PodSandboxStats)
+        pod_cgroup = "sandbox_cgroup_only = true\n"
+        write_shim_config(self.local_config, state_dir=self.state_dir, extra=pod_cgroup)
         if guest_image is not None:
             keys = {
                 "kernel": str(guest_image / "vmlinux"),
@@ -146,6 +148,7 @@ class CriRig:
                 hypervisor="qemu",
                 hypervisor_keys=keys,
                 dial_timeout=120,  # VMs boot slowly under TCG
+                extra=pod_cgroup,
             )
         self.netns_name = self.marker
         self.netns = Path("/run/netns") / self.netns_name

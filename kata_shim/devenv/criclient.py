@@ -118,6 +118,21 @@ class CriClient:
                 return status
             time.sleep(0.2)
 
+    def update_container_resources(self, container_id: str, resources: Any) -> None:
+        """UpdateContainerResources with `resources` (a LinuxContainerResources)."""
+        request = cri_pb2.UpdateContainerResourcesRequest(
+            container_id=container_id, linux=resources
+        )
+        self._runtime("UpdateContainerResources", request)
+
+    def container_stats(self, container_id: str) -> Any:
+        request = cri_pb2.ContainerStatsRequest(container_id=container_id)
+        return self._runtime("ContainerStats", request).stats
+
+    def pod_stats(self, pod_id: str) -> Any:
+        request = cri_pb2.PodSandboxStatsRequest(pod_sandbox_id=pod_id)
+        return self._runtime("PodSandboxStats", request).stats
+
     def image_status(self, image: str) -> Any:
         request = cri_pb2.ImageStatusRequest(image=cri_pb2.ImageSpec(image=image))
         return self.call(IMAGE + "ImageStatus", request, cri_pb2.ImageStatusResponse).image

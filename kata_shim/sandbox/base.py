@@ -66,6 +66,9 @@ class SandboxSpec:
     config_source: str = ""
     #: `[runtime] internetworking_model` (tcfilter, macvtap, none)
     internetworking_model: str = DEFAULT_INTERNETWORKING_MODEL
+    #: `[runtime] sandbox_cgroup_only`: the sandbox and the shim run in the pod's host
+    #: cgroup (sandbox/podcgroup.py)
+    sandbox_cgroup_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ when nothing is left. Duties, for a task that owns its sandbox:
   2. the sandbox state dir (<state_dir>/<sandbox-id>): processes referencing it
      (local agent, hypervisor) are killed, runc containers a local agent left are
      force-deleted, a pod network's plumbing it recorded undone (the pod netns
-     left as CNI made it), mounts below it undone, the dir removed;
+     left as CNI made it), the host cgroups it recorded removed (sandbox_cgroup_only),
+     mounts below it undone, the dir removed;
   3. a stale socket named in `address` is removed.
 A pod container's delete never touches its (shared) sandbox. For every task:
 `<bundle>/rootfs` is unmounted if mounted. Output: DeleteResponse{pid 0,
@@ -140,6 +141,16 @@ def _restore_pod_network(state_dir: Path) -> None:
         _note(f"cannot undo the pod network plumbing in {path}: {exc}")
 
 
+def _remove_host_cgroup(state_dir: Path) -> None:
+    from kata_shim.sandbox import podcgroup
+
+    deadline = time.monotonic() + 1.0  # killed processes leave their cgroup shortly after
+    while (left := podcgroup.remove_recorded(state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        _note(f"host cgroups still busy, left: {', '.join(map(str, left))}")
+
+
 def _clean_state_dir(state_dir: Path) -> None:
     from kata_shim import mounts
 
@@ -151,6 +162,7 @@ def _clean_state_dir(state_dir: Path) -> None:
         procs.kill_processes(leftovers)
     _delete_runc_leftovers(state_dir)
     _restore_pod_network(state_dir)
+    _remove_host_cgroup(state_dir)
     mounts.unmount_all_under(state_dir)
     try:
         mounts.remove_tree(state_dir)

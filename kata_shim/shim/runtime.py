@@ -84,6 +84,7 @@ class ShimRuntime:
             debug=debug,
             config_source=config.source,
             internetworking_model=config.runtime.internetworking_model,
+            sandbox_cgroup_only=config.runtime.sandbox_cgroup_only,
         )
         log.info(
             "sandbox %s: %s backend, state %s", sandbox_id, config.hypervisor.type, spec.state_dir

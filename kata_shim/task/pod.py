@@ -20,6 +20,7 @@ from collections.abc import Callable
 from kata_shim.agent.client import AgentClient, AgentTimeouts
 from kata_shim.errors import ShimError, Unavailable, Unimplemented
 from kata_shim.sandbox.base import PodNetworkRequest, Sandbox
+from kata_shim.sandbox.podcgroup import PodCgroup, host_paths
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.tuning import Tuning
 from kata_shim.ttrpc.client import Client
@@ -53,6 +54,8 @@ class Pod:
         self._on_death: list[Callable[[Pod], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._teardown: asyncio.Task[None] | None = None
+        #: the pod's host cgroup, when [runtime] sandbox_cgroup_only (sandbox/podcgroup.py)
+        self.cgroup: PodCgroup | None = None
 
     @property
     def pid(self) -> int:
@@ -76,14 +79,21 @@ class Pod:
         )
 
     # boot ---------------------------------------------------------------------------
-    async def boot(self, hostname: str, network: PodNetworkRequest | None = None) -> None:
-        """Start the sandbox (with the pod's `network`), dial and check the agent, configure
-        the guest's network, CreateSandbox. Leaves nothing on failure."""
+    async def boot(
+        self, hostname: str, network: PodNetworkRequest | None = None, *, cgroups_path: str = ""
+    ) -> None:
+        """Start the sandbox (with the pod's `network`, in the host cgroup `cgroups_path`
+        names), dial and check the agent, configure the guest's network, CreateSandbox.
+        Leaves nothing on failure."""
         began = time.monotonic()
         try:
             if network is not None:
                 self.sandbox.use_network(network)
+            self._enter_cgroup(cgroups_path)
             await self.sandbox.start()
+            if self.cgroup is not None:
+                self.cgroup.join(self.sandbox.pid)  # a pre-forked or libvirt-started process
+                self.cgroup.record(self.sandbox.spec.state_dir)
             self._client = await self.sandbox.connect_agent()  # answered Health.Check
             self._client.observer = self.observer.agent_rpc
             self.attach_agent(AgentClient(self._client, self._agent_timeouts()))
@@ -96,6 +106,26 @@ class Pod:
         self.ready.set_result(True)
         self.observer.sandbox_booted(self, time.monotonic() - began)
         log.info("sandbox %s booted (pid %d)", self.id, self.pid)
+
+    def _enter_cgroup(self, cgroups_path: str) -> None:
+        """With sandbox_cgroup_only: create the pod's host cgroup and move the shim in, so
+        the sandbox's processes start there."""
+        if not self.sandbox.spec.sandbox_cgroup_only:
+            return
+        if not cgroups_path:
+            log.info("sandbox %s: no cgroupsPath in the spec: no host cgroup", self.id)
+            return
+        cgroup = PodCgroup(host_paths(cgroups_path, self.id))
+        cgroup.create()
+        self.cgroup = cgroup
+        cgroup.enter()
+        log.info("sandbox %s: host cgroup %s", self.id, cgroup.paths.sandbox)
+
+    async def _leave_cgroup(self) -> None:
+        """After the sandbox's processes are gone: the shim moves out, the cgroup goes."""
+        if self.cgroup is not None:
+            self.cgroup.leave()
+            await self.cgroup.remove()
 
     def watch(self, on_death: Callable[[Pod], None], on_oom: Callable[[str], None]) -> None:
         """Start the death watch and the OOM event loop."""
@@ -164,4 +194,5 @@ class Pod:
             await self.sandbox.cleanup()
         except Exception:
             log.exception("sandbox %s: cleanup failed", self.id)
+        await self._leave_cgroup()
         log.info("sandbox %s torn down", self.id)

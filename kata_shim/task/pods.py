@@ -51,9 +51,12 @@ class PodRegistry:
         hostname: str,
         container_id: str,
         network: PodNetworkRequest | None = None,
+        *,
+        cgroups_path: str = "",
     ) -> Pod:
         """The pod `container_id` goes into (booted now for a sandbox or single container,
-        with `network`: a pod container's netns is its sandbox's)."""
+        with `network` and the host cgroup `cgroups_path`: a pod container's are its
+        sandbox's)."""
         if where.role is Role.CONTAINER:
             return await self._join(where.sandbox_id, container_id)
         if where.sandbox_id in self._pods:
@@ -64,7 +67,7 @@ class PodRegistry:
         self._pods[pod.id] = pod
         self._observer.sandbox_created(pod)
         try:
-            await pod.boot(hostname, network)
+            await pod.boot(hostname, network, cgroups_path=cgroups_path)
         except BaseException:
             if self._pods.get(pod.id) is pod:
                 del self._pods[pod.id]

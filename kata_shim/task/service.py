@@ -31,6 +31,7 @@ from kata_shim.proto import events_pb2, task_pb2, task_types_pb2
 from kata_shim.proto.task_ttrpc import TaskBase
 from kata_shim.sandbox.base import SandboxProvider
 from kata_shim.sandbox.owners import owners_of_user
+from kata_shim.sandbox.podcgroup import spec_cgroups_path
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
@@ -150,7 +151,10 @@ class TaskService(TaskBase):
         init = Process(request.id, "", request.id, stdio)
         async with init.lock:  # the init's exit is queued after TaskCreate
             hostname, network = spec.get("hostname", ""), pod_network(spec)
-            pod = await self._pods.acquire(where, provider, hostname, request.id, network)
+            cgroups_path = spec_cgroups_path(spec)  # the pod's host cgroup (sandbox_cgroup_only)
+            pod = await self._pods.acquire(
+                where, provider, hostname, request.id, network, cgroups_path=cgroups_path
+            )
             try:
                 container = await create_container(self.env, request, spec, pod, init)
             except BaseException:

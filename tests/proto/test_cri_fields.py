@@ -41,6 +41,9 @@ RPCS = {
             "ListContainers",
             "ContainerStatus",
             "ExecSync",
+            "UpdateContainerResources",
+            "ContainerStats",
+            "PodSandboxStats",
         )
     },
     "ImageService": {
@@ -221,6 +224,68 @@ FIELDS = {
     "ListImagesResponse": {"images": (1, "repeated Image")},
     "ImageStatusRequest": {"image": (1, "ImageSpec"), "verbose": (2, "bool")},
     "ImageStatusResponse": {"image": (1, "Image"), "info": (2, "map")},
+    "LinuxContainerResources": {
+        "cpu_period": (1, "int64"),
+        "cpu_quota": (2, "int64"),
+        "cpu_shares": (3, "int64"),
+        "memory_limit_in_bytes": (4, "int64"),
+        "oom_score_adj": (5, "int64"),
+        "cpuset_cpus": (6, "string"),
+        "cpuset_mems": (7, "string"),
+        "memory_swap_limit_in_bytes": (10, "int64"),
+    },
+    "UpdateContainerResourcesRequest": {
+        "container_id": (1, "string"),
+        "linux": (2, "LinuxContainerResources"),
+    },
+    "UpdateContainerResourcesResponse": {},
+    "UInt64Value": {"value": (1, "uint64")},
+    "CpuUsage": {
+        "timestamp": (1, "int64"),
+        "usage_core_nano_seconds": (2, "UInt64Value"),
+        "usage_nano_cores": (3, "UInt64Value"),
+    },
+    "MemoryUsage": {
+        "timestamp": (1, "int64"),
+        "working_set_bytes": (2, "UInt64Value"),
+        "available_bytes": (3, "UInt64Value"),
+        "usage_bytes": (4, "UInt64Value"),
+        "rss_bytes": (5, "UInt64Value"),
+        "page_faults": (6, "UInt64Value"),
+        "major_page_faults": (7, "UInt64Value"),
+    },
+    "ContainerAttributes": {
+        "id": (1, "string"),
+        "metadata": (2, "ContainerMetadata"),
+        "labels": (3, "map"),
+        "annotations": (4, "map"),
+    },
+    "ContainerStats": {
+        "attributes": (1, "ContainerAttributes"),
+        "cpu": (2, "CpuUsage"),
+        "memory": (3, "MemoryUsage"),
+    },
+    "ContainerStatsRequest": {"container_id": (1, "string")},
+    "ContainerStatsResponse": {"stats": (1, "ContainerStats")},
+    "PodSandboxAttributes": {
+        "id": (1, "string"),
+        "metadata": (2, "PodSandboxMetadata"),
+        "labels": (3, "map"),
+        "annotations": (4, "map"),
+    },
+    "ProcessUsage": {"timestamp": (1, "int64"), "process_count": (2, "UInt64Value")},
+    "LinuxPodSandboxStats": {
+        "cpu": (1, "CpuUsage"),
+        "memory": (2, "MemoryUsage"),
+        "process": (4, "ProcessUsage"),
+        "containers": (5, "repeated ContainerStats"),
+    },
+    "PodSandboxStats": {
+        "attributes": (1, "PodSandboxAttributes"),
+        "linux": (2, "LinuxPodSandboxStats"),
+    },
+    "PodSandboxStatsRequest": {"pod_sandbox_id": (1, "string")},
+    "PodSandboxStatsResponse": {"stats": (1, "PodSandboxStats")},
 }
 
 
