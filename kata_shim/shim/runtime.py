@@ -84,6 +84,7 @@ class ShimRuntime:
             debug=debug,
             config_source=config.source,
             internetworking_model=config.runtime.internetworking_model,
+            static_sandbox_resource_mgmt=config.runtime.static_sandbox_resource_mgmt,
         )
         log.info(
             "sandbox %s: %s backend, state %s", sandbox_id, config.hypervisor.type, spec.state_dir

@@ -30,6 +30,7 @@ from kata_shim.process.states import Op, status_of
 from kata_shim.proto import events_pb2, task_pb2, task_types_pb2
 from kata_shim.proto.task_ttrpc import TaskBase
 from kata_shim.sandbox.base import SandboxProvider
+from kata_shim.sandbox.sizing import SizingRequest
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
@@ -149,7 +150,8 @@ class TaskService(TaskBase):
         init = Process(request.id, "", request.id, stdio)
         async with init.lock:  # the init's exit is queued after TaskCreate
             hostname, network = spec.get("hostname", ""), pod_network(spec)
-            pod = await self._pods.acquire(where, provider, hostname, request.id, network)
+            sizing = SizingRequest.from_annotations(spec.get("annotations") or {})
+            pod = await self._pods.acquire(where, provider, hostname, request.id, network, sizing)
             try:
                 container = await create_container(self.env, request, spec, pod, init)
             except BaseException:

@@ -26,10 +26,18 @@ CHATTY = "trap 'exit 0' TERM; echo to-stdout; echo to-stderr >&2; while :; do sl
 class Pod:
     """A pod sandbox of `handler` with helpers to add containers and to tear it all down."""
 
-    def __init__(self, rig: CriRig, client: CriClient, handler: str, name: str) -> None:
+    def __init__(
+        self,
+        rig: CriRig,
+        client: CriClient,
+        handler: str,
+        name: str,
+        annotations: dict[str, str] | None = None,
+    ) -> None:
         self.rig, self.client, self.handler = rig, client, handler
         self.log_dir = rig.log_root / f"{name}-{uuid.uuid4().hex[:8]}"
         self.config = pod_config(name, uuid.uuid4().hex, log_directory=str(self.log_dir))
+        self.config.annotations.update(annotations or {})
         self.id = client.run_pod(self.config, handler)
         self.containers: list[str] = []
 
