@@ -141,7 +141,7 @@ def _vcpus(key: str, value: str) -> int:
 
 
 def _memory_mib(key: str, value: str) -> int:
-    if not value.strip().isdigit():
+    if not (value.strip().isascii() and value.strip().isdigit()):
         raise _bad(key, value, "not a whole number of MiB", f"give MiB (>= {MIN_MEMORY_MIB})")
     return int(value)
 
@@ -246,7 +246,8 @@ def compute_size(annotations: Mapping[str, str], policy: SizingPolicy, host: Hos
     if extra.memory_mib:
         memory_from += f" + {extra.memory_mib} MiB from {CRI_MEMORY}"
     size = VmSize(base.vcpus + extra.vcpus, base.memory_mib + extra.memory_mib)
-    _check_limits(size, policy, host, vcpus_from, memory_from)
+    if size != policy.default:  # the configured size alone is the configuration's business
+        _check_limits(size, policy, host, vcpus_from, memory_from)
     return size
 
 
@@ -286,5 +287,7 @@ def size_vm(
         where=where,
     )
     size = compute_size(request.annotations, policy, host or host_limits())
+    if size == policy.default:
+        return config
     log.info("VM size: %d vCPUs, %d MiB (from the pod's annotations)", size.vcpus, size.memory_mib)
     return dataclasses.replace(config, default_vcpus=size.vcpus, default_memory=size.memory_mib)

@@ -192,3 +192,9 @@ def test_static_flag_reaches_the_backend_which_applies_the_request(tmp_path: Pat
     sandbox.use_sizing(request)  # + 1024 MiB of containers' limits; quota without period: none
     assert isinstance(sandbox, QemuSandbox)
     assert (sandbox.config.default_vcpus, sandbox.config.default_memory) == (1, 1280)
+
+
+def test_the_configured_size_alone_is_not_checked_against_the_host() -> None:
+    big = SizingPolicy(VmSize(16, 512), static=True)  # more vCPUs than HOST: the config's call
+    assert size(cri(0, 100000, 0), big) == VmSize(16, 512)
+    assert "asks for 17 vCPUs" in refused(cri(100000, 100000, 0), big)
