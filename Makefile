@@ -37,10 +37,12 @@ typecheck:
 
 # ours vs containerd-shim-runc-v2 (+ io_throughput.py, vm_boot.py, vm_density.py): table on
 # stderr, JSON on stdout and in out/bench.json. About 5-8 minutes on a 2-CPU host, plus
-# vm_density's 2 x 10 TCG VM pods (10-20 minutes).
+# vm_density's 2 x 10 TCG VM pods (10-20 minutes). Then net_throughput.py (pod -> host TCP,
+# runc / local / VM, 256 MiB each; the TCG VM run alone takes 5-10 minutes): out/net.json.
 bench:
 	mkdir -p out
 	$(PY) bench/report.py --json out/bench.json
+	$(PY) bench/net_throughput.py | tee out/net.json
 
 wheel:
 	$(PY) -m build --wheel --no-isolation --outdir dist .

@@ -188,6 +188,8 @@ class RuntimeConfig:
     sandbox_cgroup_only: bool = False
     #: how the pod netns's interfaces reach the VM (kata_shim.network.models)
     internetworking_model: str = DEFAULT_INTERNETWORKING_MODEL
+    #: the containers' CPU/memory limits (CRI annotations) add to the VM's size (Kata's key)
+    static_sandbox_resource_mgmt: bool = False
     table: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -261,6 +263,7 @@ def _runtime(source: str, data: dict[str, Any], warnings: list[str]) -> RuntimeC
         state_dir=posixpath.normpath(state_dir),
         sandbox_cgroup_only=table.get("sandbox_cgroup_only", False),
         internetworking_model=_internetworking_model(source, table),
+        static_sandbox_resource_mgmt=table.get("static_sandbox_resource_mgmt", False),
         table=MappingProxyType(table),
     )
 

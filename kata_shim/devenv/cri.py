@@ -28,7 +28,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from kata_shim import mounts
@@ -44,6 +44,10 @@ CNI_CACHE = Path("/var/lib/cni/results")  # libcni's cache (not configurable in 
 HANDLERS = ("runc", "kata", "kata-local")
 SUBNET = "10.88.0.0/16"  # exists only inside the rig's network namespace
 K8S_NAMESPACE = "k8s.io"
+#: pod annotations containerd passes to our shim: Kata's and openEuler's sizing (sandbox/sizing.py)
+POD_ANNOTATIONS = ("io.katacontainers.*", "com.github.containers.virtcontainers.*")
+#: the VM config's enable_annotations (Kata's rule: nothing under io.katacontainers... without)
+ENABLE_ANNOTATIONS = ("default_vcpus", "default_memory")
 
 _CRI = """
   [plugins."io.containerd.grpc.v1.cri"]
@@ -61,8 +65,10 @@ _CRI = """
           SystemdCgroup = false
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata]
         runtime_type = "io.containerd.kata.v2"
+        pod_annotations = {pod_annotations}
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata-local]
         runtime_type = "io.containerd.kata.v2"
+        pod_annotations = {pod_annotations}
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata-local.options]
           ConfigPath = "{local_config}"
     [plugins."io.containerd.grpc.v1.cri".cni]
@@ -79,6 +85,7 @@ def cri_config(*, sandbox_image: str, local_config: Path, cni_conf: Path) -> str
         local_config=local_config,
         cni_bin=CNI_BIN_DIR,
         cni_conf=cni_conf,
+        pod_annotations=json.dumps(list(POD_ANNOTATIONS)),
     )
 
 
@@ -137,7 +144,8 @@ class CriRig:
         pod_cgroup = "sandbox_cgroup_only = true\n"
         write_shim_config(self.local_config, state_dir=self.state_dir, extra=pod_cgroup)
         if guest_image is not None:
-            keys = {
+            keys: dict[str, str | Sequence[str]] = {
+                "enable_annotations": list(ENABLE_ANNOTATIONS),
                 "kernel": str(guest_image / "vmlinux"),
                 "initrd": str(guest_image / "kata-shim-initrd.img"),
                 "accel": "auto",

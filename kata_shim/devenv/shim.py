@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from kata_shim import mounts
@@ -80,14 +80,17 @@ def write_config(
     *,
     state_dir: Path,
     hypervisor: str = "local",
-    hypervisor_keys: Mapping[str, str] | None = None,
+    hypervisor_keys: Mapping[str, str | Sequence[str]] | None = None,
     debug: bool = False,
     dial_timeout: int = 30,
     extra: str = "",
 ) -> Path:
     """A configuration.toml selecting `hypervisor` with sandboxes under `state_dir`."""
     flag = "true" if debug else "false"
-    keys = "".join(f'{key} = "{value}"\n' for key, value in (hypervisor_keys or {}).items())
+    # strings and lists of strings: JSON's quoting is TOML's for these
+    keys = "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in (hypervisor_keys or {}).items()
+    )
     path.write_text(
         f"[hypervisor.{hypervisor}]\nenable_debug = {flag}\n{keys}\n"
         f"[agent.kata]\ndial_timeout = {dial_timeout}\n\n"

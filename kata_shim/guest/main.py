@@ -22,6 +22,7 @@ from kata_shim.errors import ShimError
 from kata_shim.guest import hostpaths, network
 from kata_shim.guest.channel import parse_listen, serve_channel
 from kata_shim.guest.containers import ContainerTable
+from kata_shim.guest.localpod import enter_pod_namespaces
 from kata_shim.guest.reaper import Reaper
 from kata_shim.guest.runc import Runc
 from kata_shim.guest.sandbox import GuestSandbox
@@ -54,15 +55,18 @@ def listen_from_cmdline(cmdline: str) -> str | None:
     return from_cmdline(cmdline, LISTEN_KEYS)
 
 
-async def serve(listen: str, state_dir: Path, runc: str = "runc", sandbox_id: str = "") -> int:
-    """Run the agent until SIGTERM/SIGINT (0) or until its channel fails (1)."""
+async def serve(
+    listen: str, state_dir: Path, runc: str = "runc", sandbox_id: str = "", *, own_uts: bool = False
+) -> int:
+    """Run the agent until SIGTERM/SIGINT (0) or until its channel fails (1); `own_uts`: the
+    agent has a UTS namespace of its own (local backend), where CreateSandbox sets the hostname."""
     loop = asyncio.get_running_loop()
     reaper = Reaper()
     reaper.install(loop)
     in_vm = False
     with contextlib.suppress(OSError):
         in_vm = hostpaths.running_in_vm(Path("/proc/cmdline").read_text())
-    sandbox = GuestSandbox(state_dir, reaper, sandbox_id, in_vm=in_vm)
+    sandbox = GuestSandbox(state_dir, reaper, sandbox_id, in_vm=in_vm, own_uts=own_uts)
     containers = ContainerTable(state_dir, sandbox, Runc(state_dir / "runc", reaper, runc), reaper)
     if in_vm:
         network.loopback_up()  # the pod's containers share this netns and its localhost
@@ -99,6 +103,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runc", default="runc", help="runc binary")
     parser.add_argument("--sandbox-id", default="", help="until CreateSandbox names it")
     parser.add_argument("--log-level", default=None, help="debug, info (default), warning...")
+    parser.add_argument("--netns", type=Path, help="join this network namespace (local backend)")
+    parser.add_argument(
+        "--pod-uts", action="store_true", help="own UTS namespace, the pod's hostname (local)"
+    )
     args = parser.parse_args(argv)
     cmdline = ""
     with contextlib.suppress(OSError):
@@ -122,7 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(serve(args.listen, args.state_dir, args.runc, args.sandbox_id))
+    try:
+        enter_pod_namespaces(args.netns, args.pod_uts)  # before any thread (guest/localpod.py)
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    return asyncio.run(
+        serve(args.listen, args.state_dir, args.runc, args.sandbox_id, own_uts=args.pod_uts)
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ the OOM event queue GetOOMEvent drains, the sandbox's cgroup parent
 agent runs in a VM (then host paths in specs are confined to `vm_roots`).
 In a VM, CreateSandbox also sets the guest's hostname to the pod's and mounts
 the pod's /dev/shm: one tmpfs (a sandbox storage) every container binds.
-On the host (the local backend's agent) neither happens.
+On the host (the local backend's agent) the hostname is set only in the agent's
+own UTS namespace (`own_uts`, guest/localpod.py); no pod /dev/shm.
 Containers live in guest.containers.ContainerTable, which borrows from here.
 
 The pod's namespaces (guest/podns.py): in a VM, CreateSandbox makes the pod's
@@ -57,7 +58,13 @@ class GuestSandbox:
     """The pod the agent serves: its id, storages, OOM queue, cgroups and console dir."""
 
     def __init__(
-        self, state_dir: Path, reaper: Reaper, sandbox_id: str = "", *, in_vm: bool = False
+        self,
+        state_dir: Path,
+        reaper: Reaper,
+        sandbox_id: str = "",
+        *,
+        in_vm: bool = False,
+        own_uts: bool = False,
     ) -> None:
         self.id = sandbox_id or "default"
         self.created = False
@@ -65,6 +72,7 @@ class GuestSandbox:
         self.oom_events: asyncio.Queue[str] = asyncio.Queue(OOM_QUEUE)
         self.console_dir = _console_dir(state_dir)
         self.in_vm = in_vm  # host paths in specs are refused/dropped (guest/hostpaths.py)
+        self.own_uts = in_vm or own_uts  # the hostname is the pod's to set (guest/localpod.py)
         self.shm_dir = state_dir / "shm"
         self.shm: str | None = None  # the pod's /dev/shm while mounted (in a VM)
         self.namespaces = PodNamespaces(state_dir / "ns")  # made at create (in a VM)
@@ -83,7 +91,7 @@ class GuestSandbox:
             raise AlreadyExists(f"sandbox {self.id} already created")
         if sandbox_id:
             self.id = bundle.validate_id("sandbox", sandbox_id)
-        if self.in_vm and hostname:
+        if self.own_uts and hostname:
             _set_hostname(hostname)
         self.created = True
         count = await self.add_storages("", storages)
@@ -151,7 +159,7 @@ class GuestSandbox:
 
 
 def _set_hostname(hostname: str) -> None:
-    """The guest's UTS hostname (only ever called in a VM)."""
+    """The pod's UTS hostname (in a VM, or in the local agent's own UTS namespace)."""
     try:
         socket.sethostname(hostname)
     except (OSError, ValueError) as exc:

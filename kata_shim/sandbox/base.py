@@ -9,7 +9,8 @@ and none blocks forever — each takes or derives a bound. A backend says where
 its agent is (`agent_address`); dialling it is implemented once, here, over
 sandbox/dial.py. The pod's network namespace reaches a backend as a typed
 `PodNetworkRequest` (`use_network`, before `start`); `configure_guest_network`
-runs after the agent answered. Backends that cannot carry a netns keep the
+runs after the agent answered. The VM's size from the pod's annotations arrives the
+same way (`use_sizing`, before `start`). Backends that cannot carry a netns keep the
 defaults: the pod has no network beyond `lo` (logged). `allow_owners` tells
 the backend which host owners its file server may give shared files.
 """
@@ -28,6 +29,7 @@ from kata_shim.config.schema import DEFAULT_INTERNETWORKING_MODEL, AgentConfig, 
 from kata_shim.errors import DeadlineExceeded, InvalidArgument, ShimError
 from kata_shim.sandbox.dial import AgentAddress, DialPolicy, dial_agent
 from kata_shim.sandbox.owners import Owners
+from kata_shim.sandbox.sizing import SizingRequest
 from kata_shim.ttrpc.client import Client
 
 if TYPE_CHECKING:
@@ -69,6 +71,8 @@ class SandboxSpec:
     #: `[runtime] sandbox_cgroup_only`: the sandbox and the shim run in the pod's host
     #: cgroup (sandbox/podcgroup.py)
     sandbox_cgroup_only: bool = False
+    #: `[runtime] static_sandbox_resource_mgmt`: the containers' limits add to the VM's size
+    static_sandbox_resource_mgmt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,16 @@ class Sandbox(abc.ABC):
             self.spec.sandbox_id,
             self.backend,
             request.netns,
+        )
+
+    def use_sizing(self, request: SizingRequest) -> None:
+        """Before `start`: size the VM from the pod's annotations (sandbox/sizing.py); raises
+        InvalidArgument for a bad one. A backend without a VM ignores them (logged here)."""
+        log.info(
+            "sandbox %s: the %s backend has no VM to size: annotations %s ignored",
+            self.spec.sandbox_id,
+            self.backend,
+            ", ".join(sorted(request.annotations)),
         )
 
     async def configure_guest_network(self, agent: AgentClient) -> None:

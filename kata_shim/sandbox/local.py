@@ -2,7 +2,9 @@
 
 For development, CI and hosts without virtualization: containers run on the
 host kernel through runc, exactly as the agent would run them inside a VM.
-The agent runs in its own session (process group), listens on
+The agent runs in its own session (process group), in the pod's network
+namespace (the sandbox container's netns path, `use_network`) and a UTS
+namespace of its own holding the pod's hostname (guest/localpod.py), listens on
 `<state_dir>/agent.sock` and logs to `<state_dir>/agent.log` (or to our
 stderr when spec.debug). Its exit is watched through a pidfd, so no asyncio
 child watcher (or any other reaper in the shim) is involved. `stop` SIGTERMs
@@ -26,7 +28,8 @@ from pathlib import Path
 
 from kata_shim import cgroupfs, mounts
 from kata_shim.errors import ShimError, Unavailable
-from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
+from kata_shim.network.netns import check_netns_path
+from kata_shim.sandbox.base import PodNetworkRequest, Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.dial import UnixAddress
 
 __all__ = ["HostProcess", "LocalSandbox"]
@@ -152,6 +155,7 @@ class LocalSandbox(Sandbox):
         self._proc: HostProcess | None = None
         self.socket_path = spec.state_dir / "agent.sock"
         self.agent_state = spec.state_dir / "agent"
+        self.netns: Path | None = None  # the pod's network namespace (use_network)
 
     @property
     def pid(self) -> int:
@@ -173,7 +177,15 @@ class LocalSandbox(Sandbox):
             self.spec.sandbox_id,
             "--log-level",
             "debug" if self.spec.debug else "info",
+            "--pod-uts",  # the pod's hostname in a UTS namespace of the agent's own
+            *(("--netns", str(self.netns)) if self.netns is not None else ()),
         ]
+
+    def use_network(self, request: PodNetworkRequest) -> None:
+        """The agent, and so every container of the pod, joins the pod's netns (as runc would)."""
+        check_netns_path(request.netns)
+        self.netns = request.netns
+        log.info("local sandbox %s: the agent joins %s", self.spec.sandbox_id, request.netns)
 
     async def start(self) -> None:
         log.warning("local sandbox: containers are NOT isolated in a VM (development/CI only)")

@@ -85,6 +85,7 @@ class ShimRuntime:
             config_source=config.source,
             internetworking_model=config.runtime.internetworking_model,
             sandbox_cgroup_only=config.runtime.sandbox_cgroup_only,
+            static_sandbox_resource_mgmt=config.runtime.static_sandbox_resource_mgmt,
         )
         log.info(
             "sandbox %s: %s backend, state %s", sandbox_id, config.hypervisor.type, spec.state_dir

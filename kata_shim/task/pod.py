@@ -21,6 +21,7 @@ from kata_shim.agent.client import AgentClient, AgentTimeouts
 from kata_shim.errors import ShimError, Unavailable, Unimplemented
 from kata_shim.sandbox.base import PodNetworkRequest, Sandbox
 from kata_shim.sandbox.podcgroup import PodCgroup, host_paths
+from kata_shim.sandbox.sizing import SizingRequest
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.tuning import Tuning
 from kata_shim.ttrpc.client import Client
@@ -80,13 +81,20 @@ class Pod:
 
     # boot ---------------------------------------------------------------------------
     async def boot(
-        self, hostname: str, network: PodNetworkRequest | None = None, *, cgroups_path: str = ""
+        self,
+        hostname: str,
+        network: PodNetworkRequest | None = None,
+        sizing: SizingRequest | None = None,
+        *,
+        cgroups_path: str = "",
     ) -> None:
-        """Start the sandbox (with the pod's `network`, in the host cgroup `cgroups_path`
-        names), dial and check the agent, configure the guest's network, CreateSandbox.
-        Leaves nothing on failure."""
+        """Start the sandbox (sized by `sizing`, with the pod's `network`, in the host cgroup
+        `cgroups_path` names), dial and check the agent, configure the guest's network,
+        CreateSandbox. Leaves nothing on failure."""
         began = time.monotonic()
         try:
+            if sizing is not None:
+                self.sandbox.use_sizing(sizing)
             if network is not None:
                 self.sandbox.use_network(network)
             self._enter_cgroup(cgroups_path)

@@ -16,6 +16,7 @@ from typing import Any
 
 from kata_shim.errors import AlreadyExists, FailedPrecondition, NotFound
 from kata_shim.sandbox.base import PodNetworkRequest, SandboxProvider
+from kata_shim.sandbox.sizing import SizingRequest
 from kata_shim.task.observer import TaskObserver
 from kata_shim.task.pod import Pod
 from kata_shim.task.spec import Placement, Role
@@ -51,12 +52,13 @@ class PodRegistry:
         hostname: str,
         container_id: str,
         network: PodNetworkRequest | None = None,
+        sizing: SizingRequest | None = None,
         *,
         cgroups_path: str = "",
     ) -> Pod:
         """The pod `container_id` goes into (booted now for a sandbox or single container,
-        with `network` and the host cgroup `cgroups_path`: a pod container's are its
-        sandbox's)."""
+        with `network`, `sizing` and the host cgroup `cgroups_path`: a pod container's are
+        its sandbox's)."""
         if where.role is Role.CONTAINER:
             return await self._join(where.sandbox_id, container_id)
         if where.sandbox_id in self._pods:
@@ -67,7 +69,7 @@ class PodRegistry:
         self._pods[pod.id] = pod
         self._observer.sandbox_created(pod)
         try:
-            await pod.boot(hostname, network, cgroups_path=cgroups_path)
+            await pod.boot(hostname, network, sizing, cgroups_path=cgroups_path)
         except BaseException:
             if self._pods.get(pod.id) is pod:
                 del self._pods[pod.id]

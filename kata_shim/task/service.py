@@ -32,6 +32,7 @@ from kata_shim.proto.task_ttrpc import TaskBase
 from kata_shim.sandbox.base import SandboxProvider
 from kata_shim.sandbox.owners import owners_of_user
 from kata_shim.sandbox.podcgroup import spec_cgroups_path
+from kata_shim.sandbox.sizing import SizingRequest
 from kata_shim.task import lifecycle
 from kata_shim.task.containers import Container, TaskEnv, Topic
 from kata_shim.task.create import create_container
@@ -152,8 +153,9 @@ class TaskService(TaskBase):
         async with init.lock:  # the init's exit is queued after TaskCreate
             hostname, network = spec.get("hostname", ""), pod_network(spec)
             cgroups_path = spec_cgroups_path(spec)  # the pod's host cgroup (sandbox_cgroup_only)
+            sizing = SizingRequest.from_annotations(spec.get("annotations") or {})
             pod = await self._pods.acquire(
-                where, provider, hostname, request.id, network, cgroups_path=cgroups_path
+                where, provider, hostname, request.id, network, sizing, cgroups_path=cgroups_path
             )
             try:
                 container = await create_container(self.env, request, spec, pod, init)

@@ -27,13 +27,21 @@ class Pod:
     """A pod sandbox of `handler` with helpers to add containers and to tear it all down."""
 
     def __init__(
-        self, rig: CriRig, client: CriClient, handler: str, name: str, *, cgroup_parent: str = ""
+        self,
+        rig: CriRig,
+        client: CriClient,
+        handler: str,
+        name: str,
+        annotations: dict[str, str] | None = None,
+        *,
+        cgroup_parent: str = "",
     ) -> None:
         self.rig, self.client, self.handler = rig, client, handler
         self.log_dir = rig.log_root / f"{name}-{uuid.uuid4().hex[:8]}"
         self.config = pod_config(name, uuid.uuid4().hex, log_directory=str(self.log_dir))
         if cgroup_parent:  # kubelet's pod cgroup (cgroupfs path or systemd slice path)
             self.config.linux.cgroup_parent = cgroup_parent
+        self.config.annotations.update(annotations or {})
         self.id = client.run_pod(self.config, handler)
         self.containers: list[str] = []
 

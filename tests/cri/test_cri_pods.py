@@ -95,10 +95,12 @@ def test_two_containers_then_pod_stop_without_container_stop(
     assert leftovers(cri_rig, cri_client, [pod.id, first, second]) == {}
 
 
-def test_runc_pod_ip_serves_the_rig_netns(cri_rig: CriRig, cri_client: CriClient) -> None:
-    """The rig's own networking check, runc only for now: CNI gave the pod an IP on the bridge
-    in the rig's namespace, and a client there reaches a server in the pod (busybox httpd)."""
-    pod = Pod(cri_rig, cri_client, "runc", "httpd")
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_pod_ip_serves_the_rig_netns(cri_rig: CriRig, cri_client: CriClient, handler: str) -> None:
+    """CNI gave the pod an IP on the bridge in the rig's namespace, and a client there reaches
+    a server in the pod (busybox httpd). The container is in the pod's netns (its only
+    interfaces: lo and eth0 with the pod IP; not the rig's `cni0`) and has the pod's hostname."""
+    pod = Pod(cri_rig, cri_client, handler, "httpd")
     ip = cri_client.pod_status(pod.id).network.ip
     script = "mkdir /www; echo served-by-pod > /www/index.html; exec httpd -f -p 8080 -h /www"
     container = pod.add("web", script)
@@ -112,5 +114,12 @@ def test_runc_pod_ip_serves_the_rig_netns(cri_rig: CriRig, cri_client: CriClient
             break
         time.sleep(0.25)
     assert (got.returncode, got.stdout) == (0, "served-by-pod\n"), got.stderr
+    links = cri_client.exec_sync(container, ["/bin/ip", "-o", "link"]).stdout.decode()
+    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    assert names == {"lo", "eth0"}, links
+    addr = cri_client.exec_sync(container, ["/bin/ip", "-o", "-4", "addr", "show", "eth0"])
+    assert f" {ip}/" in addr.stdout.decode(), addr
+    hostname = cri_client.exec_sync(container, ["/bin/hostname"]).stdout.decode()
+    assert hostname == f"{pod.config.hostname}\n"
     pod.teardown()
     assert leftovers(cri_rig, cri_client, [pod.id, container]) == {}

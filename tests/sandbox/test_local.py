@@ -15,7 +15,12 @@ from kata_shim import errors
 from kata_shim.config.schema import AgentConfig, HypervisorConfig
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
-from kata_shim.sandbox.base import SandboxSpec, available_backends, create_sandbox
+from kata_shim.sandbox.base import (
+    PodNetworkRequest,
+    SandboxSpec,
+    available_backends,
+    create_sandbox,
+)
 from kata_shim.sandbox.local import HostProcess, LocalSandbox, run_host
 from tests.fakes.agent_env import create_request
 from tests.fakes.rootfs import oci_spec
@@ -162,3 +167,13 @@ def test_host_process_status_and_no_leaked_fds(tmp_path) -> None:
         assert sorted(int(n) for n in out.read_text().split()) == [0, 1, 2]
 
     asyncio.run(main())
+
+
+def test_the_agent_joins_the_pod_netns_and_owns_a_uts_namespace(tmp_path) -> None:
+    sandbox = LocalSandbox(spec(tmp_path))
+    assert "--pod-uts" in sandbox._argv() and "--netns" not in sandbox._argv()
+    with pytest.raises(errors.InvalidArgument, match="does not exist: the pod's netns must be"):
+        sandbox.use_network(PodNetworkRequest(tmp_path / "missing"))
+    sandbox.use_network(PodNetworkRequest(Path("/proc/self/ns/net")))
+    argv = sandbox._argv()
+    assert argv[argv.index("--netns") + 1] == "/proc/self/ns/net"

@@ -47,6 +47,7 @@ from kata_shim.sandbox.qemu.accel import choose_accel
 from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, kernel_command_line
 from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
 from kata_shim.sandbox.share import SharedDir, run_mount
+from kata_shim.sandbox.sizing import SizingRequest, size_vm
 
 __all__ = ["LibvirtSandbox"]
 
@@ -93,6 +94,10 @@ class LibvirtSandbox(Sandbox):
 
     def agent_address(self) -> UnixAddress:
         return UnixAddress(self.vm_dir / "agent.sock")
+
+    def use_sizing(self, request: SizingRequest) -> None:
+        static = self.spec.static_sandbox_resource_mgmt
+        self.config = size_vm(self.config, request, self.table, self.origin, static=static)
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

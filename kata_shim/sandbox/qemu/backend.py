@@ -52,6 +52,7 @@ from kata_shim.sandbox.qemu.netdev import nic_fds
 from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
 from kata_shim.sandbox.qemu.podnet import QemuPodNetwork
 from kata_shim.sandbox.share import SharedDir
+from kata_shim.sandbox.sizing import SizingRequest, size_vm
 
 if TYPE_CHECKING:
     from kata_shim.agent.client import AgentClient
@@ -116,6 +117,10 @@ class QemuSandbox(Sandbox):
         self.network = QemuPodNetwork(
             spec.sandbox_id, spec.state_dir, request.netns, spec.internetworking_model
         )
+
+    def use_sizing(self, request: SizingRequest) -> None:
+        table, static = self.spec.hypervisor.table, self.spec.static_sandbox_resource_mgmt
+        self.config = size_vm(self.config, request, table, self.origin, static=static)
 
     async def configure_guest_network(self, agent: AgentClient) -> None:
         if self.network is not None:

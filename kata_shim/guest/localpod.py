@@ -1,0 +1,43 @@
+"""What the `local` backend's agent does, at start, to stand for a pod like a VM does.
+
+On the host the agent is a process, not a VM, so it makes itself the pod's
+boundary before it serves: it joins the pod's network namespace (`--netns`,
+the sandbox container's `linux.namespaces[type=network].path`, made by CNI)
+and takes a UTS namespace of its own (`--pod-uts`), in which CreateSandbox
+sets the pod's hostname. Every container it starts without a network
+namespace of its own inherits the pod's; a container's own UTS namespace
+starts from the pod's hostname. Call before any thread or event loop exists:
+namespaces are per thread, and threads started later inherit them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+__all__ = ["CLONE_NEWNET", "CLONE_NEWUTS", "enter_pod_namespaces"]
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUTS = 0x04000000
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _failed(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def enter_pod_namespaces(netns: Path | None, own_uts: bool) -> None:
+    """Join the network namespace at `netns` (if given); unshare UTS when `own_uts`."""
+    if netns is not None:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                raise _failed(f"cannot join network namespace {netns}")
+        finally:
+            os.close(fd)
+    if own_uts and _libc.unshare(CLONE_NEWUTS) != 0:
+        raise _failed("cannot make the pod's UTS namespace")
