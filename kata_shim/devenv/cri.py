@@ -8,6 +8,9 @@
     `runc` (containerd-shim-runc-v2), `kata` (our shim, its default config:
     $KATA_CONF_FILE in containerd's environment when the rig has a VM config)
     and `kata-local` (our shim, `ConfigPath` = a local-sandbox configuration);
+  * CRI's streaming server (the URLs of Exec/Attach) on 127.0.0.1 of that
+    netns, plain HTTP, on a port the kernel picks (containerd puts the bound
+    port in the URLs); `stream_connect` reaches it from the test process;
   * a CNI conflist (bridge + host-local with its data dir in the scratch dir;
     CRI adds loopback) using Debian's plugins in /usr/lib/cni;
   * the pause and busybox OCI images (kata_shim.devenv.ociimage) imported
@@ -26,6 +29,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +40,7 @@ from kata_shim.devenv import ociimage
 from kata_shim.devenv.criclient import CriClient
 from kata_shim.devenv.shim import KataContainerd, install_shim, processes_matching, scratch_setup
 from kata_shim.devenv.shim import write_config as write_shim_config
+from kata_shim.network.netns import run_in_netns
 
 __all__ = ["CNI_BIN_DIR", "HANDLERS", "CriContainerd", "CriRig", "cri_config"]
 
@@ -55,7 +60,8 @@ _CRI = """
     restrict_oom_score_adj = true
     netns_mounts_under_state_dir = true
     stream_server_address = "127.0.0.1"
-    stream_server_port = "10010"
+    stream_server_port = "0"
+    enable_tls_streaming = false
     [plugins."io.containerd.grpc.v1.cri".containerd]
       snapshotter = "overlayfs"
       default_runtime_name = "runc"
@@ -213,6 +219,10 @@ class CriRig:
         """Run a command in the rig's network namespace (e.g. a client reaching a pod IP)."""
         cmd = ["nsenter", f"--net={self.netns}", *argv]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+    def stream_connect(self, host: str, port: int) -> socket.socket:
+        """A TCP connection made in the rig's netns (for criexec.open_stream's `connect`)."""
+        return run_in_netns(self.netns, lambda: socket.create_connection((host, port), timeout=30))
 
     def leftovers(self) -> list[tuple[int, str]]:
         """Live processes (shims, runc, QEMU, ...) whose argv carries our marker."""

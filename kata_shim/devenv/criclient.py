@@ -109,6 +109,33 @@ class CriClient:
         request = cri_pb2.ExecSyncRequest(container_id=container_id, cmd=list(cmd), timeout=timeout)
         return self._runtime("ExecSync", request, timeout=timeout + self.timeout)
 
+    def exec(
+        self,
+        container_id: str,
+        cmd: Sequence[str],
+        *,
+        stdin: bool = False,
+        tty: bool = False,
+        stderr: bool = True,
+    ) -> str:
+        """Exec: the streaming server's URL for `cmd` (open it with kata_shim.devenv.criexec)."""
+        request = cri_pb2.ExecRequest(
+            container_id=container_id,
+            cmd=list(cmd),
+            tty=tty,
+            stdin=stdin,
+            stdout=True,
+            stderr=stderr and not tty,  # CRI: no separate stderr with a tty
+        )
+        return str(self._runtime("Exec", request).url)
+
+    def attach(self, container_id: str, *, stdin: bool = True, tty: bool = False) -> str:
+        """Attach: the streaming server's URL for the container's own stdio."""
+        request = cri_pb2.AttachRequest(
+            container_id=container_id, stdin=stdin, tty=tty, stdout=True, stderr=not tty
+        )
+        return str(self._runtime("Attach", request).url)
+
     def wait_container_state(self, container_id: str, state: int, timeout: float = 60.0) -> Any:
         """Poll ContainerStatus until the state is `state` (a cri_pb2.ContainerState value)."""
         deadline = time.monotonic() + timeout
@@ -170,11 +197,21 @@ def pod_config(
     )
 
 
-def container_config(name: str, image: str, args: Sequence[str], *, log_path: str = "") -> Any:
-    """A ContainerConfig running `args` (as the command) from `image`."""
+def container_config(
+    name: str,
+    image: str,
+    args: Sequence[str],
+    *,
+    log_path: str = "",
+    stdin: bool = False,
+    tty: bool = False,
+) -> Any:
+    """A ContainerConfig running `args` (as the command) from `image`; `stdin` keeps stdin open."""
     return cri_pb2.ContainerConfig(
         metadata=cri_pb2.ContainerMetadata(name=name),
         image=cri_pb2.ImageSpec(image=image),
         command=list(args),
         log_path=log_path,
+        stdin=stdin,
+        tty=tty,
     )

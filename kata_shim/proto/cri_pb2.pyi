@@ -16,6 +16,26 @@ SANDBOX_NOTREADY: PodSandboxState
 SANDBOX_READY: PodSandboxState
 TARGET: NamespaceMode
 
+class AttachRequest(_message.Message):
+    __slots__ = ["container_id", "stderr", "stdin", "stdout", "tty"]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    stderr: bool
+    stdin: bool
+    stdout: bool
+    tty: bool
+    def __init__(self, container_id: _Optional[str] = ..., stdin: bool = ..., tty: bool = ..., stdout: bool = ..., stderr: bool = ...) -> None: ...
+
+class AttachResponse(_message.Message):
+    __slots__ = ["url"]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    def __init__(self, url: _Optional[str] = ...) -> None: ...
+
 class Container(_message.Message):
     __slots__ = ["annotations", "created_at", "id", "image", "image_ref", "labels", "metadata", "pod_sandbox_id", "state"]
     class AnnotationsEntry(_message.Message):
@@ -281,6 +301,28 @@ class DNSConfig(_message.Message):
     searches: _containers.RepeatedScalarFieldContainer[str]
     servers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, servers: _Optional[_Iterable[str]] = ..., searches: _Optional[_Iterable[str]] = ..., options: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExecRequest(_message.Message):
+    __slots__ = ["cmd", "container_id", "stderr", "stdin", "stdout", "tty"]
+    CMD_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    cmd: _containers.RepeatedScalarFieldContainer[str]
+    container_id: str
+    stderr: bool
+    stdin: bool
+    stdout: bool
+    tty: bool
+    def __init__(self, container_id: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., tty: bool = ..., stdin: bool = ..., stdout: bool = ..., stderr: bool = ...) -> None: ...
+
+class ExecResponse(_message.Message):
+    __slots__ = ["url"]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    def __init__(self, url: _Optional[str] = ...) -> None: ...
 
 class ExecSyncRequest(_message.Message):
     __slots__ = ["cmd", "container_id", "timeout"]

@@ -10,6 +10,8 @@ KeyValue.value `bytes`, which has the same wire format as `string`.
 ContainerConfig.linux (15), LinuxContainerConfig.security_context (2) and
 LinuxContainerSecurityContext.namespace_options (3) were checked against upstream
 api.proto on 2026-12-06 (the tests set a container's PID namespace mode).
+Exec/Attach and ExecRequest, ExecResponse, AttachRequest, AttachResponse were
+checked against upstream api.proto at tag v0.25.0 on 2026-12-06.
 Both ways: every field we define is in the table, every table entry is defined.
 """
 
@@ -41,6 +43,8 @@ RPCS = {
             "ListContainers",
             "ContainerStatus",
             "ExecSync",
+            "Exec",
+            "Attach",
             "UpdateContainerResources",
             "ContainerStats",
             "PodSandboxStats",
@@ -213,6 +217,23 @@ FIELDS = {
         "timeout": (3, "int64"),
     },
     "ExecSyncResponse": {"stdout": (1, "bytes"), "stderr": (2, "bytes"), "exit_code": (3, "int32")},
+    "ExecRequest": {
+        "container_id": (1, "string"),
+        "cmd": (2, "repeated string"),
+        "tty": (3, "bool"),
+        "stdin": (4, "bool"),
+        "stdout": (5, "bool"),
+        "stderr": (6, "bool"),
+    },
+    "ExecResponse": {"url": (1, "string")},
+    "AttachRequest": {
+        "container_id": (1, "string"),
+        "stdin": (2, "bool"),
+        "tty": (3, "bool"),
+        "stdout": (4, "bool"),
+        "stderr": (5, "bool"),
+    },
+    "AttachResponse": {"url": (1, "string")},
     "ImageFilter": {"image": (1, "ImageSpec")},
     "ListImagesRequest": {"filter": (1, "ImageFilter")},
     "Image": {
