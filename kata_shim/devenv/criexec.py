@@ -33,11 +33,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["PROTOCOL", "StreamError", "StreamResult", "StreamSession", "exit_code", "open_stream"]
+__all__ = [
+    "ACCEPT_GUID",
+    "PROTOCOL",
+    "StreamError",
+    "StreamResult",
+    "StreamSession",
+    "exit_code",
+    "open_stream",
+]
 
 PROTOCOL = "v4.channel.k8s.io"
 STDIN, STDOUT, STDERR, STATUS, RESIZE = range(5)
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
+ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 _CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _MAX_MESSAGE = 64 << 20
 
@@ -86,14 +94,14 @@ def _frame(opcode: int, payload: bytes) -> bytes:
     return head + mask + masked
 
 
-def _handshake_request(url: str) -> tuple[str, int, bytes, str]:
+def handshake_request(url: str) -> tuple[str, int, bytes, str]:
     """(host, port, request bytes, expected Sec-WebSocket-Accept) for a GET upgrade of `url`."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise StreamError(f"{url}: only plain http:// streaming URLs are supported (TLS is off)")
     port = parts.port or 80
     key = base64.b64encode(os.urandom(16)).decode()
-    accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+    accept = base64.b64encode(hashlib.sha1(key.encode() + ACCEPT_GUID).digest()).decode()
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
@@ -248,7 +256,7 @@ def open_stream(
     url: str, *, connect: Connect | None = None, timeout: float = 60.0
 ) -> StreamSession:
     """A session on `url`; `connect(host, port)` makes the socket (e.g. in another netns)."""
-    host, port, request, accept = _handshake_request(url)
+    host, port, request, accept = handshake_request(url)
     sock = (connect or _tcp)(host, port)
     session = StreamSession(sock, timeout)
     try:
