@@ -204,14 +204,20 @@ def container_config(
     *,
     log_path: str = "",
     stdin: bool = False,
+    stdin_once: bool = False,
     tty: bool = False,
 ) -> Any:
-    """A ContainerConfig running `args` (as the command) from `image`; `stdin` keeps stdin open."""
+    """A ContainerConfig running `args` (as the command) from `image`.
+
+    `stdin` keeps the container's stdin open for Attach; with `stdin_once` CRI
+    closes it when the first attach session ends.
+    """
     return cri_pb2.ContainerConfig(
         metadata=cri_pb2.ContainerMetadata(name=name),
         image=cri_pb2.ImageSpec(image=image),
         command=list(args),
         log_path=log_path,
         stdin=stdin,
+        stdin_once=stdin_once,
         tty=tty,
     )

@@ -4,8 +4,9 @@ reference), `kata-local` and `kata` (a QEMU VM under TCG).
 The URLs CRI returns are opened with our WebSocket client (kata_shim.devenv.criexec,
 subprotocol `v4.channel.k8s.io`), connected from inside the rig's netns where
 the streaming server listens on 127.0.0.1. One pod per handler holds a shell
-container (for Exec) and a `cat` container with stdin open (for Attach); its
-teardown must leave nothing behind.
+container (for Exec), a `cat` container with stdin open (for Attach) and one with
+`stdin_once` (CRI closes its stdin, through the shim's CloseIO, when the first
+attach ends); its teardown must leave nothing behind.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.cri.podkit import Pod, leftovers
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 IDLE = "trap 'exit 0' TERM; while :; do sleep 1; done"
+ONCE = "cat; echo stdin-closed; exit 4"
 # One line of stdin per round: is stdout a tty, the terminal size, a marker; `end` ends it.
 TTY_LOOP = (
     'while read x; do [ -t 1 ] && echo tty:$x; stty size; echo done:$x; [ "$x" = end ] && exit 0; '
@@ -41,6 +43,7 @@ class StreamPod:
     handler: str
     shell: str  # a container that idles (Exec target)
     cat: str  # a container running `cat` with stdin kept open (Attach target)
+    once: str  # `cat` with stdin_once, then a line and exit 4
 
     def open(self, url: str) -> StreamSession:
         assert url.startswith("http://127.0.0.1:"), url  # the rig's streaming server, no TLS
@@ -64,18 +67,29 @@ def stream_pod(request: pytest.FixtureRequest) -> Iterator[StreamPod]:
     with CriClient(rig.cri_address) as client:
         pod = Pod(rig, client, handler, "stream")
         shell = pod.add("shell", IDLE)
-        config = container_config(
-            "cat", ociimage.BUSYBOX.name, ["/bin/cat"], log_path="cat.log", stdin=True
-        )
-        cat = client.create_container(pod.id, config, pod.config)
-        pod.containers.append(cat)
-        client.start_container(cat)
-        for container in (shell, cat):
+        cat = add_stdin_container(pod, "cat", ["/bin/cat"], stdin_once=False)
+        once = add_stdin_container(pod, "once", ["/bin/sh", "-c", ONCE], stdin_once=True)
+        for container in (shell, cat, once):
             running = client.wait_container_state(container, cri_pb2.CONTAINER_RUNNING)
             assert running.state == cri_pb2.CONTAINER_RUNNING, running
-        yield StreamPod(rig, client, handler, shell, cat)
+        yield StreamPod(rig, client, handler, shell, cat, once)
         pod.teardown()
-        assert leftovers(rig, client, [pod.id, shell, cat], timeout=30) == {}
+        assert leftovers(rig, client, [pod.id, shell, cat, once], timeout=30) == {}
+
+
+def add_stdin_container(pod: Pod, name: str, args: list[str], *, stdin_once: bool) -> str:
+    config = container_config(
+        name,
+        ociimage.BUSYBOX.name,
+        args,
+        log_path=f"{name}.log",
+        stdin=True,
+        stdin_once=stdin_once,
+    )
+    container_id = pod.client.create_container(pod.id, config, pod.config)
+    pod.containers.append(container_id)
+    pod.client.start_container(container_id)
+    return container_id
 
 
 def test_exec_stdin_stdout_stderr_and_exit_code(stream_pod: StreamPod) -> None:
@@ -123,3 +137,13 @@ def test_attach_echoes_stdin_and_detaches(stream_pod: StreamPod) -> None:
             assert session.read_until(f"ping-{attempt}\n".encode()) == f"ping-{attempt}\n".encode()
         status = client.container_status(stream_pod.cat)
         assert status.state == cri_pb2.CONTAINER_RUNNING, status
+
+
+def test_attach_stdin_once_closes_stdin_when_the_session_ends(stream_pod: StreamPod) -> None:
+    client = stream_pod.client
+    with stream_pod.open(client.attach(stream_pod.once)) as session:
+        session.send_stdin(b"only-once\n")
+        assert session.read_until(b"only-once\n") == b"only-once\n"
+    # CRI's CloseIO reaches the container: `cat` sees EOF, the shell goes on and exits
+    status = client.wait_container_state(stream_pod.once, cri_pb2.CONTAINER_EXITED, timeout=120)
+    assert (status.state, status.exit_code) == (cri_pb2.CONTAINER_EXITED, 4), status
