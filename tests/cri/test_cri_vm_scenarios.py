@@ -10,8 +10,9 @@ One pod per handler (one VM boot for `kata`) carries every scenario in turn:
     same pod fetches it over 127.0.0.1 (`lo` is up in the pod's network namespace);
   * must-show 7: a container that exits by itself (`exit 7`) shows exitCode 7
     in ContainerStatus;
-  * must-show 7, `kata` only: SIGKILL the pod's QEMU; its running containers show
-    EXITED with exit code 255 and the sandbox NOTREADY. (runc has no VM: killing
+  * must-show 7, `kata` only: SIGKILL the pod's QEMU (the shim's child); its running
+    containers show EXITED with exit code 255, the sandbox NOTREADY, and the container
+    that had exited keeps its 7. (runc has no VM: killing
     its pause process ends no container, so there is no reference to compare.)
 Then Stop/RemoveContainer, StopPodSandbox, RemovePodSandbox leave nothing behind.
 """
@@ -101,7 +102,7 @@ def check_http(rig: CriRig, client: CriClient, pod: Pod, ip: str) -> str:
     return second
 
 
-def check_exit_7(client: CriClient, pod: Pod) -> None:
+def check_exit_7(client: CriClient, pod: Pod) -> str:
     """Must-show 7: a container's own exit code reaches ContainerStatus."""
     seven = pod.add("seven", "echo bye; exit 7")
     status = client.wait_container_state(seven, cri_pb2.CONTAINER_EXITED, timeout=120)
@@ -112,6 +113,7 @@ def check_exit_7(client: CriClient, pod: Pod) -> None:
     ), status
     assert status.started_at > 0 and status.finished_at >= status.started_at
     assert pod.wait_log("seven", 1) == [("stdout", "F", "bye")]
+    return seven
 
 
 def pod_qemu(rig: CriRig, pod_id: str) -> int:
@@ -134,14 +136,18 @@ def argv_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-def check_vm_killed(client: CriClient, rig: CriRig, pod: Pod, alive: list[str]) -> None:
-    """Must-show 7: SIGKILL the VM: its running containers exit 255, the sandbox is NOTREADY."""
+def check_vm_killed(
+    client: CriClient, rig: CriRig, pod: Pod, alive: list[str], exited: str
+) -> None:
+    """Must-show 7: SIGKILL the VM: its running containers exit 255, the sandbox is NOTREADY;
+    the container that had exited before keeps its own exit code."""
     os.kill(pod_qemu(rig, pod.id), signal.SIGKILL)
     for container_id in alive:
         status = client.wait_container_state(container_id, cri_pb2.CONTAINER_EXITED, timeout=60)
         assert (state(status.state), status.exit_code) == ("CONTAINER_EXITED", 255), status
     sandbox = wait_pod_state(client, pod.id, cri_pb2.SANDBOX_NOTREADY, timeout=60)
     assert cri_pb2.PodSandboxState.Name(sandbox.state) == "SANDBOX_NOTREADY", sandbox
+    assert client.container_status(exited).exit_code == 7
 
 
 @pytest.mark.parametrize("handler", HANDLERS)
@@ -155,8 +161,8 @@ def test_log_loopback_exit_codes_and_killed_vm(
     running(scen_client, web)
     check_log(pod)
     second = check_http(scen_rig, scen_client, pod, status.network.ip)
-    check_exit_7(scen_client, pod)
+    seven = check_exit_7(scen_client, pod)
     if handler == "kata":
-        check_vm_killed(scen_client, scen_rig, pod, [web, second])
+        check_vm_killed(scen_client, scen_rig, pod, [web, second], seven)
     pod.teardown()
     assert leftovers(scen_rig, scen_client, [pod.id, *pod.containers], timeout=30) == {}
