@@ -131,7 +131,11 @@ def _guard_fd(options: list[str]) -> int:
     inherited = os.environ.pop(GUARD_FD_ENV, "")
     if options[:1] == [GUARD_SOCKET_OPTION] and len(options) == 2:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(options[1])
+        try:
+            sock.connect(options[1])
+        except OSError as exc:  # the shim is gone or the path is wrong: QEMU must not run
+            sock.close()
+            sys.exit(f"kata-shim jail: cannot reach the owner guard at {options[1]} ({exc})")
         return sock.detach()
     if options:
         sys.exit(f"kata-shim jail: unknown options {options}; usage: {USAGE}")

@@ -92,3 +92,8 @@ def test_unknown_jail_options_or_a_missing_separator_are_refused() -> None:
     for argv in (["--frobnicate", "--", "/bin/true"], ["/bin/true"], ["--"]):
         with pytest.raises(SystemExit, match="usage"):
             jail.main(argv)
+
+
+def test_an_unreachable_guard_socket_stops_the_jail(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="cannot reach the owner guard"):
+        jail.main(["--guard-socket", str(tmp_path / "absent.sock"), "--", "/bin/true"])
