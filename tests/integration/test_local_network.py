@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,11 +28,6 @@ CRI_TYPE = "io.kubernetes.cri.container-type"
 CRI_SANDBOX = "io.kubernetes.cri.sandbox-id"
 HOSTNAME = "sizing-pod"
 SERVE = "cd /dev/shm && mkdir -p www && echo local-served > www/f && exec httpd -f -p 8080 -h www"
-#: an HTTP GET from the test's host netns (busybox's static wget segfaults on this host)
-GET = (
-    "import sys, urllib.request as u; "
-    "sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())"
-)
 
 
 @pytest.fixture
@@ -70,20 +63,6 @@ def _exec(rig: KataRig, task: str, exec_id: str, script: str) -> str:
     return done.stdout.decode()
 
 
-def _get(pod: Pod, url: str, attempts: int = 30) -> str:
-    out = ""
-    for _ in range(attempts):
-        done = subprocess.run(
-            ["nsenter", f"--net={pod.host.netns}", sys.executable, "-c", GET, url],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
-        if done.returncode == 0:
-            return done.stdout
-        out = f"status {done.returncode}: {done.stdout} {done.stderr}"
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer from the host netns: {out}")
-
-
 def _link_names(ip_o_link: str) -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in ip_o_link.splitlines()}
 
@@ -98,7 +77,7 @@ def test_local_pod_serves_http_from_the_pod_netns_with_the_pod_hostname(
     _run(rig, sandbox, "sleep 600", pod, netns=str(net_pod.netns), hostname=HOSTNAME)
     _run(rig, web, SERVE, {CRI_TYPE: "container", CRI_SANDBOX: sandbox})
 
-    assert _get(net_pod, f"http://{pod_ip}:8080/f") == "local-served\n"
+    assert net_pod.http_get(f"http://{pod_ip}:8080/f") == "local-served\n"
     links = _exec(rig, web, "links", "ip -o link")
     assert _link_names(links) == _link_names(net_pod.sh("ip", "-o", "link")), links
     host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout

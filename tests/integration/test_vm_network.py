@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,12 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420
 
 SERVE = "mkdir -p /run/www && echo wire-served > /run/www/f && exec httpd -f -p 8080 -h /run/www"
 
-#: an HTTP GET (busybox's static wget segfaults on this host, status -11)
-GET = (
-    "import sys, urllib.request as u; "
-    "sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())"
-)
-
 
 @pytest.fixture
 def net_pod() -> Iterator[Pod]:
@@ -54,21 +46,6 @@ def vm_rig(guest_image: Path) -> Iterator[KataRig]:
     keys = vm_keys(guest_image, initrd=True)
     with KataRig(hypervisor="qemu", hypervisor_keys=keys, prefix="wire-") as rig:
         yield rig
-
-
-def _wget(pod: Pod, url: str, attempts: int = 30) -> str:
-    """GET from the test's host netns, retried while the guest network comes up (TCG)."""
-    out = ""
-    for _ in range(attempts):
-        done = subprocess.run(
-            ["nsenter", f"--net={pod.host.netns}", sys.executable, "-c", GET, url],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
-        if done.returncode == 0:
-            return done.stdout
-        out = f"status {done.returncode}: {done.stdout} {done.stderr}"
-        time.sleep(1)
-    raise AssertionError(f"{url} did not answer from the host netns: {out}")
 
 
 def _exec(rig: KataRig, task: str, exec_id: str, script: str) -> str:
@@ -93,7 +70,7 @@ def test_httpd_in_the_vm_serves_the_host_netns_and_delete_restores_the_pod_netns
     addr = _exec(vm_rig, task, "addr", "ip addr show eth0; ip route; ps")
     assert f"inet {net_pod.eth0.ips[0]}" in addr, addr
     assert f"link/ether {net_pod.eth0.mac.lower()}" in addr, addr
-    assert _wget(net_pod, f"http://{pod_ip}:8080/f") == "wire-served\n", addr
+    assert net_pod.http_get(f"http://{pod_ip}:8080/f") == "wire-served\n", addr
     gateway = net_pod.eth0.network.gateway
     ping = _exec(vm_rig, task, "ping", f"ping -c1 -W10 {gateway}")
     assert "1 packets received" in ping, ping

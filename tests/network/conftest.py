@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +13,12 @@ from typing import Any
 import pytest
 
 from kata_shim.devenv.cni import CniHost, PodAttachment
+
+#: an HTTP GET (busybox's static wget segfaults on this host, status -11)
+GET = (
+    "import sys, urllib.request as u; "
+    "sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())"
+)
 
 
 @dataclass
@@ -32,6 +41,20 @@ class Pod:
             name = line.split(":")[1].strip().split("@")[0]
             parts.append(self.sh("tc", "filter", "show", "dev", name, "ingress"))
         return "\n".join(parts)
+
+    def http_get(self, url: str, attempts: int = 30) -> str:
+        """GET `url` from the test's host netns, retried while the pod's network comes up."""
+        out = ""
+        for _ in range(attempts):
+            done = subprocess.run(
+                ["nsenter", f"--net={self.host.netns}", sys.executable, "-c", GET, url],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+            if done.returncode == 0:
+                return done.stdout
+            out = f"status {done.returncode}: {done.stdout} {done.stderr}"
+            time.sleep(1)
+        raise AssertionError(f"{url} did not answer from the host netns: {out}")
 
 
 @pytest.fixture
