@@ -32,6 +32,17 @@ EUID_C = """#include <stdio.h>
 int main(void) { printf("euid=%d uid=%d\\n", geteuid(), getuid()); return 0; }
 """
 _RESULT = re.compile(r"@@(\w+)=([^$\s@]*)@@")
+#: guest root's privilege attacks on a read-write volume (`$RW`, its path in the guest);
+#: each prints `@@<key>=<exit status>@@` (results()); `plain` is an ordinary write
+PRIVILEGE_ATTACK = """
+cp /bin/sh $RW/suid-bb; chmod 4755 $RW/suid-bb; echo "@@chmod_suid=$?@@"
+cp /bin/sh $RW/sgid-bb; chmod 2755 $RW/sgid-bb; echo "@@chmod_sgid=$?@@"
+chmod u+s $RW/orig.txt; echo "@@chmod_existing=$?@@"
+mknod $RW/kmem c 1 2; echo "@@mknod_char=$?@@"
+mknod $RW/loop b 7 0; echo "@@mknod_block=$?@@"
+chown 4242:4242 $RW/orig.txt; echo "@@chown=$?@@"
+echo data > $RW/plain.txt; echo "@@plain=$?@@"
+"""
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int, bytes]]:

@@ -24,7 +24,7 @@ import pytest
 
 from kata_shim.devenv.libvirtd import LibvirtDaemons
 from tests.integration.test_vm_containerd import mounts_of, qemu_processes
-from tests.security.hostile import HostileRig, snapshot
+from tests.security.hostile import PRIVILEGE_ATTACK, HostileRig, snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -75,16 +75,12 @@ def _volume(pod: Pod, kind: str) -> str:
 
 
 def test_no_setuid_file_or_device_node_reaches_the_host(pod: Pod) -> None:
-    script = f"""
+    script = (
+        f"""
 RW={_volume(pod, "rw")}
-cp /bin/sh $RW/suid-bb; chmod 4755 $RW/suid-bb; echo "@@chmod_suid=$?@@"
-cp /bin/sh $RW/sgid-bb; chmod 2755 $RW/sgid-bb; echo "@@chmod_sgid=$?@@"
-chmod u+s $RW/orig.txt; echo "@@chmod_existing=$?@@"
-mknod $RW/kmem c 1 2; echo "@@mknod_char=$?@@"
-mknod $RW/loop b 7 0; echo "@@mknod_block=$?@@"
-chown 4242:4242 $RW/orig.txt; echo "@@chown=$?@@"
-echo data > $RW/plain.txt; echo "@@plain=$?@@"
 """
+        + PRIVILEGE_ATTACK
+    )
     out, found = pod.hostile.guest(pod.id, script)
     print(out)
     for key in ("chmod_suid", "chmod_sgid", "chmod_existing", "mknod_char", "mknod_block", "chown"):
