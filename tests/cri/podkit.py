@@ -82,6 +82,13 @@ class Pod:
         self.client.stop_pod(self.id)
         self.client.remove_pod(self.id)
 
+    def teardown_quietly(self) -> None:
+        """teardown() after a failed test: best effort, so the test's own error is the one shown."""
+        try:
+            self.teardown()
+        except Exception as error:  # reported; the failing test's error wins
+            print(f"teardown of pod {self.id} after a failure: {error}")
+
 
 def state(value: int) -> str:
     return cri_pb2.ContainerState.Name(value)
