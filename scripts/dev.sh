@@ -130,7 +130,10 @@ ci_fresh() {
   log="${TMPDIR:-/tmp}/kata-shim-ci-fresh.log"
   log "cloning $(git -C "$ROOT" rev-parse --short HEAD) into $dir/c (uncommitted changes are not included)"
   git clone -q "$ROOT" "$dir/c"
-  (cd "$dir/c" && CI=true bash .ci/run "$@" </dev/null 2>&1) | tee "$log" || rc=$?
+  # a fresh machine has no guest image yet: build one inside the clone's dir, never share
+  # (or race) the image other work trees test with
+  (cd "$dir/c" && CI=true KATA_SHIM_TEST_IMAGE_DIR="$dir/guest-image" bash .ci/run "$@" \
+    </dev/null 2>&1) | tee "$log" || rc=$?
   [ "${KEEP:-0}" = 1 ] || rm -rf "$dir"
   log "ci-fresh: exit status $rc (log: $log)"
   return "$rc"

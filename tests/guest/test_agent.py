@@ -227,7 +227,8 @@ def test_pause_resume_stats_and_update() -> None:
     async def main() -> None:
         async with local_agent() as h:
             script = (
-                "x=$(head -c 20000000 /dev/zero | tr '\\0' a); "
+                # a steady second process: pids.current >= 2 at any moment
+                "sleep 1000 & x=$(head -c 20000000 /dev/zero | tr '\\0' a); "
                 "while :; do echo tick; sleep 0.05; done"
             )
             await create_started(h, "p1", ["/bin/sh", "-c", script])
