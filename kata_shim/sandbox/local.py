@@ -5,9 +5,11 @@ host kernel through runc, exactly as the agent would run them inside a VM.
 The agent runs in its own session (process group), in the pod's network
 namespace (the sandbox container's netns path, `use_network`) and a UTS
 namespace of its own holding the pod's hostname (guest/localpod.py), listens on
-`<state_dir>/agent.sock` and logs to `<state_dir>/agent.log` (or to our
-stderr when spec.debug). Its exit is watched through a pidfd, so no asyncio
-child watcher (or any other reaper in the shim) is involved. `stop` SIGTERMs
+`<state_dir>/agent.sock` (bound and dialled through a short /proc/self/fd alias
+when the path exceeds a sun_path: kata_shim/unixpath.py) and logs to
+`<state_dir>/agent.log` (or to our stderr when spec.debug). Its exit is
+watched through a pidfd, so no asyncio child watcher (or any other reaper in
+the shim) is involved. `stop` SIGTERMs
 the group (the agent then removes its containers), SIGKILLs it after the
 timeout, and then makes sure no runc container, mount or cgroup of the agent's
 is left; `cleanup` also removes the state directory (never through a mount).
@@ -31,6 +33,7 @@ from kata_shim.errors import ShimError, Unavailable
 from kata_shim.network.netns import check_netns_path
 from kata_shim.sandbox.base import PodNetworkRequest, Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.dial import UnixAddress
+from kata_shim.unixpath import check_reachable
 
 __all__ = ["HostProcess", "LocalSandbox"]
 
@@ -190,6 +193,7 @@ class LocalSandbox(Sandbox):
     async def start(self) -> None:
         log.warning("local sandbox: containers are NOT isolated in a VM (development/CI only)")
         self.spec.state_dir.mkdir(parents=True, exist_ok=True)
+        check_reachable(self.socket_path)  # past sun_path: the agent binds an alias (unixpath)
         self._proc = self._spawn_agent()
         try:
             await self._await_agent()
