@@ -90,8 +90,10 @@ async def serve(
         port_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await port_task
-    await containers.remove_all()
-    sandbox.destroy()
+    try:
+        await containers.remove_all()
+    finally:
+        sandbox.destroy()  # its mounts, cgroups and a temporary console directory
     reaper.uninstall()
     return code
 
