@@ -37,13 +37,13 @@ from kata_shim.guest.podns import PodNamespaces, with_pid_namespace
 from kata_shim.guest.processes import GuestProcess
 from kata_shim.guest.reaper import Reaper
 from kata_shim.guest.storage import Storages, StorageSpec
+from kata_shim.unixpath import SUN_PATH_MAX
 
 __all__ = ["CONSOLE_TEMP_PREFIX", "OOM_QUEUE", "SHM_OPTIONS", "GuestSandbox"]
 
 log = logging.getLogger(__name__)
 
 OOM_QUEUE = 1024  # OOM events kept for GetOOMEvent; the oldest go first
-_SUN_PATH_MAX = 107
 #: a console directory outside the state directory (too deep for a sun_path): ours to remove
 CONSOLE_TEMP_PREFIX = "kata-agent-tty-"
 #: the pod's /dev/shm tmpfs: what CRI and runc give a container's own /dev/shm
@@ -54,7 +54,7 @@ def _console_dir(state_dir: Path) -> tuple[Path, bool]:
     """Where console sockets go (made now), and whether it is a temporary directory of
     ours: a sun_path holds 107 bytes, so a deep state directory gets a short one."""
     candidate = state_dir / "tty"
-    if len(os.fsencode(candidate)) + 18 > _SUN_PATH_MAX:
+    if len(os.fsencode(candidate)) + 18 > SUN_PATH_MAX:  # + /<12 hex>.sock
         return Path(tempfile.mkdtemp(prefix=CONSOLE_TEMP_PREFIX)), True
     candidate.mkdir(parents=True, exist_ok=True)
     return candidate, False
