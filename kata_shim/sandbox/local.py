@@ -5,14 +5,15 @@ host kernel through runc, exactly as the agent would run them inside a VM.
 The agent runs in its own session (process group), in the pod's network
 namespace (the sandbox container's netns path, `use_network`) and a UTS
 namespace of its own holding the pod's hostname (guest/localpod.py), listens on
-`<state_dir>/agent.sock` (bound and dialled through a short /proc/self/fd alias
-when the path exceeds a sun_path: kata_shim/unixpath.py) and logs to
-`<state_dir>/agent.log` (or to our stderr when spec.debug). Its exit is
-watched through a pidfd, so no asyncio child watcher (or any other reaper in
-the shim) is involved. `stop` SIGTERMs
+`<state_dir>/agent.sock` and logs to `<state_dir>/agent.log` (or to our
+stderr when spec.debug). Its exit is watched through a pidfd, so no asyncio
+child watcher (or any other reaper in the shim) is involved. `stop` SIGTERMs
 the group (the agent then removes its containers), SIGKILLs it after the
 timeout, and then makes sure no runc container, mount or cgroup of the agent's
 is left; `cleanup` also removes the state directory (never through a mount).
+
+An agent.sock past the 107-byte sun_path (a long state root) is bound and
+dialled through a short /proc/self/fd alias (kata_shim/unixpath.py).
 """
 
 from __future__ import annotations
