@@ -6,7 +6,8 @@ opened O_RDWR once and kept open for the agent's lifetime; the port is one
 byte stream = one ttrpc connection, served again whenever the host side goes
 away and comes back), `vsock:<port>` (any CID; real hosts with vhost-vsock;
 never exercised on development machines). Kata's `vsock://-1:1024` and
-`unix:///path` forms are accepted too.
+`unix:///path` forms are accepted too. A unix path longer than a sun_path is
+bound through a short /proc/self/fd alias (kata_shim/unixpath.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from kata_shim.errors import InvalidArgument
 from kata_shim.native import vsock
 from kata_shim.ttrpc.server import Server
+from kata_shim.unixpath import short_address
 
 __all__ = ["find_virtio_port", "parse_listen", "serve_channel", "serve_port"]
 
@@ -85,7 +87,8 @@ async def serve_channel(server: Server, spec: str) -> asyncio.Task[None] | None:
     """Start listening; returns the task serving a virtio-serial port, if any."""
     kind, where = parse_listen(spec)
     if kind == "unix":
-        await server.serve_unix(where, mode=0o600)
+        with short_address(Path(where)) as address:  # a long state root (kata_shim/unixpath.py)
+            await server.serve_unix(address, mode=0o600)
         log.info("serving ttrpc on unix:%s", where)
         return None
     if kind == "vport":

@@ -85,15 +85,27 @@ async def serve(
     if code and port_task is not None and not port_task.cancelled():
         log.error("agent channel %s failed: %r", listen, port_task.exception())
     log.info("agent stopping: removing %d containers", len(containers))
+    await _shut_down(server, port_task, containers, sandbox)
+    reaper.uninstall()
+    return code
+
+
+async def _shut_down(
+    server: Server,
+    port_task: asyncio.Task[None] | None,
+    containers: ContainerTable,
+    sandbox: GuestSandbox,
+) -> None:
+    """Stop serving, remove every container, then the sandbox's resources (even if that failed)."""
     server.close()
     if port_task is not None:
         port_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await port_task
-    await containers.remove_all()
-    sandbox.destroy()
-    reaper.uninstall()
-    return code
+    try:
+        await containers.remove_all()
+    finally:
+        sandbox.destroy()  # its mounts, cgroups and a temporary console directory
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -3,8 +3,10 @@
 Owns the sandbox id and whether CreateSandbox ran, every storage mount (the
 sandbox's, owner "", and each container's, reference-counted in Storages),
 the OOM event queue GetOOMEvent drains, the sandbox's cgroup parent
-(/kata_shim/<sandbox id>), the directory for console sockets, and whether the
-agent runs in a VM (then host paths in specs are confined to `vm_roots`).
+(/kata_shim/<sandbox id>), the directory for console sockets (made for the
+first terminal; a /tmp/kata-agent-tty-* one, used when the state directory is
+too deep for a sun_path, is removed by `destroy`), and whether the agent runs
+in a VM (then host paths in specs are confined to `vm_roots`).
 In a VM, CreateSandbox also sets the guest's hostname to the pod's and mounts
 the pod's /dev/shm: one tmpfs (a sandbox storage) every container binds.
 On the host (the local backend's agent) the hostname is set only in the agent's
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterable
@@ -34,24 +37,27 @@ from kata_shim.guest.podns import PodNamespaces, with_pid_namespace
 from kata_shim.guest.processes import GuestProcess
 from kata_shim.guest.reaper import Reaper
 from kata_shim.guest.storage import Storages, StorageSpec
+from kata_shim.unixpath import SUN_PATH_MAX
 
-__all__ = ["OOM_QUEUE", "SHM_OPTIONS", "GuestSandbox"]
+__all__ = ["CONSOLE_TEMP_PREFIX", "OOM_QUEUE", "SHM_OPTIONS", "GuestSandbox"]
 
 log = logging.getLogger(__name__)
 
 OOM_QUEUE = 1024  # OOM events kept for GetOOMEvent; the oldest go first
-_SUN_PATH_MAX = 107
+#: a console directory outside the state directory (too deep for a sun_path): ours to remove
+CONSOLE_TEMP_PREFIX = "kata-agent-tty-"
 #: the pod's /dev/shm tmpfs: what CRI and runc give a container's own /dev/shm
 SHM_OPTIONS = ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")
 
 
-def _console_dir(state_dir: Path) -> Path:
-    """Where console sockets go: a sun_path holds 107 bytes, so stay short."""
+def _console_dir(state_dir: Path) -> tuple[Path, bool]:
+    """Where console sockets go (made now), and whether it is a temporary directory of
+    ours: a sun_path holds 107 bytes, so a deep state directory gets a short one."""
     candidate = state_dir / "tty"
-    if len(os.fsencode(candidate)) + 18 > _SUN_PATH_MAX:
-        return Path(tempfile.mkdtemp(prefix="kata-agent-tty-"))
+    if len(os.fsencode(candidate)) + 18 > SUN_PATH_MAX:  # + /<12 hex>.sock
+        return Path(tempfile.mkdtemp(prefix=CONSOLE_TEMP_PREFIX)), True
     candidate.mkdir(parents=True, exist_ok=True)
-    return candidate
+    return candidate, False
 
 
 class GuestSandbox:
@@ -70,7 +76,8 @@ class GuestSandbox:
         self.created = False
         self.storages = Storages(reaper)
         self.oom_events: asyncio.Queue[str] = asyncio.Queue(OOM_QUEUE)
-        self.console_dir = _console_dir(state_dir)
+        self._state_dir = state_dir
+        self._console: tuple[Path, bool] | None = None  # made for the first terminal
         self.in_vm = in_vm  # host paths in specs are refused/dropped (guest/hostpaths.py)
         self.own_uts = in_vm or own_uts  # the hostname is the pod's to set (guest/localpod.py)
         self.shm_dir = state_dir / "shm"
@@ -103,15 +110,35 @@ class GuestSandbox:
         log.info("sandbox %s created (%d storages, hostname %r)", self.id, count, hostname)
 
     def destroy(self) -> None:
-        """Release every storage and the sandbox's cgroups (its containers are gone)."""
-        self.storages.release_all()  # the pod's /dev/shm too
-        self.shm = None
-        self.namespaces.release()
-        left = cgroups.remove_tree(f"/{bundle.CGROUP_ROOT}/{self.id}")
-        if left:
-            log.warning("sandbox %s: cgroups still in use: %s", self.id, left)
-        self.created = False
+        """Release every storage, the sandbox's cgroups and a temporary console directory
+        (its containers are gone). Idempotent; the console directory goes even on errors."""
+        try:
+            self.storages.release_all()  # the pod's /dev/shm too
+            self.shm = None
+            self.namespaces.release()
+            left = cgroups.remove_tree(f"/{bundle.CGROUP_ROOT}/{self.id}")
+            if left:
+                log.warning("sandbox %s: cgroups still in use: %s", self.id, left)
+            self.created = False
+        finally:
+            self._remove_console_dir()
         log.info("sandbox %s destroyed", self.id)
+
+    @property
+    def console_dir(self) -> Path:
+        """The directory of console sockets, made on first use."""
+        if self._console is None:
+            self._console = _console_dir(self._state_dir)
+        return self._console[0]
+
+    def _remove_console_dir(self) -> None:
+        """A temporary console directory goes (a later terminal makes a fresh one)."""
+        console, self._console = self._console, None
+        if console is not None and console[1]:
+            try:
+                shutil.rmtree(console[0])
+            except OSError as exc:
+                log.warning("sandbox %s: console directory left behind: %s", self.id, exc)
 
     async def add_storages(self, owner: str, storages: Iterable[StorageSpec]) -> int:
         """Mount `storages` for `owner` ("" = the sandbox, else a container id)."""

@@ -20,6 +20,7 @@ from kata_shim.errors import ShimError, Unavailable
 from kata_shim.proto import health_pb2
 from kata_shim.proto.health_ttrpc import HealthClient
 from kata_shim.ttrpc.client import Client
+from kata_shim.unixpath import short_address
 
 __all__ = [
     "AGENT_VSOCK_PORT",
@@ -49,7 +50,8 @@ class UnixAddress:
         return f"unix://{self.path}"
 
     async def open(self) -> Client:
-        return await Client.connect_unix(str(self.path), timeout=CONNECT_TIMEOUT)
+        with short_address(self.path) as address:  # a long state root (kata_shim/unixpath.py)
+            return await Client.connect_unix(address, timeout=CONNECT_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)

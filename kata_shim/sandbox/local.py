@@ -11,6 +11,9 @@ child watcher (or any other reaper in the shim) is involved. `stop` SIGTERMs
 the group (the agent then removes its containers), SIGKILLs it after the
 timeout, and then makes sure no runc container, mount or cgroup of the agent's
 is left; `cleanup` also removes the state directory (never through a mount).
+
+An agent.sock past the 107-byte sun_path (a long state root) is bound and
+dialled through a short /proc/self/fd alias (kata_shim/unixpath.py).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from kata_shim.errors import ShimError, Unavailable
 from kata_shim.network.netns import check_netns_path
 from kata_shim.sandbox.base import PodNetworkRequest, Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.dial import UnixAddress
+from kata_shim.unixpath import check_reachable
 
 __all__ = ["HostProcess", "LocalSandbox"]
 
@@ -190,6 +194,7 @@ class LocalSandbox(Sandbox):
     async def start(self) -> None:
         log.warning("local sandbox: containers are NOT isolated in a VM (development/CI only)")
         self.spec.state_dir.mkdir(parents=True, exist_ok=True)
+        check_reachable(self.socket_path)  # past sun_path: the agent binds an alias (unixpath)
         self._proc = self._spawn_agent()
         try:
             await self._await_agent()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -85,7 +84,8 @@ def test_console_paths_are_fresh_and_short(tmp_path: Path) -> None:
         path = far.console_path(True)
         assert path is not None and len(os.fsencode(path)) <= 107
     finally:
-        shutil.rmtree(far.console_dir)
+        far.destroy()
+    assert not path.parent.exists()
 
 
 def test_on_the_host_create_sets_no_hostname_and_mounts_no_shm(

@@ -154,10 +154,7 @@ def libvirt_rig(guest_image) -> Iterator[KataRig]:
 
     daemons = LibvirtDaemons()
     daemons.start()
-    keys = {
-        "kernel": str(guest_image / "vmlinux"),
-        "image": str(guest_image / "kata-shim-rootfs.img"),  # the default design
-    }
+    keys = vm_keys(guest_image)  # the default design: the root image
     try:
         with KataRig(hypervisor="libvirt", hypervisor_keys=keys) as rig:
             yield rig

@@ -12,6 +12,7 @@ import pytest
 
 from kata_shim.devenv.shim import KataRig
 from kata_shim.sandbox.sizing import CRI_CPU_PERIOD, CRI_CPU_QUOTA, CRI_MEMORY
+from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import _out, assert_clean, remove, wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -19,11 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300
 
 @pytest.fixture
 def static_rig(guest_image: Path) -> Iterator[KataRig]:
-    keys = {
-        "kernel": str(guest_image / "vmlinux"),
-        "initrd": str(guest_image / "kata-shim-initrd.img"),
-        "accel": "auto",
-    }
+    keys = vm_keys(guest_image, initrd=True)
     with KataRig(hypervisor="qemu", hypervisor_keys=keys, prefix="sizing-") as rig:
         text = rig.config.read_text()  # the file ends in [runtime]; each new shim reads it
         rig.config.write_text(text + "static_sandbox_resource_mgmt = true\n")

@@ -23,6 +23,7 @@ from typing import Any
 from kata_shim.devenv.shim import KataRig
 from kata_shim.devenv.specs import shared_rootfs
 from kata_shim.sandbox.share import GUEST_SHARED
+from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import _out, wait_status
 
 CRI_TYPE = "io.kubernetes.cri.container-type"
@@ -67,11 +68,7 @@ def results(output: str) -> dict[str, str]:
 
 class HostileRig:
     def __init__(self, guest_image: Path) -> None:
-        keys = {
-            "kernel": str(guest_image / "vmlinux"),
-            "initrd": str(guest_image / "kata-shim-initrd.img"),
-            "accel": "auto",
-        }
+        keys = vm_keys(guest_image, initrd=True)
         self.rig = KataRig(hypervisor="qemu", hypervisor_keys=keys)
         text = self.rig.config.read_text()
         self.rig.config.write_text(

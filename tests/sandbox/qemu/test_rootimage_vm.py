@@ -19,6 +19,7 @@ from kata_shim.image.rootfs import ROOTFS_NAME
 from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
+from tests.fakes.vmkeys import vm_keys
 from tests.sandbox.qemu.test_vm import run_in_vm
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -28,7 +29,7 @@ def test_root_image_boots_read_only_and_runs_a_container(guest_image) -> None:
     image = guest_image / ROOTFS_NAME
     digest = builder.sha256_file(image)
     state = Path(tempfile.mkdtemp(prefix="ks-dense-rootimg-", dir="/tmp"))
-    table = {"kernel": str(guest_image / "vmlinux"), "image": str(image)}
+    table = vm_keys(guest_image)  # its image is `image`
     spec = SandboxSpec(
         "rootimg",
         state,

@@ -19,13 +19,14 @@ from kata_shim.proto import agent_pb2
 from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
 from tests.fakes.agent_env import container_spec, read_all, shared_rootfs
+from tests.fakes.vmkeys import vm_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def vm_spec(image: Path, sandbox_id: str) -> SandboxSpec:
     state = Path(tempfile.mkdtemp(prefix=f"ks-{sandbox_id}-", dir="/tmp"))
-    table = {"kernel": str(image / "vmlinux"), "initrd": str(image / "kata-shim-initrd.img")}
+    table = vm_keys(image, initrd=True)
     return SandboxSpec(
         sandbox_id,
         state,
