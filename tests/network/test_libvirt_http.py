@@ -80,12 +80,12 @@ def _exec(rig: KataRig, task: str, exec_id: str, script: str) -> str:
     return done.stdout.decode()
 
 
-def _domain(task: str) -> tuple[str, int, str]:
+def _domain(task: str) -> tuple[str, int, list[str]]:
     """(domain XML, QEMU pid, QEMU argv) of the task's libvirt domain."""
     name = f"kata-shim-{task}"
     xml = subprocess.run([*VIRSH, "dumpxml", name], capture_output=True, text=True, check=True)
     pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
     return xml.stdout, pid, argv
 
 
@@ -122,8 +122,10 @@ def test_httpd_in_a_libvirt_vm_serves_the_host_netns_and_qemu_sigkill_restores_t
 
     xml, qemu, argv = _domain(task)
     assert "<interface" not in xml and "KATA_SHIM_NICS" in xml, xml
-    assert "-netdev tap,id=net0,fd=" in argv, argv
-    assert f"virtio-net-pci,netdev=net0,mac={net_pod.eth0.mac}" in argv, argv
+    # appended by the wrapper after libvirt's arguments; a JSON device like libvirt's own
+    assert argv[-4] == "-netdev" and argv[-3].startswith("tap,id=net0,fd="), argv
+    device = {"driver": "virtio-net-pci", "netdev": "net0", "mac": net_pod.eth0.mac}
+    assert argv[-2] == "-device" and json.loads(argv[-1]) == device, argv
     _check_served(lv_rig, task, net_pod)
     _check_reported(lv_rig, task, net_pod)
 

@@ -133,7 +133,7 @@ def _jail_options() -> list[str]:
     return options
 
 
-def _nic_args() -> list[str]:
+def _nic_args(qemu_args: list[str]) -> list[str]:
     """QEMU's arguments for the pod's taps, fetched from the shim (nicpass.py); none
     when the domain has no NICS_ENV. Any failure ends the wrapper: QEMU must not run."""
     from kata_shim.sandbox.libvirt import nicpass
@@ -142,7 +142,7 @@ def _nic_args() -> list[str]:
     if not raw:
         return []
     try:
-        return nicpass.receive(nicpass.parse_env(raw))
+        return nicpass.receive(nicpass.parse_env(raw), qemu_args)
     except nicpass.HandoffError as exc:
         sys.exit(f"kata-shim emulator: {exc}; QEMU not started")
 
@@ -155,6 +155,6 @@ def main(argv: list[str] | None = None) -> None:
     if not args:
         sys.exit(f"usage: python -c {ENTRY!r} QEMU [args...]")
     options = _jail_options()
-    nics = _nic_args()
+    nics = _nic_args(args)
     prefix = drop_prefix(Path("/proc/self/status").read_text())
     jail.main([*options, "--", *prefix, *args, *nics])

@@ -4,8 +4,9 @@ libvirt cannot open a tap that lives in the pod netns (`<interface type='etherne
 opens it by name in libvirtd's own netns), so the domain XML has no `<interface>`:
 the shim opens the taps (kata_shim.network, as for the QEMU backend) and passes
 them over a unix socket to the wrapper (emulator.py), which appends one
-`-netdev tap,fd=N` + virtio-net device per tap to QEMU's argv (qemu/netdev.py)
-before it execs QEMU. libvirt never sees the NICs.
+`-netdev tap,fd=N` + virtio-net device per tap to QEMU's argv (qemu/netdev.py;
+the device in JSON when libvirt writes its devices so, see `receive`) before it
+execs QEMU. libvirt never sees the NICs.
 
 * The shim listens on `<state>/vm/nics.sock` (0600, in the root-only state dir)
   and names it, with what the wrapper must receive (tap names, MACs, the machine
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import socket
@@ -46,6 +48,7 @@ __all__ = [
     "TapNic",
     "WantedNic",
     "env_value",
+    "json_devices",
     "parse_env",
     "receive",
     "tap_identity",
@@ -208,8 +211,28 @@ def _fetch(path: str, count: int) -> list[int]:
     return fds
 
 
-def receive(request: NicRequest) -> list[str]:
-    """Fetch and check the taps; QEMU's `-netdev`/`-device` arguments for them."""
+def json_devices(args: list[str]) -> list[str]:
+    """`-device driver,k=v,...` as `-device {"driver": ..., "k": "v"}` (QEMU >= 6.2)."""
+    out: list[str] = []
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        if flag == "-device":
+            driver, *props = value.split(",")
+            value = json.dumps({"driver": driver, **dict(p.split("=", 1) for p in props)})
+        out += [flag, value]
+    return out
+
+
+def _uses_json_devices(qemu_args: Sequence[str]) -> bool:
+    return any(
+        flag == "-device" and value.startswith("{") for flag, value in itertools.pairwise(qemu_args)
+    )
+
+
+def receive(request: NicRequest, qemu_args: Sequence[str]) -> list[str]:
+    """Fetch and check the taps; the `-netdev`/`-device` arguments to append to
+    `qemu_args` (libvirt's). QEMU creates every keyval `-device` before any JSON one, so
+    when libvirt writes JSON devices with explicit PCI addresses, ours are JSON too (and
+    created last, in a slot left free); otherwise keyval, after libvirt's."""
     fds = _fetch(request.socket, len(request.nics))
     try:
         nics = _check(fds, request.nics)
@@ -217,4 +240,5 @@ def receive(request: NicRequest) -> list[str]:
         for fd in fds:
             os.close(fd)
         raise
-    return netdev_args(nics, request.machine, vhost=False)
+    args = netdev_args(nics, request.machine, vhost=False)
+    return json_devices(args) if _uses_json_devices(qemu_args) else args

@@ -10,6 +10,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import fcntl
+import json
 import os
 import shutil
 import struct
@@ -67,7 +68,9 @@ def work() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _handoff(sock: Path, sent: list[TapNic], wanted: list[TapNic]) -> list[str]:
+def _handoff(
+    sock: Path, sent: list[TapNic], wanted: list[TapNic], qemu_args: tuple[str, ...] = ()
+) -> list[str]:
     """Serve `sent` from the shim's end; the wrapper's end expects `wanted`."""
     handoff = NicHandoff(sock, "pc", sent)
     raw = nicpass.env_value(sock, "pc", wanted)
@@ -75,7 +78,7 @@ def _handoff(sock: Path, sent: list[TapNic], wanted: list[TapNic]) -> list[str]:
     async def main() -> list[str]:
         serving = asyncio.ensure_future(handoff.serve(10))
         try:
-            return await asyncio.to_thread(nicpass.receive, parse_env(raw))
+            return await asyncio.to_thread(nicpass.receive, parse_env(raw), qemu_args)
         finally:
             await asyncio.wait([serving])
 
@@ -106,6 +109,26 @@ def test_the_wrapper_gets_the_taps_as_qemu_arguments(work: Path) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_json_devices_when_libvirt_writes_json_devices(work: Path) -> None:
+    """QEMU creates keyval -devices before JSON ones: a keyval NIC would take the PCI slot
+    that libvirt's JSON 9p device names (seen: "slot 2 function 0 not available")."""
+    fd = make_tap("tap0_kata")
+    libvirt = ("-device", '{"driver":"virtio-9p-pci","id":"fs0","bus":"pci.0","addr":"0x2"}')
+    try:
+        args = _handoff(
+            work / "nics.sock",
+            [TapNic(fd, MAC, "tap0_kata")],
+            [TapNic(fd, MAC, "tap0_kata")],
+            libvirt,
+        )
+        got = int(args[1].split("fd=")[1])
+        os.close(got)
+        assert args[0] == "-netdev" and args[2] == "-device"
+        assert json.loads(args[3]) == {"driver": "virtio-net-pci", "netdev": "net0", "mac": MAC}
+    finally:
+        os.close(fd)
 
 
 def test_a_tap_other_than_the_one_expected_is_refused(work: Path) -> None:

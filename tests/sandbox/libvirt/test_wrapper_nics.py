@@ -52,6 +52,7 @@ class FakeConnection:
     def __init__(self) -> None:
         self.output = ""
         self.xml = ""
+        self.args = ["-name", "guest=x"]  # libvirt's QEMU arguments
 
     def createXML(self, xml: str, flags: int) -> object:
         import libvirt
@@ -62,7 +63,7 @@ class FakeConnection:
         env = {e.get("name"): e.get("value") for e in root.iter(f"{{{QEMU_NS}}}env")}
         env = {str(k): str(v) for k, v in env.items()} | {"PATH": os.environ["PATH"]}
         done = subprocess.run(
-            [wrapper, "-name", "guest=x"], env=env, capture_output=True, text=True, timeout=60
+            [wrapper, *self.args], env=env, capture_output=True, text=True, timeout=60
         )
         self.output = done.stdout + done.stderr
         if done.returncode != 0:
@@ -109,6 +110,18 @@ def test_qemu_gets_the_tap_as_a_virtio_nic_through_the_wrapper(work: Path) -> No
         qemu_fd = argv.split("fd=")[1].split()[0]
         assert f"{qemu_fd} -> /dev/net/tun" in conn.output  # open in "QEMU", across exec
         assert network.closed and not (sandbox.vm_dir / NICS_SOCKET).exists()
+    finally:
+        os.close(fd)
+
+
+def test_after_libvirts_json_devices_the_nic_is_a_json_device_too(work: Path) -> None:
+    fd = make_tap("tap0_kata")
+    try:
+        sandbox, _, conn = _sandbox(work, [Nic(fd, MAC, 1500, "eth0", "tap0_kata")])
+        conn.args = ["-device", '{"driver":"virtio-9p-pci","bus":"pci.0","addr":"0x2"}']
+        _launch(work, sandbox)
+        device = '{"driver": "virtio-net-pci", "netdev": "net0", "mac": "' + MAC + '"}'
+        assert conn.output.splitlines()[0].endswith(f"-device {device}"), conn.output
     finally:
         os.close(fd)
 
