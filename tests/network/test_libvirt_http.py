@@ -52,8 +52,20 @@ def libvirtd() -> Iterator[LibvirtDaemons]:
         daemons.start()
         yield daemons
     finally:
+        if daemons.started:  # ours: another test may have found it answering and use it
+            _wait_for_other_domains()
         daemons.stop()
         shutil.rmtree(daemons.work, ignore_errors=True)
+
+
+def _wait_for_other_domains(timeout: float = 300.0) -> None:
+    """Before stopping the libvirtd we started: let domains of other tests end (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = subprocess.run([*VIRSH, "list", "--name"], capture_output=True, text=True)
+        if listed.returncode != 0 or not listed.stdout.strip():
+            return
+        time.sleep(2)
 
 
 @pytest.fixture
@@ -84,6 +96,8 @@ def _domain(task: str) -> tuple[str, int, list[str]]:
     """(domain XML, QEMU pid, QEMU argv) of the task's libvirt domain."""
     name = f"kata-shim-{task}"
     xml = subprocess.run([*VIRSH, "dumpxml", name], capture_output=True, text=True, check=True)
+    listed = subprocess.run([*VIRSH, "domiflist", name], capture_output=True, text=True)
+    assert listed.returncode == 0 and "tap" not in listed.stdout, listed  # libvirt knows none
     pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
     return xml.stdout, pid, argv
