@@ -55,6 +55,7 @@ class Nic:
     mac: str
     mtu: int
     name: str  # the pod-netns interface it carries (for logs and `kata-shim sandboxes`)
+    tap: str = ""  # the tap / macvtap in the pod netns that `fd` opens
 
 
 @dataclass(slots=True)
@@ -65,7 +66,7 @@ class PodNetwork:
 
     def nics(self) -> list[Nic]:
         return [
-            Nic(e.fd, e.mac, e.interface.link.mtu, e.interface.name)
+            Nic(e.fd, e.mac, e.interface.link.mtu, e.interface.name, e.tap)
             for e in self.endpoints
             if e.fd is not None
         ]

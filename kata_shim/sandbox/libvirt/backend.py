@@ -13,6 +13,12 @@ so they run in the default executor. The domain's end (guest poweroff, crash,
 QEMU killed) is detected by polling `isActive` and resolves `wait`.
 Start-up errors follow the QEMU backend's rules (preflight, then the libvirt
 error, the domain's QEMU log and the guest console tail in the ShimError).
+The pod network (`use_network`) is plumbed as for the QEMU backend
+(qemu/podnet.py, kata_shim.network: taps in the pod netns, `network.json` for
+`kata-shim delete`); the taps reach QEMU through the emulator wrapper, which
+fetches their fds from `<state>/vm/nics.sock` while libvirt starts it
+(nicpass.py). Teardown (`cleanup`, also after QEMU was SIGKILLed) leaves the
+netns as CNI made it.
 """
 
 from __future__ import annotations
@@ -23,13 +29,13 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kata_shim import mounts
 from kata_shim.debugconsole import CONSOLE_SOCKET
 from kata_shim.errors import FailedPrecondition, ShimError, Unavailable
 from kata_shim.image.rootfs import loader_for
-from kata_shim.sandbox.base import Sandbox, SandboxSpec, register_backend
+from kata_shim.sandbox.base import PodNetworkRequest, Sandbox, SandboxSpec, register_backend
 from kata_shim.sandbox.diagnostics import (
     agent_channel,
     agent_silent,
@@ -41,18 +47,24 @@ from kata_shim.sandbox.diagnostics import (
 from kata_shim.sandbox.dial import UnixAddress
 from kata_shim.sandbox.libvirt.domain import DomainSpec, domain_xml
 from kata_shim.sandbox.libvirt.emulator import install_wrapper
+from kata_shim.sandbox.libvirt.nicpass import NicHandoff
 from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel
 from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, kernel_command_line
 from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
+from kata_shim.sandbox.qemu.podnet import QemuPodNetwork
 from kata_shim.sandbox.share import SharedDir, run_mount
 from kata_shim.sandbox.sizing import SizingRequest, size_vm
+
+if TYPE_CHECKING:
+    from kata_shim.agent.client import AgentClient
 
 __all__ = ["LibvirtSandbox"]
 
 log = logging.getLogger(__name__)
 GUARD_SOCKET = "owner-guard.sock"
+NICS_SOCKET = "nics.sock"
 T = TypeVar("T")
 POLL_INTERVAL = 0.5
 LIBVIRT_FIX = (
@@ -82,6 +94,7 @@ class LibvirtSandbox(Sandbox):
         self.jail_options: tuple[str, ...] = ()  # extra options for this domain's QEMU jail
         self.owners = Owners()  # what QEMU may chown shared files to (allow_owners)
         self.guard: OwnerGuard | None = None  # answers QEMU's chowns once it runs
+        self.network: QemuPodNetwork | None = None  # the pod netns carried in (use_network)
         self._conn: Any = None
         self._domain: Any = None
         self._pid = 0
@@ -99,6 +112,19 @@ class LibvirtSandbox(Sandbox):
         static = self.spec.static_sandbox_resource_mgmt
         self.config = size_vm(self.config, request, self.table, self.origin, static=static)
 
+    def use_network(self, request: PodNetworkRequest) -> None:
+        spec = self.spec
+        self.network = QemuPodNetwork(
+            spec.sandbox_id, spec.state_dir, request.netns, spec.internetworking_model
+        )
+
+    async def configure_guest_network(self, agent: AgentClient) -> None:
+        if self.network is not None:
+            await self.network.configure_guest(agent)
+
+    def network_interfaces(self) -> list[dict[str, Any]]:
+        return self.network.describe() if self.network is not None else []
+
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
@@ -110,7 +136,9 @@ class LibvirtSandbox(Sandbox):
         await run_mount(["mount", "--bind", str(self.share_dir), str(self.share_dir)])
         await run_mount(["mount", "--make-shared", str(self.share_dir)])
 
-    def _domain_spec(self, accel: str, emulator: Path) -> DomainSpec:
+    def _domain_spec(
+        self, accel: str, emulator: Path, nics: NicHandoff | None = None
+    ) -> DomainSpec:
         debug_console = self.config.debug_console_enabled
         cmdline = kernel_command_line(self.config, accel, tsc_khz=0, debug_console=debug_console)
         share = self.share_dir if self.config.shared_fs == "virtio-9p" else None
@@ -132,6 +160,7 @@ class LibvirtSandbox(Sandbox):
             free_page_reporting=self.config.enable_balloon_free_page_reporting,
             console_socket=self.spec.state_dir / CONSOLE_SOCKET if debug_console else None,
             jail_options=self.jail_options,
+            wrapper_env=tuple(nics.env.items()) if nics is not None else (),
         )
 
     async def start(self) -> None:
@@ -174,7 +203,7 @@ class LibvirtSandbox(Sandbox):
         self.guard = OwnerGuard(self.spec.sandbox_id, self.vm_dir / GUARD_SOCKET)
         self.guard.allow(self.owners)
         self.jail_options = (*self.jail_options, *self.guard.jail_options())
-        await self._create_domain(domain_xml(self._domain_spec(accel, emulator)))
+        await self._launch(accel, emulator)
         self._pid = _read_pid(Path(f"/run/libvirt/qemu/{self.name}.pid"))
         self._ended = asyncio.ensure_future(self._watch())
         try:
@@ -183,6 +212,26 @@ class LibvirtSandbox(Sandbox):
         except BaseException:
             await self.stop(timeout=1)
             raise
+
+    async def _launch(self, accel: str, emulator: Path) -> None:
+        """Plumb the pod network, then create the domain; its wrapper fetches the taps."""
+        nics = await self.network.prepare() if self.network is not None else []
+        handoff = None
+        try:
+            if nics:
+                handoff = NicHandoff(self.vm_dir / NICS_SOCKET, self.config.machine_type, nics)
+            xml = domain_xml(self._domain_spec(accel, emulator, handoff))
+            serving = asyncio.ensure_future(handoff.serve(ATTACH_TIMEOUT)) if handoff else None
+            try:
+                await self._create_domain(xml)
+            finally:
+                if serving is not None:
+                    await _finish(serving)
+        finally:
+            if handoff is not None:
+                handoff.close()
+            if self.network is not None:
+                self.network.close_fds()  # QEMU holds the taps now (or nobody does)
 
     async def _watch(self) -> int:
         while True:
@@ -219,6 +268,8 @@ class LibvirtSandbox(Sandbox):
     async def share(
         self, container_id: str, name: str, host_path: Path, *, readonly: bool = False
     ) -> str:
+        if name == "rootfs" and self.network is not None:  # a container joins the pod
+            await self.network.log_unplugged(container_id)
         shared = SharedDir(self.share_dir)
         return await shared.share(container_id, name, host_path, readonly=readonly)
 
@@ -252,9 +303,20 @@ class LibvirtSandbox(Sandbox):
             self._conn = None
         if self.guard is not None:
             self.guard.close()  # QEMU is gone: nothing left to answer
+        if self.network is not None:
+            await self.network.teardown()
         await SharedDir(self.share_dir).unshare_all()
         mounts.unmount_all_under(self.spec.state_dir)
         mounts.remove_tree(self.spec.state_dir)
+
+
+async def _finish(serving: asyncio.Future[None]) -> None:
+    """After createXML: the handoff is done (or failed with it); never left running."""
+    if not serving.done():
+        serving.cancel()
+    await asyncio.wait([serving])
+    if not serving.cancelled() and serving.exception() is not None:
+        log.warning("pod NIC handoff to libvirt's QEMU failed: %s", serving.exception())
 
 
 def _read_pid(path: Path) -> int:

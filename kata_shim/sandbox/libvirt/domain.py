@@ -13,7 +13,9 @@ what confines it (docs/security.md): `<emulator>` is our jail wrapper
 (emulator.py: no setuid/setgid mode, no device node through 9p), libvirt
 clears QEMU's capabilities and adds its `-sandbox`, and the share's host
 mounts are `ro`/`nosuid,nodev`. Extra jail options for this domain go in
-`<qemu:env>` (emulator.JAIL_ENV).
+`<qemu:env>` (emulator.JAIL_ENV), and so does what the wrapper must fetch for
+the pod's NICs (nicpass.NICS_ENV): the domain has no `<interface>`, the taps
+reach QEMU through the wrapper.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class DomainSpec:
     free_page_reporting: bool = False
     console_socket: Path | None = None  # the debug console's host end (debug_console_enabled)
     jail_options: tuple[str, ...] = ()  # for the emulator wrapper's jail (emulator.JAIL_ENV)
+    wrapper_env: tuple[tuple[str, str], ...] = ()  # more `<qemu:env>` (nicpass.NICS_ENV)
 
 
 def _share_xml(share: Path | None) -> str:
@@ -75,15 +78,18 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 AGENT_CHANNEL = "agent.channel.0"
 
 
-def _qemu_env_xml(options: tuple[str, ...]) -> str:
-    if not options:
+def _wrapper_env(spec: DomainSpec) -> list[tuple[str, str]]:
+    env = [(JAIL_ENV, json.dumps(list(spec.jail_options)))] if spec.jail_options else []
+    return env + list(spec.wrapper_env)
+
+
+def _qemu_env_xml(env: list[tuple[str, str]]) -> str:
+    if not env:
         return ""
-    value = quoteattr(json.dumps(list(options)))
-    return (
-        "  <qemu:commandline>\n"
-        f"    <qemu:env name={quoteattr(JAIL_ENV)} value={value}/>\n"
-        "  </qemu:commandline>\n"
+    lines = "".join(
+        f"    <qemu:env name={quoteattr(name)} value={quoteattr(value)}/>\n" for name, value in env
     )
+    return f"  <qemu:commandline>\n{lines}  </qemu:commandline>\n"
 
 
 def _devices_xml(spec: DomainSpec) -> str:
@@ -105,7 +111,8 @@ def _devices_xml(spec: DomainSpec) -> str:
 
 
 def domain_xml(spec: DomainSpec) -> str:
-    namespace = f" xmlns:qemu={quoteattr(QEMU_NS)}" if spec.jail_options else ""
+    env = _wrapper_env(spec)
+    namespace = f" xmlns:qemu={quoteattr(QEMU_NS)}" if env else ""
     return f"""<domain type={quoteattr(spec.domain_type)}{namespace}>
   <name>{escape(spec.name)}</name>
   <memory unit='MiB'>{spec.memory_mib}</memory>
@@ -125,5 +132,5 @@ def domain_xml(spec: DomainSpec) -> str:
   <seclabel type='static' model='dac' relabel='no'>
     <label>+0:+0</label>
   </seclabel>
-{_devices_xml(spec)}{_qemu_env_xml(spec.jail_options)}</domain>
+{_devices_xml(spec)}{_qemu_env_xml(env)}</domain>
 """

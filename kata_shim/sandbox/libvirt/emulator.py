@@ -25,6 +25,10 @@ QEMU's pidfile).
   confine.QEMU_CAPS, the jail execs QEMU through `setpriv` exactly as the
   QEMU backend does (confine.py): only QEMU_CAPS, no_new_privs. Unprivileged
   (libvirt's capability probe as libvirt-qemu) there is nothing to drop.
+* The pod's NICs: when the domain's `<qemu:env>` has nicpass.NICS_ENV, the
+  wrapper first fetches the tap fds from the shim's socket, checks them and
+  appends a `-netdev tap,fd=N` + virtio-net device per tap to QEMU's argv
+  (nicpass.py); if that fails it exits and QEMU never runs.
 """
 
 from __future__ import annotations
@@ -118,13 +122,7 @@ def drop_prefix(status: str) -> list[str]:
     return [setpriv, f"--bounding-set=-all,{caps}", "--inh-caps=-all", "--no-new-privs", "--"]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -c ENTRY QEMU [QEMU args...]` (the wrapper): exec QEMU under the jail."""
-    from kata_shim.sandbox.qemu import jail
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        sys.exit(f"usage: python -c {ENTRY!r} QEMU [args...]")
+def _jail_options() -> list[str]:
     raw = os.environ.pop(JAIL_ENV, "")
     try:
         options = json.loads(raw) if raw else []
@@ -132,5 +130,31 @@ def main(argv: list[str] | None = None) -> None:
         options = None
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         sys.exit(f"kata-shim emulator: {JAIL_ENV} must be a JSON list of strings, got {raw!r}")
+    return options
+
+
+def _nic_args(qemu_args: list[str]) -> list[str]:
+    """QEMU's arguments for the pod's taps, fetched from the shim (nicpass.py); none
+    when the domain has no NICS_ENV. Any failure ends the wrapper: QEMU must not run."""
+    from kata_shim.sandbox.libvirt import nicpass
+
+    raw = os.environ.pop(nicpass.NICS_ENV, "")
+    if not raw:
+        return []
+    try:
+        return nicpass.receive(nicpass.parse_env(raw), qemu_args)
+    except nicpass.HandoffError as exc:
+        sys.exit(f"kata-shim emulator: {exc}; QEMU not started")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -c ENTRY QEMU [QEMU args...]` (the wrapper): exec QEMU under the jail."""
+    from kata_shim.sandbox.qemu import jail
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        sys.exit(f"usage: python -c {ENTRY!r} QEMU [args...]")
+    options = _jail_options()
+    nics = _nic_args(args)
     prefix = drop_prefix(Path("/proc/self/status").read_text())
-    jail.main([*options, "--", *prefix, *args])
+    jail.main([*options, "--", *prefix, *args, *nics])

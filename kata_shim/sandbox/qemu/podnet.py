@@ -1,4 +1,4 @@
-"""The QEMU sandbox's pod network: plumbed before QEMU starts, undone at cleanup.
+"""The QEMU (and libvirt) sandbox's pod network: plumbed before QEMU starts, undone at cleanup.
 
 The pod netns (sandbox/base.py PodNetworkRequest) is joined to taps by
 kata_shim.network (docs/networking.md); QEMU gets them as virtio-net NICs
@@ -15,15 +15,12 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kata_shim.sandbox.qemu.netdev import NicLike
-
 if TYPE_CHECKING:
     from kata_shim.agent.client import AgentClient
-    from kata_shim.network.plumbing import PodNetwork
+    from kata_shim.network.plumbing import Nic, PodNetwork
 
 __all__ = ["RECORD", "QemuPodNetwork"]
 
@@ -42,7 +39,7 @@ class QemuPodNetwork:
         self.model = model
         self._net: PodNetwork | None = None
 
-    async def prepare(self) -> Sequence[NicLike]:
+    async def prepare(self) -> list[Nic]:
         """Discover the netns and join each interface to a tap (all or nothing)."""
         self._net = await asyncio.to_thread(self._prepare)
         nics = self._net.nics()
