@@ -47,25 +47,13 @@ def libvirtd() -> Iterator[LibvirtDaemons]:
     missing = [b for b in ("libvirtd", "virtlogd", "virsh") if shutil.which(b) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed: run scripts/dev.sh setup")
-    daemons = LibvirtDaemons()
+    daemons = LibvirtDaemons()  # a lease on the host's daemons (devenv/libvirtd.py)
+    daemons.start()
     try:
-        daemons.start()
         yield daemons
     finally:
-        if daemons.started:  # ours: another test may have found it answering and use it
-            _wait_for_other_domains()
         daemons.stop()
         shutil.rmtree(daemons.work, ignore_errors=True)
-
-
-def _wait_for_other_domains(timeout: float = 300.0) -> None:
-    """Before stopping the libvirtd we started: let domains of other tests end (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        listed = subprocess.run([*VIRSH, "list", "--name"], capture_output=True, text=True)
-        if listed.returncode != 0 or not listed.stdout.strip():
-            return
-        time.sleep(2)
 
 
 @pytest.fixture
