@@ -53,6 +53,8 @@ K8S_NAMESPACE = "k8s.io"
 POD_ANNOTATIONS = ("io.katacontainers.*", "com.github.containers.virtcontainers.*")
 #: the VM config's enable_annotations (Kata's rule: nothing under io.katacontainers... without)
 ENABLE_ANNOTATIONS = ("default_vcpus", "default_memory")
+#: [runtime] of both configs, Kubernetes' setup: the VM and the shim in the pod's cgroup
+POD_CGROUP = "sandbox_cgroup_only = true\n"
 
 _CRI = """
   [plugins."io.containerd.grpc.v1.cri"]
@@ -92,6 +94,24 @@ def cri_config(*, sandbox_image: str, local_config: Path, cni_conf: Path) -> str
         cni_bin=CNI_BIN_DIR,
         cni_conf=cni_conf,
         pod_annotations=json.dumps(list(POD_ANNOTATIONS)),
+    )
+
+
+def write_vm_config(path: Path, state_dir: Path, guest_image: Path, *, extra: str) -> None:
+    """The `kata` handler's configuration: QEMU with the test guest image, sizing annotations."""
+    keys: dict[str, str | Sequence[str]] = {
+        "enable_annotations": list(ENABLE_ANNOTATIONS),
+        "kernel": str(guest_image / "vmlinux"),
+        "initrd": str(guest_image / "kata-shim-initrd.img"),
+        "accel": "auto",
+    }
+    write_shim_config(
+        path,
+        state_dir=state_dir,
+        hypervisor="qemu",
+        hypervisor_keys=keys,
+        dial_timeout=120,  # VMs boot slowly under TCG
+        extra=extra,
     )
 
 
@@ -137,33 +157,27 @@ class CriRig:
     config ($KATA_CONF_FILE in containerd's environment) selects the QEMU
     hypervisor with that kernel and initramfs; without it that file does not
     exist and the `kata` handler fails with the shim's "config not found" error.
+    `static_sandbox_resource_mgmt` sets that `[runtime]` key in the VM config
+    (the pod's resources add to the VM's size, kata_shim.sandbox.sizing).
     Sandbox state lives in /tmp/<marker>: CRI sandbox ids are 64 characters and
     the agent's and QEMU's unix sockets below `<state_dir>/<id>/` must fit in
     108 bytes.
     """
 
-    def __init__(self, *, prefix: str = "cri", guest_image: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        prefix: str = "cri",
+        guest_image: Path | None = None,
+        static_sandbox_resource_mgmt: bool = False,
+    ) -> None:
         self.marker, self.work, self.local_config = scratch_setup(prefix, "local", None)
         self.state_dir = Path("/tmp") / self.marker
         self.vm_config = self.work / "vm-configuration.toml"
-        # Kubernetes' setup: the VM and the shim in the pod's cgroup (PodSandboxStats)
-        pod_cgroup = "sandbox_cgroup_only = true\n"
-        write_shim_config(self.local_config, state_dir=self.state_dir, extra=pod_cgroup)
+        write_shim_config(self.local_config, state_dir=self.state_dir, extra=POD_CGROUP)
         if guest_image is not None:
-            keys: dict[str, str | Sequence[str]] = {
-                "enable_annotations": list(ENABLE_ANNOTATIONS),
-                "kernel": str(guest_image / "vmlinux"),
-                "initrd": str(guest_image / "kata-shim-initrd.img"),
-                "accel": "auto",
-            }
-            write_shim_config(
-                self.vm_config,
-                state_dir=self.state_dir,
-                hypervisor="qemu",
-                hypervisor_keys=keys,
-                dial_timeout=120,  # VMs boot slowly under TCG
-                extra=pod_cgroup,
-            )
+            static = "static_sandbox_resource_mgmt = true\n" if static_sandbox_resource_mgmt else ""
+            write_vm_config(self.vm_config, self.state_dir, guest_image, extra=POD_CGROUP + static)
         self.netns_name = self.marker
         self.netns = Path("/run/netns") / self.netns_name
         self.cni_conf = self.work / "cni" / "net.d"

@@ -9,6 +9,7 @@ carrying the gRPC status code name and containerd's message.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -72,6 +73,12 @@ class CriClient:
     def pod_status(self, pod_id: str) -> Any:
         request = cri_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id)
         return self._runtime("PodSandboxStatus", request).status
+
+    def pod_info(self, pod_id: str) -> dict[str, Any]:
+        """containerd's verbose PodSandboxStatus `info` JSON (`runtimeSpec`, `config`, ...)."""
+        request = cri_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True)
+        info: dict[str, Any] = json.loads(self._runtime("PodSandboxStatus", request).info["info"])
+        return info
 
     def list_pods(self) -> Sequence[Any]:
         return list(self._runtime("ListPodSandbox", cri_pb2.ListPodSandboxRequest()).items)

@@ -230,9 +230,11 @@ def _workload(annotations: Mapping[str, str]) -> VmSize:
 
 
 def _over(what: str, total: int, limit: int, limit_from: str, source: str) -> InvalidArgument:
+    """`source` names every part of the total; a configured limit can be raised, the host's not."""
+    raise_limit = "" if limit_from.startswith("the host's") else f", or raise {limit_from}"
     return InvalidArgument(
         f"the pod asks for {total} {what} ({source}), more than the {limit} allowed by "
-        f"{limit_from}; fix: ask for at most {limit} {what}, or raise {limit_from}"
+        f"{limit_from}; fix: ask for at most {limit} {what} in all{raise_limit}"
     )
 
 

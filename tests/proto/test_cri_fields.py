@@ -12,6 +12,8 @@ LinuxContainerSecurityContext.namespace_options (3) were checked against upstrea
 api.proto on 2026-12-06 (the tests set a container's PID namespace mode).
 Exec/Attach and ExecRequest, ExecResponse, AttachRequest, AttachResponse were
 checked against upstream api.proto at tag v0.25.0 on 2026-12-06.
+LinuxPodSandboxConfig.overhead (4) and .resources (5), both LinuxContainerResources, were
+checked against the api.proto containerd v1.6.20 vendors (k8s.io/cri-api v0.25.0) on 2026-12-06.
 Both ways: every field we define is in the table, every table entry is defined.
 """
 
@@ -84,6 +86,8 @@ FIELDS = {
         "cgroup_parent": (1, "string"),
         "security_context": (2, "LinuxSandboxSecurityContext"),
         "sysctls": (3, "map"),
+        "overhead": (4, "LinuxContainerResources"),
+        "resources": (5, "LinuxContainerResources"),
     },
     "DNSConfig": {
         "servers": (1, "repeated string"),
