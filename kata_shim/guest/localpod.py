@@ -3,11 +3,13 @@
 On the host the agent is a process, not a VM, so it makes itself the pod's
 boundary before it serves: it joins the pod's network namespace (`--netns`,
 the sandbox container's `linux.namespaces[type=network].path`, made by CNI)
-and takes a UTS namespace of its own (`--pod-uts`), in which CreateSandbox
-sets the pod's hostname. Every container it starts without a network
-namespace of its own inherits the pod's; a container's own UTS namespace
-starts from the pod's hostname. Call before any thread or event loop exists:
-namespaces are per thread, and threads started later inherit them.
+and takes a UTS namespace of its own (`--local-pod`), in which CreateSandbox
+sets the pod's hostname, so the agent never renames the host. Every container
+it starts without a network namespace of its own inherits the pod's. The
+pod's shared IPC/UTS/PID namespaces and /dev/shm are made at CreateSandbox,
+the same code as in a VM (guest/sandbox.py, guest/podns.py). Call before any
+thread or event loop exists: namespaces are per thread, and threads started
+later inherit them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def _failed(what: str) -> OSError:
 
 
 def enter_pod_namespaces(netns: Path | None, own_uts: bool) -> None:
-    """Join the network namespace at `netns` (if given); unshare UTS when `own_uts`."""
+    """Join the network namespace at `netns` (if given); unshare UTS when `own_uts`
+    (the local backend's agent)."""
     if netns is not None:
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         try:

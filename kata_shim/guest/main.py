@@ -56,17 +56,17 @@ def listen_from_cmdline(cmdline: str) -> str | None:
 
 
 async def serve(
-    listen: str, state_dir: Path, runc: str = "runc", sandbox_id: str = "", *, own_uts: bool = False
+    listen: str, state_dir: Path, runc: str = "runc", sandbox_id: str = "", *, pod: bool = False
 ) -> int:
-    """Run the agent until SIGTERM/SIGINT (0) or until its channel fails (1); `own_uts`: the
-    agent has a UTS namespace of its own (local backend), where CreateSandbox sets the hostname."""
+    """Run the agent until SIGTERM/SIGINT (0) or until its channel fails (1); `pod`: the local
+    backend's agent, standing for the pod on the host (guest/sandbox.py)."""
     loop = asyncio.get_running_loop()
     reaper = Reaper()
     reaper.install(loop)
     in_vm = False
     with contextlib.suppress(OSError):
         in_vm = hostpaths.running_in_vm(Path("/proc/cmdline").read_text())
-    sandbox = GuestSandbox(state_dir, reaper, sandbox_id, in_vm=in_vm, own_uts=own_uts)
+    sandbox = GuestSandbox(state_dir, reaper, sandbox_id, in_vm=in_vm, local_pod=pod)
     containers = ContainerTable(state_dir, sandbox, Runc(state_dir / "runc", reaper, runc), reaper)
     if in_vm:
         network.loopback_up()  # the pod's containers share this netns and its localhost
@@ -117,7 +117,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", default=None, help="debug, info (default), warning...")
     parser.add_argument("--netns", type=Path, help="join this network namespace (local backend)")
     parser.add_argument(
-        "--pod-uts", action="store_true", help="own UTS namespace, the pod's hostname (local)"
+        "--local-pod",
+        action="store_true",
+        help="the local backend's agent: own UTS namespace, the pod's namespaces and /dev/shm",
     )
     args = parser.parse_args(argv)
     cmdline = ""
@@ -143,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        enter_pod_namespaces(args.netns, args.pod_uts)  # before any thread (guest/localpod.py)
+        enter_pod_namespaces(args.netns, args.local_pod)  # before any thread (guest/localpod.py)
     except OSError as exc:
         log.error("%s", exc)
         return 1
     return asyncio.run(
-        serve(args.listen, args.state_dir, args.runc, args.sandbox_id, own_uts=args.pod_uts)
+        serve(args.listen, args.state_dir, args.runc, args.sandbox_id, pod=args.local_pod)
     )
 
 

@@ -1,4 +1,5 @@
-"""The pod's shared namespaces in a VM guest: IPC, UTS and, when asked for, PID (Kata's agent).
+"""The pod's shared namespaces: IPC, UTS and, when asked for, PID (Kata's agent), in a VM guest
+and in the local backend's agent on the host alike.
 
 Owns the namespace files under <state dir>/ns and which container holds the pod's PID
 namespace. Rules:
@@ -6,14 +7,20 @@ namespace. Rules:
   both, sets the pod's hostname in the new UTS namespace and bind-mounts the two
   namespace files (`ns/ipc`, `ns/uts`); the mounts keep them alive, no process does.
   Every container's ipc and uts entries name these files, whatever the host's spec said
-  (a host path such as /proc/<pause pid>/ns/ipc means nothing in the VM). A spec without
-  an ipc or uts entry keeps none (it shares the VM's, as in Kata).
+  (a path such as /proc/<sandbox pid>/ns/ipc names the VM in a VM, and the agent, in the
+  host's namespaces, on the host). A spec without an ipc or uts entry keeps none: it
+  shares the agent's (in a VM the VM's, as in Kata; on the host the host's IPC, as runc
+  does for a pod that asked for it, and the local agent's own UTS namespace).
 * A PID namespace lives only as long as its init, so the pod's is the first container's
   (the sandbox or pause container), as in Kata's agent: its namespace file is pinned at
-  `ns/pid` when it is created. A container joins it when its CreateContainer (or the
-  CreateSandbox) asked for `sandbox_pidns`; once that first container has exited the join
-  fails with FailedPrecondition. Any other container gets a PID namespace of its own,
-  never the agent's (an absent pid entry is added, as Kata's agent does).
+  `ns/pid` when it is created, unless that container shares the agent's own PID namespace
+  (the host's, for the local agent): that one is never made the pod's. A container joins
+  it when its CreateContainer (or the CreateSandbox) asked for `sandbox_pidns`; once that
+  first container has exited the join fails with FailedPrecondition.
+  Any other container gets a PID namespace of its own — never the agent's: in a VM an
+  absent pid entry is added, as Kata's agent does; on the host (`host_pid_when_absent`)
+  an absent entry stays absent, the host's PID namespace as runc gives it (the pod asked
+  for it: `namespace_options.pid = NODE`).
 * `release` (DestroySandbox) unmounts and removes every namespace file.
 """
 
@@ -92,11 +99,17 @@ def with_pid_namespace(namespaces: list[dict[str, Any]]) -> list[dict[str, Any]]
     return [*namespaces, {"type": "pid"}]
 
 
-class PodNamespaces:
-    """The pod's IPC/UTS namespace files and its PID namespace holder, in a VM."""
+def _same_pid_namespace(pid: int) -> bool:
+    """Process `pid` is in the agent's own PID namespace."""
+    return os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat("/proc/self/ns/pid").st_ino
 
-    def __init__(self, directory: Path) -> None:
+
+class PodNamespaces:
+    """The pod's IPC/UTS namespace files and its PID namespace holder."""
+
+    def __init__(self, directory: Path, *, host_pid_when_absent: bool = False) -> None:
         self.directory = directory
+        self.host_pid_when_absent = host_pid_when_absent  # local agent: no pid entry = host's
         self.paths: dict[str, str] = {}  # kind → pinned namespace file, once made
         self.share_pid = False  # CreateSandbox's sandbox_pidns: every container joins
         self._pid_holder: tuple[str, GuestProcess] | None = None
@@ -120,6 +133,9 @@ class PodNamespaces:
         if self._pid_holder is not None or not self.paths:
             return
         try:
+            if _same_pid_namespace(init.pid):
+                log.warning("container %s: in the agent's PID namespace, not the pod's", cid)
+                return
             _bind(f"/proc/{init.pid}/ns/pid", self.directory / "pid")
         except OSError as exc:
             log.warning("container %s: its PID namespace is not the pod's: %s", cid, exc)
@@ -132,10 +148,13 @@ class PodNamespaces:
         self, cid: str, namespaces: list[dict[str, Any]], join_pid: bool
     ) -> list[dict[str, Any]]:
         """The container's namespaces: ipc/uts → the pod's; pid → the pod's when
-        `join_pid` (or CreateSandbox asked for it), else a new one."""
+        `join_pid` (or CreateSandbox asked for it), else a new one (on the host, none
+        when the spec has none)."""
         join_pid = join_pid or self.share_pid
+        if join_pid or not self.host_pid_when_absent:
+            namespaces = with_pid_namespace(namespaces)
         out: list[dict[str, Any]] = []
-        for ns in with_pid_namespace(namespaces):
+        for ns in namespaces:
             kind = str(ns.get("type", ""))
             if kind in SHARED_KINDS and kind in self.paths:
                 out.append({"type": kind, "path": self.paths[kind]})

@@ -7,16 +7,16 @@ the OOM event queue GetOOMEvent drains, the sandbox's cgroup parent
 first terminal; a /tmp/kata-agent-tty-* one, used when the state directory is
 too deep for a sun_path, is removed by `destroy`), and whether the agent runs
 in a VM (then host paths in specs are confined to `vm_roots`).
-In a VM, CreateSandbox also sets the guest's hostname to the pod's and mounts
-the pod's /dev/shm: one tmpfs (a sandbox storage) every container binds.
-On the host (the local backend's agent) the hostname is set only in the agent's
-own UTS namespace (`own_uts`, guest/localpod.py); no pod /dev/shm.
+The agent stands for a pod (`pod`) in a VM, or on the host as the local
+backend's agent (`local_pod`, guest/localpod.py: it has a UTS namespace of its
+own, so the hostname it sets is never the host's). For a pod, CreateSandbox
+sets the agent's hostname to the pod's and mounts the pod's /dev/shm: one
+tmpfs (a sandbox storage) every container binds, and makes the pod's
+namespaces (guest/podns.py): IPC and UTS, which every container joins, and the
+first container's PID namespace becomes the pod's, joined on request
+(sandbox_pidns). An agent that is neither (run by hand on a host) keeps the
+spec's namespaces and /dev/shm as they are.
 Containers live in guest.containers.ContainerTable, which borrows from here.
-
-The pod's namespaces (guest/podns.py): in a VM, CreateSandbox makes the pod's
-IPC and UTS namespaces, which every container joins, and the first container's
-PID namespace becomes the pod's, joined on request (sandbox_pidns). On the
-host the spec's namespaces stay as they are (no pod namespaces there).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class GuestSandbox:
         sandbox_id: str = "",
         *,
         in_vm: bool = False,
-        own_uts: bool = False,
+        local_pod: bool = False,
     ) -> None:
         self.id = sandbox_id or "default"
         self.created = False
@@ -79,10 +79,11 @@ class GuestSandbox:
         self._state_dir = state_dir
         self._console: tuple[Path, bool] | None = None  # made for the first terminal
         self.in_vm = in_vm  # host paths in specs are refused/dropped (guest/hostpaths.py)
-        self.own_uts = in_vm or own_uts  # the hostname is the pod's to set (guest/localpod.py)
+        self.pod = in_vm or local_pod  # hostname, /dev/shm and namespaces are the pod's
         self.shm_dir = state_dir / "shm"
-        self.shm: str | None = None  # the pod's /dev/shm while mounted (in a VM)
-        self.namespaces = PodNamespaces(state_dir / "ns")  # made at create (in a VM)
+        self.shm: str | None = None  # the pod's /dev/shm while mounted
+        # made at create; on the host a spec without a pid entry keeps the host's (as runc)
+        self.namespaces = PodNamespaces(state_dir / "ns", host_pid_when_absent=not in_vm)
 
     async def create(
         self,
@@ -91,18 +92,18 @@ class GuestSandbox:
         hostname: str = "",
         share_pid: bool = False,
     ) -> None:
-        """CreateSandbox: name the sandbox (once) and mount its storages; in a VM also
+        """CreateSandbox: name the sandbox (once) and mount its storages; for a pod also
         set the pod's hostname, mount the pod's /dev/shm and make its namespaces
         (`share_pid`: every container joins the pod's PID namespace)."""
         if self.created:
             raise AlreadyExists(f"sandbox {self.id} already created")
         if sandbox_id:
             self.id = bundle.validate_id("sandbox", sandbox_id)
-        if self.own_uts and hostname:
+        if self.pod and hostname:
             _set_hostname(hostname)
         self.created = True
         count = await self.add_storages("", storages)
-        if self.in_vm:
+        if self.pod:
             shm = StorageSpec("ephemeral", "shm", "tmpfs", str(self.shm_dir), SHM_OPTIONS)
             await self.storages.add("", shm)
             self.shm = str(self.shm_dir)
@@ -158,19 +159,19 @@ class GuestSandbox:
     def container_namespaces(
         self, cid: str, namespaces: list[dict[str, Any]], join_pid: bool
     ) -> list[dict[str, Any]]:
-        """The namespaces of container `cid`'s runc config: in a VM the pod's IPC and UTS
-        and (`join_pid`) PID namespace, else a new PID namespace; on the host as the spec
-        has them (a PID namespace of its own when `join_pid`: no pod one there)."""
-        if self.in_vm and self.created:
+        """The namespaces of container `cid`'s runc config: for a pod its IPC and UTS and
+        (`join_pid`) PID namespace (guest/podns.py); else as the spec has them (a PID
+        namespace of its own when `join_pid`: there is no pod one)."""
+        if self.pod and self.created:
             return self.namespaces.apply(cid, namespaces, join_pid)
         if not join_pid:
             return namespaces
-        log.info("container %s: no pod PID namespace outside a VM; a new one", cid)
+        log.info("container %s: no pod PID namespace outside a pod; a new one", cid)
         return with_pid_namespace(namespaces)
 
     def container_created(self, cid: str, init: GuestProcess) -> None:
         """A container exists (runc create done): the first one holds the pod's PID ns."""
-        if self.in_vm and self.created:
+        if self.pod and self.created:
             self.namespaces.adopt(cid, init)
 
     def console_path(self, terminal: bool) -> Path | None:
@@ -186,7 +187,7 @@ class GuestSandbox:
 
 
 def _set_hostname(hostname: str) -> None:
-    """The pod's UTS hostname (in a VM, or in the local agent's own UTS namespace)."""
+    """The agent's hostname: the pod's (in a VM, or in the local agent's own UTS namespace)."""
     try:
         socket.sethostname(hostname)
     except (OSError, ValueError) as exc:

@@ -4,13 +4,19 @@ For development, CI and hosts without virtualization: containers run on the
 host kernel through runc, exactly as the agent would run them inside a VM.
 The agent runs in its own session (process group), in the pod's network
 namespace (the sandbox container's netns path, `use_network`) and a UTS
-namespace of its own holding the pod's hostname (guest/localpod.py), listens on
-`<state_dir>/agent.sock` and logs to `<state_dir>/agent.log` (or to our
-stderr when spec.debug). Its exit is watched through a pidfd, so no asyncio
-child watcher (or any other reaper in the shim) is involved. `stop` SIGTERMs
-the group (the agent then removes its containers), SIGKILLs it after the
-timeout, and then makes sure no runc container, mount or cgroup of the agent's
-is left; `cleanup` also removes the state directory (never through a mount).
+namespace of its own holding the pod's hostname (guest/localpod.py). Like the
+VM's agent it gives the pod's containers shared IPC and UTS namespaces, the
+first container's PID namespace on request, and one /dev/shm (guest/podns.py:
+new namespaces pinned under its state dir, never the host's). Containers' host
+cgroups are their spec's cgroupsPath, inside the pod's cgroup_parent as runc's
+(task/spec.py). It listens on `<state_dir>/agent.sock` and logs to
+`<state_dir>/agent.log` (or to our stderr when spec.debug). Its exit is watched
+through a pidfd, so no asyncio child watcher (or any other reaper in the shim)
+is involved. `stop` SIGTERMs the group (the agent then removes its
+containers), SIGKILLs it after the timeout, and then makes sure no runc
+container, mount or cgroup of the agent's is left. An agent that dies by
+itself has its containers killed and deleted at once (`wait`), as a VM's die
+with it. `cleanup` also removes the state directory (never through a mount).
 
 An agent.sock past the 107-byte sun_path (a long state root) is bound and
 dialled through a short /proc/self/fd alias (kata_shim/unixpath.py).
@@ -160,6 +166,8 @@ class LocalSandbox(Sandbox):
         self.socket_path = spec.state_dir / "agent.sock"
         self.agent_state = spec.state_dir / "agent"
         self.netns: Path | None = None  # the pod's network namespace (use_network)
+        self._stopping = False  # stop() began: the agent's exit is ours, not a death
+        self._reaped: asyncio.Task[None] | None = None  # containers of a dead agent, killed
 
     @property
     def pid(self) -> int:
@@ -181,7 +189,7 @@ class LocalSandbox(Sandbox):
             self.spec.sandbox_id,
             "--log-level",
             "debug" if self.spec.debug else "info",
-            "--pod-uts",  # the pod's hostname in a UTS namespace of the agent's own
+            "--local-pod",  # own UTS ns; the pod's namespaces and /dev/shm (guest/sandbox.py)
             *(("--netns", str(self.netns)) if self.netns is not None else ()),
         ]
 
@@ -228,10 +236,25 @@ class LocalSandbox(Sandbox):
         return None
 
     async def wait(self) -> int:
-        """The agent's exit status (-signal when killed); 0 if it was never started."""
-        return await self._proc.wait() if self._proc is not None else 0
+        """The agent's exit status (-signal when killed); 0 if it was never started. An agent
+        that died on its own (not stopped) takes its containers with it, as a VM would: they
+        are killed and deleted before this returns."""
+        if self._proc is None:
+            return 0
+        status = await self._proc.wait()
+        if not self._stopping:
+            if self._reaped is None:
+                log.error(
+                    "local sandbox %s: agent died (status %d): killing its containers",
+                    self.spec.sandbox_id,
+                    status,
+                )
+                self._reaped = asyncio.ensure_future(self._delete_leftover_containers())
+            await asyncio.shield(self._reaped)
+        return status
 
     async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
         proc = self._proc
         if proc is not None and proc.returncode is None:
             self._signal_group(signal.SIGTERM)

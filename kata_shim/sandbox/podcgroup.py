@@ -19,6 +19,10 @@ Paths (`host_paths`), facts from Kata and containerd 1.6's CRI:
     path (`a-b.slice` → `/a.slice/a-b.slice`), the sandbox's is
     `<expanded>/<prefix>-<name>.scope` as runc's systemd driver names it. Without
     systemd we create these as plain cgroupfs directories (no D-Bus).
+The local sandbox's containers run on the host: `container_path` places each in
+the pod cgroup, as runc's containers are (cgroupfs `/a/b/<cid>` as it is;
+systemd `slice:prefix:<cid>` → `<expanded slice>/<cid>`, apart from the
+sandbox's scope), so PodSandboxStats and the pod's limits cover them.
 Directories we create are recorded (`RECORD` in the sandbox state dir) so the
 `delete` action can remove them after a crashed shim; a pod cgroup that existed
 before (kubelet's) is never removed.
@@ -45,6 +49,7 @@ __all__ = [
     "RECORD",
     "HostPaths",
     "PodCgroup",
+    "container_path",
     "expand_slice",
     "host_paths",
     "remove_recorded",
@@ -126,6 +131,25 @@ def host_paths(cgroups_path: str, sandbox_id: str) -> HostPaths:
     if not base:
         raise InvalidArgument(f"cgroupsPath {cgroups_path!r}: names the root cgroup")
     return HostPaths(pod, posixpath.join(pod, KATA_PREFIX + base))
+
+
+def container_path(cgroups_path: str) -> str:
+    """A local-sandbox container's host cgroup (cgroupfs) for its spec's `cgroupsPath`:
+    a cgroupfs path as it is, `slice:prefix:name` → `<expanded slice>/<name>`; "" for
+    none or a relative path (runc would resolve it against the agent's own cgroup)."""
+    if ":" in cgroups_path:
+        fields = cgroups_path.split(":")
+        if len(fields) != 3 or not fields[2] or "/" in fields[2]:
+            raise InvalidArgument(
+                f"cgroupsPath {cgroups_path!r}: systemd form is slice:prefix:name"
+            )
+        return posixpath.join(expand_slice(fields[0]), fields[2])
+    if not cgroups_path.startswith("/"):
+        return ""
+    full = _clean(cgroups_path, "path")
+    if full == "/":
+        raise InvalidArgument(f"cgroupsPath {cgroups_path!r}: names the root cgroup")
+    return full
 
 
 def _hierarchies(mountinfo: str | None = None) -> list[Path]:

@@ -9,7 +9,9 @@
   guest rootfs path and the constraints a VM imposes (Kata's behaviour): host
   hooks dropped, network and cgroup namespaces left to the sandbox, other
   namespace paths emptied (the agent puts in the pod's IPC and UTS namespaces),
-  the cgroups path chosen by the agent. For a VM (`vm`) the pid entry is
+  the cgroups path chosen by the agent in a VM; the local agent's containers run
+  on the host, in the spec's cgroup as runc's would (sandbox/podcgroup.py
+  `container_path`: inside the pod's cgroup_parent). For a VM (`vm`) the pid entry is
   removed, as Kata's runtime does: the agent gives a new PID namespace or the
   pod's (`sandbox_pidns`); the local agent gets it as the spec has it (none:
   the host's, as with runc).
@@ -37,6 +39,7 @@ from kata_shim.errors import InvalidArgument, NotFound
 from kata_shim.proto import oci_pb2, runtimeoptions_pb2
 from kata_shim.protoparse import DecodeError, parse
 from kata_shim.sandbox.base import PodNetworkRequest
+from kata_shim.sandbox.podcgroup import container_path
 
 __all__ = [
     "Placement",
@@ -147,7 +150,9 @@ def agent_spec(
         log.warning("OCI hooks are not run by this shim; dropped from the guest spec")
     linux = data.get("linux")
     if isinstance(linux, dict):
-        linux.pop("cgroupsPath", None)
+        cgroups_path = linux.pop("cgroupsPath", None)
+        if not vm and isinstance(cgroups_path, str) and container_path(cgroups_path):
+            linux["cgroupsPath"] = container_path(cgroups_path)
         linux["namespaces"] = [
             {"type": ns.get("type", "")}
             for ns in linux.get("namespaces") or []

@@ -4,6 +4,10 @@ The rig's kata handlers run with `[runtime] sandbox_cgroup_only = true` (Kata's
 Kubernetes setup). For a pod whose PodSandboxConfig names a `cgroup_parent`:
   * the shim and the sandbox (QEMU, or the local agent) run in the pod's host
     cgroup (read from cgroup.procs and /proc/<pid>/cgroup, every hierarchy);
+  * where containers are host processes (`runc`, `kata-local`), each one's
+    processes are in `<cgroup_parent>/<container id>` in every resource
+    controller, inside the pod cgroup, so PodSandboxStats and the pod's limits
+    (kubelet's) cover them too;
   * PodSandboxStats (containerd loads `cgroup_parent` itself on this cgroup-v1
     host) and ContainerStats (our Stats, decoded by containerd) show memory;
   * UpdateContainerResources changes the memory limit the container reads back
@@ -41,6 +45,7 @@ pytestmark = [pytest.mark.integration]
 MOUNTS = cgroup_mounts(Path("/proc/self/mountinfo").read_text())
 MEMORY = MOUNTS["memory"]
 LIMIT = 200 * 1024 * 1024  # UpdateContainerResources' memory limit
+RESOURCE_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "cpuset")
 KUBELET_LIMIT = 6 * 1024**3  # the pod cgroup's limit in the "kubelet made it" scenario
 # allocates a little, then waits; TERM ends it
 BUSY = "trap 'exit 0' TERM; x=$(head -c 2000000 /dev/zero | tr '\\0' a); while :; do sleep 1; done"
@@ -132,6 +137,25 @@ def check_host_cgroup(pod: Pod, parent: str, vm: bool) -> str:
     return sandbox
 
 
+def check_container_cgroup(parent: str, container: str, kubelet: bool) -> None:
+    """The container's processes (BUSY's shell) are in `<parent>/<container>` in every
+    resource controller; with kubelet's pod cgroup its memory limit bounds them."""
+    path = posixpath.join(parent, container)
+    members = {pid: argv(pid) for pid in procs(path)}
+    assert any(a.startswith("/bin/sh -c trap") for a in members.values()), members
+    for pid in members:
+        controllers = {}
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, names, where = line.split(":", 2)
+            controllers.update(dict.fromkeys(names.split(","), where))
+        for name in RESOURCE_CONTROLLERS:
+            assert controllers[name] == path, (pid, members[pid], controllers)
+    if kubelet:
+        stat = (MEMORY / path.lstrip("/") / "memory.stat").read_text().split()
+        assert int(stat[stat.index("hierarchical_memory_limit") + 1]) == KUBELET_LIMIT
+    print(f"{path}: {sorted(members.items())}")
+
+
 def kubelet_pod_cgroup(parent: str, limit: int) -> None:
     """What kubelet does before RunPodSandbox: the pod cgroup, with a memory limit."""
     PodCgroup(HostPaths(parent, parent)).create()
@@ -149,6 +173,8 @@ def scenario(rig: CriRig, client: CriClient, handler: str, form: str, kubelet: b
         running = client.wait_container_state(container, cri_pb2.CONTAINER_RUNNING)
         assert running.state == cri_pb2.CONTAINER_RUNNING
         check_stats(client, pod.id, container)
+        if handler != "kata":  # its containers are in the VM, its cgroups the guest's
+            check_container_cgroup(parent, container, kubelet)
         sandbox = ""
         if handler == "runc":
             assert procs(posixpath.join(parent, pod.id))  # the pause process, runc's way
@@ -175,6 +201,7 @@ def scenario(rig: CriRig, client: CriClient, handler: str, form: str, kubelet: b
     [
         ("runc", "cgroupfs", False),
         ("kata-local", "cgroupfs", False),
+        ("kata-local", "cgroupfs", True),
         ("kata-local", "systemd", True),
     ],
 )

@@ -1,5 +1,6 @@
-"""Issue 16's must-show 1 (VM part), 4 and 7 through containerd's real CRI plugin: the `kata`
-handler (a QEMU VM under TCG) against `runc` (the reference) in the same run.
+"""Issue 16's must-show 1, 4 and 7 through containerd's real CRI plugin: the `kata` handler
+(a QEMU VM under TCG) and `kata-local` (the agent on the host) against `runc` (the
+reference) in the same run.
 
 One pod per handler (one VM boot for `kata`) carries every scenario in turn:
   * must-show 4: the container's stdout and stderr lines reach the log file CRI
@@ -10,10 +11,13 @@ One pod per handler (one VM boot for `kata`) carries every scenario in turn:
     same pod fetches it over 127.0.0.1 (`lo` is up in the pod's network namespace);
   * must-show 7: a container that exits by itself (`exit 7`) shows exitCode 7
     in ContainerStatus;
-  * must-show 7, `kata` only: SIGKILL the pod's QEMU (the shim's child); its running
-    containers show EXITED with exit code 255, the sandbox NOTREADY, and the container
-    that had exited keeps its 7. (runc has no VM: killing
-    its pause process ends no container, so there is no reference to compare.)
+  * must-show 7, the sandbox dies: SIGKILL the pod's QEMU (`kata`; the shim's child)
+    or its local agent (`kata-local`, whose containers then die with it as a VM's
+    do: the shim kills and deletes them); its running containers show EXITED with
+    exit code 255, the sandbox NOTREADY, and the container that had exited keeps its
+    7; for `kata-local` no process of those containers is left on the host. (runc
+    has no VM: killing its pause process ends no container, so there is no
+    reference to compare.)
 Then Stop/RemoveContainer, StopPodSandbox, RemovePodSandbox leave nothing behind.
 """
 
@@ -31,11 +35,11 @@ from kata_shim.devenv.cri import CriRig
 from kata_shim.devenv.criclient import CriClient
 from kata_shim.proto import cri_pb2
 from tests.cri.conftest import check_tools
-from tests.cri.podkit import LOG_LINE, Pod, leftovers, state, wait_pod_state
+from tests.cri.podkit import LOG_LINE, Pod, leftovers, processes_in, state, wait_pod_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
-HANDLERS = ["runc", "kata"]
+HANDLERS = ["runc", "kata", "kata-local"]
 PAGE = "served-by-pod"
 # prints one line on each stream, then serves PAGE on port 8080 until TERM
 WEB = (
@@ -129,6 +133,18 @@ def pod_qemu(rig: CriRig, pod_id: str) -> int:
     return qemus[0]
 
 
+def pod_agent(rig: CriRig, pod_id: str) -> int:
+    """The PID of the pod's local agent (`kata-local`): the guest agent's module, on the host,
+    named with the pod's sandbox id."""
+    agents = [
+        pid
+        for pid, argv in rig.leftovers()
+        if "kata_shim.guest.main" in argv and f"--sandbox-id {pod_id}" in argv
+    ]
+    assert len(agents) == 1, rig.leftovers()
+    return agents[0]
+
+
 def parent_pid(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rsplit(")", 1)[1].split()[1])
@@ -138,22 +154,31 @@ def argv_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-def check_vm_killed(
+def check_sandbox_killed(
     client: CriClient, rig: CriRig, pod: Pod, alive: list[str], exited: str
 ) -> None:
-    """Must-show 7: SIGKILL the VM: its running containers exit 255, the sandbox is NOTREADY;
-    the container that had exited before keeps its own exit code."""
-    os.kill(pod_qemu(rig, pod.id), signal.SIGKILL)
+    """Must-show 7: SIGKILL the VM (or the local agent): its running containers exit 255, the
+    sandbox is NOTREADY; the container that had exited before keeps its own exit code."""
+    if pod.handler == "kata":
+        os.kill(pod_qemu(rig, pod.id), signal.SIGKILL)
+    else:
+        assert processes_in(alive), "the containers' processes run on the host"
+        os.kill(pod_agent(rig, pod.id), signal.SIGKILL)
     for container_id in alive:
         status = client.wait_container_state(container_id, cri_pb2.CONTAINER_EXITED, timeout=60)
         assert (state(status.state), status.exit_code) == ("CONTAINER_EXITED", 255), status
     sandbox = wait_pod_state(client, pod.id, cri_pb2.SANDBOX_NOTREADY, timeout=60)
     assert cri_pb2.PodSandboxState.Name(sandbox.state) == "SANDBOX_NOTREADY", sandbox
     assert client.container_status(exited).exit_code == 7
+    if pod.handler == "kata-local":  # they died with their agent, as with a VM
+        deadline = time.monotonic() + 30
+        while (left := processes_in(alive)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert left == [], left
 
 
 @pytest.mark.parametrize("handler", HANDLERS)
-def test_log_loopback_exit_codes_and_killed_vm(
+def test_log_loopback_exit_codes_and_killed_sandbox(
     scen_rig: CriRig, scen_client: CriClient, handler: str
 ) -> None:
     pod = Pod(scen_rig, scen_client, handler, "vmscen")
@@ -165,8 +190,8 @@ def test_log_loopback_exit_codes_and_killed_vm(
         check_log(pod)
         second = check_http(scen_rig, scen_client, pod, status.network.ip)
         seven = check_exit_7(scen_client, pod)
-        if handler == "kata":
-            check_vm_killed(scen_client, scen_rig, pod, [web, second], seven)
+        if handler != "runc":
+            check_sandbox_killed(scen_client, scen_rig, pod, [web, second], seven)
     except BaseException:
         pod.teardown_quietly()  # a failed scenario must not leave its pod to the next one
         raise

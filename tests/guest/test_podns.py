@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def test_the_first_container_holds_the_pods_pid_namespace(
 
     bound: list[tuple[str, Path]] = []
     monkeypatch.setattr(podns, "_bind", lambda source, target: bound.append((source, target)))
+    monkeypatch.setattr(podns, "_same_pid_namespace", lambda pid: False)
 
     async def main() -> None:
         pod = PodNamespaces(tmp_path)
@@ -113,6 +115,42 @@ def test_the_first_container_holds_the_pods_pid_namespace(
     run(main())
 
 
+def test_on_the_host_an_absent_pid_entry_stays_absent(tmp_path: Path) -> None:
+    """The local agent: no pid entry (pid = NODE) is the host's, as runc gives it; ipc/uts
+    are the pod's whatever the spec's paths said (never the agent's host namespaces)."""
+    pod = PodNamespaces(tmp_path, host_pid_when_absent=True)
+    pod.paths = {"ipc": "/ns/ipc", "uts": "/ns/uts"}
+    given = [{"type": "ipc", "path": "/proc/1/ns/ipc"}, {"type": "uts"}, {"type": "mount"}]
+    shared = [{"type": "ipc", "path": "/ns/ipc"}, {"type": "uts", "path": "/ns/uts"}]
+    assert pod.apply("c1", list(given), join_pid=False) == [*shared, {"type": "mount"}]
+    # a join request still gets a pid entry (the first container's, once pinned)
+    assert pod.apply("c1", list(given), join_pid=True) == [
+        *shared,
+        {"type": "mount"},
+        {"type": "pid"},
+    ]
+    assert pod.apply("c1", [{"type": "pid"}], join_pid=False) == [{"type": "pid"}]
+
+
+def test_a_container_in_the_agents_pid_namespace_is_never_the_pods(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the host the agent's PID namespace is the host's: a first container without a PID
+    namespace of its own (pid = NODE) is not pinned, so nobody joins the host's by request."""
+    from kata_shim.guest import podns
+
+    monkeypatch.setattr(podns, "_bind", lambda source, target: pytest.fail("pinned"))
+
+    async def main() -> None:
+        pod = PodNamespaces(tmp_path, host_pid_when_absent=True)
+        pod.paths = {"ipc": "/ns/ipc", "uts": "/ns/uts"}
+        pod.adopt("pause", _process(os.getpid()))  # our own PID namespace
+        assert "pid" not in pod.paths
+        assert {"type": "pid"} in pod.apply("app", [{"type": "pid"}], join_pid=True)
+
+    run(main())
+
+
 def test_with_pid_namespace_adds_one_only_when_missing() -> None:
     assert with_pid_namespace([{"type": "ipc"}]) == [{"type": "ipc"}, {"type": "pid"}]
     kept = [{"type": "pid", "path": "/x"}]
@@ -121,25 +159,32 @@ def test_with_pid_namespace_adds_one_only_when_missing() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (unshare, mount)")
 def test_the_pid_holder_is_pinned_for_real(tmp_path: Path) -> None:
-    """adopt() bind-mounts a live process's PID namespace file; release() undoes it."""
-    sleeper = subprocess.Popen(["sleep", "60"])
+    """adopt() bind-mounts a live process's PID namespace file (a new one: `unshare`'s
+    child); release() undoes it."""
+    parent = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "60"])
     try:
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+        deadline = time.monotonic() + 10
+        while not (found := children.read_text().split()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sleeper = int(found[0])
+        assert _inode(f"/proc/{sleeper}/ns/pid") != _inode("/proc/self/ns/pid")
 
         async def main() -> PodNamespaces:
             pod = PodNamespaces(tmp_path)
             await pod.create("", share_pid=False)
-            pod.adopt("sleeper", _process(sleeper.pid))
+            pod.adopt("sleeper", _process(sleeper))
             return pod
 
         pod = run(main())
         try:
-            assert _inode(tmp_path / "pid") == _inode(f"/proc/{sleeper.pid}/ns/pid")
+            assert _inode(tmp_path / "pid") == _inode(f"/proc/{sleeper}/ns/pid")
         finally:
             pod.release()
         assert mounts.mount_points_under(tmp_path) == []
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        parent.kill()  # --kill-child: the sleeper goes with it
+        parent.wait()
 
 
 def test_the_table_gives_each_container_the_pods_namespaces(
@@ -156,6 +201,7 @@ def test_the_table_gives_each_container_the_pods_namespaces(
     from tests.fakes.guest import FakeRunc, fake_init
 
     monkeypatch.setattr(podns, "_bind", lambda source, target: None)
+    monkeypatch.setattr(podns, "_same_pid_namespace", lambda pid: False)
     configs: dict[str, dict[str, Any]] = {}
 
     async def fake_create_in(
@@ -207,8 +253,9 @@ def test_the_table_gives_each_container_the_pods_namespaces(
         ], cid
 
 
-def test_outside_a_vm_the_specs_namespaces_stay(tmp_path: Path) -> None:
-    """The local agent: no pod namespaces; no pid entry stays none (the host's, as runc)."""
+def test_outside_a_pod_the_specs_namespaces_stay(tmp_path: Path) -> None:
+    """An agent run by hand on a host (neither a VM nor the local backend's): no pod
+    namespaces; no pid entry stays none (the host's, as runc)."""
     from kata_shim.guest.sandbox import GuestSandbox
 
     host = GuestSandbox(tmp_path, reaper=None)  # type: ignore[arg-type]
@@ -216,3 +263,24 @@ def test_outside_a_vm_the_specs_namespaces_stay(tmp_path: Path) -> None:
     given = [{"type": "ipc"}, {"type": "mount"}]
     assert host.container_namespaces("c1", list(given), join_pid=False) == given
     assert host.container_namespaces("c1", list(given), join_pid=True) == [*given, {"type": "pid"}]
+
+
+def test_the_local_agent_gives_each_container_the_pods_namespaces(tmp_path: Path) -> None:
+    """The local backend's agent (`local_pod`): the pod's IPC/UTS like a VM; the spec's
+    pid entry is kept (none: the host's, as runc), joined to the pod's on request."""
+    from kata_shim.guest.sandbox import GuestSandbox
+
+    host = GuestSandbox(tmp_path, reaper=None, local_pod=True)  # type: ignore[arg-type]
+    host.created = True
+    host.namespaces.paths = {"ipc": "/ns/ipc", "uts": "/ns/uts", "pid": "/ns/pid"}
+    given = [{"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+    shared = [{"type": "ipc", "path": "/ns/ipc"}, {"type": "uts", "path": "/ns/uts"}]
+    assert host.container_namespaces("c1", list(given), join_pid=False) == [
+        *shared,
+        {"type": "mount"},
+    ]
+    assert host.container_namespaces("c1", [*given, {"type": "pid"}], join_pid=False) == [
+        *shared,
+        {"type": "mount"},
+        {"type": "pid"},
+    ]

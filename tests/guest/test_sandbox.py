@@ -103,9 +103,11 @@ def test_on_the_host_create_sets_no_hostname_and_mounts_no_shm(
     run(main())
 
 
-def test_in_a_vm_create_sets_the_hostname_and_mounts_the_pods_shm(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", [{"in_vm": True}, {"local_pod": True}])
+def test_for_a_pod_create_sets_the_hostname_and_mounts_the_pods_shm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: dict[str, bool]
 ) -> None:
+    """In a VM and in the local backend's agent (its own UTS namespace) alike."""
     import socket
 
     from kata_shim.guest import storage
@@ -126,7 +128,8 @@ def test_in_a_vm_create_sets_the_hostname_and_mounts_the_pods_shm(
     monkeypatch.setattr(podns, "unmount", lambda path: None)
 
     async def main() -> None:
-        sandbox = GuestSandbox(tmp_path, reaper=None, in_vm=True)  # type: ignore[arg-type]
+        sandbox = GuestSandbox(tmp_path, reaper=None, **where)  # type: ignore[arg-type]
+        assert sandbox.vm_roots("c1") is None or where.get("in_vm")
         await sandbox.create("guest-sb1", [], "pod-host")
         assert names == ["pod-host"]
         assert pinned == [(tmp_path / "ns", "pod-host")]  # the pod's IPC/UTS namespaces

@@ -13,6 +13,7 @@ from kata_shim.sandbox.podcgroup import (
     RECORD,
     HostPaths,
     PodCgroup,
+    container_path,
     expand_slice,
     host_paths,
     remove_recorded,
@@ -73,6 +74,33 @@ def test_expand_slice() -> None:
     assert expand_slice("-.slice") == "/"
     assert expand_slice("kubepods.slice") == "/kubepods.slice"
     assert expand_slice("a-b-c.slice") == "/a.slice/a-b.slice/a-b-c.slice"
+
+
+@pytest.mark.parametrize(
+    ("given", "host"),
+    [
+        ("/kubepods/burstable/pod12/c1", "/kubepods/burstable/pod12/c1"),  # as runc uses it
+        ("/a//b/", "/a/b"),
+        (
+            "kubepods-besteffort-pod12.slice:cri-containerd:c1",
+            ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/c1"),
+        ),
+        ("", ""),  # none: the agent's default
+        ("c1", ""),  # relative (CRI without a cgroup_parent): the agent's default
+    ],
+)
+def test_container_path_is_inside_the_pod_cgroup(given: str, host: str) -> None:
+    assert container_path(given) == host
+    if host:  # the same pod cgroup as the sandbox's, never the sandbox's own
+        sandbox = host_paths(given.replace(":c1", ":" + SID).replace("/c1", "/" + SID), SID)
+        assert host.rsplit("/", 1)[0] == sandbox.pod != host
+        assert sandbox.sandbox != host.replace("/c1", "/" + SID)
+
+
+@pytest.mark.parametrize("bad", ["/a/../b", "/", "s.slice:p", "s.slice:p:a/b", "bad:p:c1"])
+def test_bad_container_paths_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidArgument, match="cgroupsPath"):
+        container_path(bad)
 
 
 def test_spec_cgroups_path() -> None:

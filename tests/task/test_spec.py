@@ -106,6 +106,13 @@ def test_agent_spec_is_constrained_for_a_guest() -> None:
     # the local agent (no VM) gets the pid entry as the spec has it, path emptied
     local = agent_spec(spec, "/c1/rootfs", vm=False)
     assert [(n.Type, n.Path) for n in local.Linux.Namespaces] == [("pid", ""), ("mount", "")]
+    # ... and its cgroup inside the pod's cgroup_parent, as runc's (sandbox/podcgroup.py)
+    assert local.Linux.CgroupsPath == "/kubepods.slice/kubepods-x.slice/c1"
+    cgroupfs = {**spec, "linux": {**spec["linux"], "cgroupsPath": "/kubepods/pod1/c1"}}
+    assert agent_spec(cgroupfs, "/c1/rootfs", vm=False).Linux.CgroupsPath == "/kubepods/pod1/c1"
+    assert agent_spec(cgroupfs, "/guest/c1/rootfs").Linux.CgroupsPath == ""
+    relative = {**spec, "linux": {**spec["linux"], "cgroupsPath": "c1"}}
+    assert agent_spec(relative, "/c1/rootfs", vm=False).Linux.CgroupsPath == ""
 
 
 @pytest.mark.parametrize(
