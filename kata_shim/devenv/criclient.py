@@ -22,6 +22,7 @@ __all__ = ["CriClient", "CriError", "container_config", "pod_config"]
 
 RUNTIME = "/runtime.v1.RuntimeService/"
 IMAGE = "/runtime.v1.ImageService/"
+RUN_POD_TIMEOUT = 300.0  # seconds for RunPodSandbox (a VM boot under TCG, under load)
 
 
 class CriError(RuntimeError):
@@ -62,7 +63,9 @@ class CriClient:
 
     def run_pod(self, config: Any, handler: str) -> str:
         request = cri_pb2.RunPodSandboxRequest(config=config, runtime_handler=handler)
-        return str(self._runtime("RunPodSandbox", request).pod_sandbox_id)
+        # a VM pod boots under TCG on a busy 2-CPU host: give it more than other calls
+        timeout = max(self.timeout, RUN_POD_TIMEOUT)
+        return str(self._runtime("RunPodSandbox", request, timeout).pod_sandbox_id)
 
     def stop_pod(self, pod_id: str) -> None:
         self._runtime("StopPodSandbox", cri_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))

@@ -42,8 +42,23 @@ class Pod:
         if cgroup_parent:  # kubelet's pod cgroup (cgroupfs path or systemd slice path)
             self.config.linux.cgroup_parent = cgroup_parent
         self.config.annotations.update(annotations or {})
-        self.id = client.run_pod(self.config, handler)
+        try:
+            self.id = client.run_pod(self.config, handler)
+        except Exception:
+            self._remove_half_made()  # CRI may have made the pod after our deadline
+            raise
         self.containers: list[str] = []
+
+    def _remove_half_made(self) -> None:
+        """After a failed RunPodSandbox: stop and remove any pod CRI lists with our uid."""
+        uid = self.config.metadata.uid
+        for pod in self.client.list_pods():
+            if pod.metadata.uid == uid:
+                try:
+                    self.client.stop_pod(pod.id)
+                    self.client.remove_pod(pod.id)
+                except Exception as error:  # reported; RunPodSandbox's error is the one raised
+                    print(f"removing half-made pod {pod.id}: {error}")
 
     def add(self, name: str, script: str, *, start: bool = True) -> str:
         """Create (and start) a busybox container running `sh -c script`, logging to <name>.log."""
