@@ -38,6 +38,7 @@ from typing import Protocol
 
 from kata_shim.errors import Unavailable
 from kata_shim.sandbox.qemu.netdev import NicLike, netdev_args
+from kata_shim.sandbox.rootsock import listen_private, peer_uid
 
 __all__ = [
     "NICS_ENV",
@@ -99,7 +100,7 @@ class NicHandoff:
         self.path = path
         self.fds = [n.fd for n in nics]
         self.env = {NICS_ENV: env_value(path, machine, nics)}
-        self._server = _listening(path)
+        self._server = listen_private(path)
 
     async def serve(self, timeout: float) -> None:
         """Send the fds to the wrapper; Unavailable when none connects in `timeout`."""
@@ -113,7 +114,7 @@ class NicHandoff:
                 f"in {timeout:g}s"
             ) from None
         with conn:
-            uid = _peer_uid(conn)
+            uid = peer_uid(conn)
             if uid != 0:
                 raise Unavailable(f"{self.path} was reached by uid {uid}, not libvirt's QEMU")
             conn.setblocking(True)
@@ -123,24 +124,6 @@ class NicHandoff:
         self._server.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-
-
-def _listening(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    old = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    sock.listen(1)
-    return sock
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", creds)[1])
 
 
 # --- the wrapper's end ----------------------------------------------------------------
@@ -197,7 +180,7 @@ def _fetch(path: str, count: int) -> list[int]:
         sock.settimeout(60)
         try:
             sock.connect(path)
-            if _peer_uid(sock) != 0:
+            if peer_uid(sock) != 0:
                 raise HandoffError(f"{path} is not served by root (the shim)")
             msg, fds, flags, _ = socket.recv_fds(sock, 64, count + 1, socket.MSG_CMSG_CLOEXEC)
         except OSError as exc:

@@ -25,13 +25,13 @@ import logging
 import os
 import select
 import socket
-import struct
 import threading
 from pathlib import Path
 
 from kata_shim.errors import FailedPrecondition, Unavailable
 from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.qemu.notify import Call, Listener, libseccomp, native_arch
+from kata_shim.sandbox.rootsock import listen_private, peer_uid
 
 __all__ = [
     "ATTACH_TIMEOUT",
@@ -120,7 +120,7 @@ class OwnerGuard:
         if socket_path is None:
             self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         else:
-            self._ours, self._theirs = _listening(socket_path), socket.socket(socket.AF_UNIX)
+            self._ours, self._theirs = listen_private(socket_path), socket.socket(socket.AF_UNIX)
         self._listener: Listener | None = None
         self._thread: threading.Thread | None = None
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
@@ -245,27 +245,12 @@ class OwnerGuard:
         self._stop_r = self._stop_w = -1
 
 
-def _listening(path: Path) -> socket.socket:
-    """A unix socket listening at `path` (in the sandbox's root-only state dir), 0600."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    old = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    sock.listen(1)
-    return sock
-
-
 async def _accept_root(server: socket.socket, timeout: float) -> socket.socket:
     """The jail's connection (a root peer, SO_PEERCRED); the listening socket is closed."""
     await _readable(server, timeout)
     conn, _ = server.accept()
     server.close()
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    uid = struct.unpack("3i", creds)[1]
+    uid = peer_uid(conn)
     if uid != 0:
         conn.close()
         raise Unavailable(f"the owner guard socket was reached by uid {uid}, not QEMU's jail")
