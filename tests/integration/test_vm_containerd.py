@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -53,6 +53,22 @@ def exit_statuses(lines: str) -> dict[str, int]:
             if event.get("id") == event.get("container_id"):
                 found[event["container_id"]] = event.get("exit_status", 0)
     return found
+
+
+def kill_and_collect_exits(rig: KataRig, pid: int, tasks: Sequence[str]) -> dict[str, int]:
+    """SIGKILL `pid` (a sandbox's QEMU) while `ctr events` runs; wait until every one of
+    `tasks` is STOPPED; the exit statuses the events reported (exit_statuses)."""
+    events = rig.containerd.popen_ctr("events")
+    try:
+        time.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
+        for task in tasks:
+            wait_status(rig, task, "STOPPED", timeout=60)
+        time.sleep(1.0)
+    finally:
+        events.kill()
+        out, _ = events.communicate()
+    return exit_statuses(out.decode(errors="replace"))
 
 
 def run_detached(rig: KataRig, task_id: str, annotations: dict[str, str] | None = None) -> None:
@@ -126,17 +142,7 @@ def test_pod_of_two_containers_in_one_vm_and_qemu_kill(vm_rig: KataRig) -> None:
     run_detached(vm_rig, app, {CRI_TYPE: "container", CRI_SANDBOX: sandbox})
     qemus = qemu_processes(vm_rig)
     assert len(qemus) == 1, vm_rig.leftovers()
-    events = vm_rig.containerd.popen_ctr("events")
-    time.sleep(1.0)
-    os.kill(qemus[0], signal.SIGKILL)
-    try:
-        for task in (app, sandbox):
-            wait_status(vm_rig, task, "STOPPED", timeout=60)
-        time.sleep(1.0)
-    finally:
-        events.kill()
-        out, _ = events.communicate()
-    statuses = exit_statuses(out.decode(errors="replace"))
+    statuses = kill_and_collect_exits(vm_rig, qemus[0], (app, sandbox))
     assert statuses.get(app) == 255 and statuses.get(sandbox) == 255, statuses
     for task in (app, sandbox):
         deleted = vm_rig.ctr("task", "delete", task, timeout=60)

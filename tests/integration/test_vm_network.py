@@ -11,9 +11,6 @@ SIGKILLed (tasks exit 255), the pod netns holds exactly what CNI made.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +22,7 @@ from kata_shim.devenv.shim import KataRig
 from kata_shim.metrics.endpoint import SOCKET_NAME
 from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import _out, assert_clean, remove, wait_status
-from tests.integration.test_vm_containerd import exit_statuses, qemu_processes
+from tests.integration.test_vm_containerd import kill_and_collect_exits, qemu_processes
 from tests.metrics.test_shim_endpoint import get
 from tests.network.conftest import Pod
 
@@ -103,16 +100,8 @@ def test_qemu_sigkill_ends_the_task_with_255_and_teardown_restores_the_pod_netns
     wait_status(vm_rig, task, "RUNNING", timeout=60)
     assert "tap0_kata" in net_pod.sh("ip", "-o", "link")
     (qemu,) = qemu_processes(vm_rig)
-    events = vm_rig.containerd.popen_ctr("events")
-    try:
-        time.sleep(1.0)
-        os.kill(qemu, signal.SIGKILL)
-        wait_status(vm_rig, task, "STOPPED", timeout=60)
-        time.sleep(1.0)
-    finally:
-        events.kill()
-    out, _ = events.communicate()
-    assert exit_statuses(out.decode(errors="replace")).get(task) == 255, out
+    statuses = kill_and_collect_exits(vm_rig, qemu, [task])
+    assert statuses.get(task) == 255, statuses
     remove(vm_rig, task)
     assert_clean(vm_rig)
     assert net_pod.snapshot() == before

@@ -13,11 +13,8 @@ addresses, qdiscs, ingress filters).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +27,7 @@ from kata_shim.devenv.shim import KataRig
 from kata_shim.metrics.endpoint import SOCKET_NAME
 from tests.fakes.vmkeys import vm_keys
 from tests.integration.test_shim_containerd import _out, assert_clean, remove, wait_status
-from tests.integration.test_vm_containerd import exit_statuses
+from tests.integration.test_vm_containerd import kill_and_collect_exits
 from tests.metrics.test_shim_endpoint import get
 from tests.network.conftest import Pod
 
@@ -131,16 +128,8 @@ def test_httpd_in_a_libvirt_vm_serves_the_host_netns_and_qemu_sigkill_restores_t
     _check_served(lv_rig, task, net_pod)
     _check_reported(lv_rig, task, net_pod)
 
-    events = lv_rig.containerd.popen_ctr("events")
-    try:
-        time.sleep(1.0)
-        os.kill(qemu, signal.SIGKILL)
-        wait_status(lv_rig, task, "STOPPED", timeout=60)
-        time.sleep(1.0)
-    finally:
-        events.kill()
-    out, _ = events.communicate()
-    assert exit_statuses(out.decode(errors="replace")).get(task) == 255, out
+    statuses = kill_and_collect_exits(lv_rig, qemu, [task])
+    assert statuses.get(task) == 255, statuses
     remove(lv_rig, task)
     assert_clean(lv_rig)  # the shim (and with it the sandbox teardown) is done
     assert net_pod.snapshot() == before
