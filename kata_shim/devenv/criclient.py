@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -148,12 +148,11 @@ class CriClient:
 
     def wait_container_state(self, container_id: str, state: int, timeout: float = 60.0) -> Any:
         """Poll ContainerStatus until the state is `state` (a cri_pb2.ContainerState value)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.container_status(container_id)
-            if status.state == state or time.monotonic() > deadline:
-                return status
-            time.sleep(0.2)
+        return _poll_state(lambda: self.container_status(container_id), state, timeout)
+
+    def wait_pod_state(self, pod_id: str, state: int, timeout: float = 60.0) -> Any:
+        """Poll PodSandboxStatus until the state is `state` (a cri_pb2.PodSandboxState value)."""
+        return _poll_state(lambda: self.pod_status(pod_id), state, timeout)
 
     def update_container_resources(self, container_id: str, resources: Any) -> None:
         """UpdateContainerResources with `resources` (a LinuxContainerResources)."""
@@ -231,3 +230,13 @@ def container_config(
         stdin_once=stdin_once,
         tty=tty,
     )
+
+
+def _poll_state(read: Callable[[], Any], state: int, timeout: float) -> Any:
+    """The status `read` returns once its state is `state`, or the last one after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = read()
+        if status.state == state or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)

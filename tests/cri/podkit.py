@@ -142,13 +142,3 @@ def leftovers(
         if not any(found.values()) or time.monotonic() > deadline:
             return {key: value for key, value in found.items() if value}
         time.sleep(0.3)
-
-
-def wait_pod_state(client: CriClient, pod_id: str, state: int, timeout: float = 60.0) -> Any:
-    """Poll PodSandboxStatus until the sandbox is in `state` (a cri_pb2.PodSandboxState value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = client.pod_status(pod_id)
-        if status.state == state or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)

@@ -35,7 +35,7 @@ from kata_shim.devenv.cri import CriRig
 from kata_shim.devenv.criclient import CriClient
 from kata_shim.proto import cri_pb2
 from tests.cri.conftest import check_tools
-from tests.cri.podkit import LOG_LINE, Pod, leftovers, processes_in, state, wait_pod_state
+from tests.cri.podkit import LOG_LINE, Pod, leftovers, processes_in, state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -167,7 +167,7 @@ def check_sandbox_killed(
     for container_id in alive:
         status = client.wait_container_state(container_id, cri_pb2.CONTAINER_EXITED, timeout=60)
         assert (state(status.state), status.exit_code) == ("CONTAINER_EXITED", 255), status
-    sandbox = wait_pod_state(client, pod.id, cri_pb2.SANDBOX_NOTREADY, timeout=60)
+    sandbox = client.wait_pod_state(pod.id, cri_pb2.SANDBOX_NOTREADY, timeout=60)
     assert cri_pb2.PodSandboxState.Name(sandbox.state) == "SANDBOX_NOTREADY", sandbox
     assert client.container_status(exited).exit_code == 7
     if pod.handler == "kata-local":  # they died with their agent, as with a VM
