@@ -22,6 +22,7 @@ the reference (its systemd form needs SystemdCgroup, which this host lacks).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import signal
@@ -141,19 +142,27 @@ def check_container_cgroup(parent: str, container: str, kubelet: bool) -> None:
     """The container's processes (BUSY's shell) are in `<parent>/<container>` in every
     resource controller; with kubelet's pod cgroup its memory limit bounds them."""
     path = posixpath.join(parent, container)
-    members = {pid: argv(pid) for pid in procs(path)}
+    members, where = {}, {}
+    for pid in procs(path):
+        with contextlib.suppress(FileNotFoundError):  # BUSY's `sleep 1` may end meanwhile
+            members[pid], where[pid] = argv(pid), controllers_of(pid)
     assert any(a.startswith("/bin/sh -c trap") for a in members.values()), members
-    for pid in members:
-        controllers = {}
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            _, names, where = line.split(":", 2)
-            controllers.update(dict.fromkeys(names.split(","), where))
+    for pid, controllers in where.items():
         for name in RESOURCE_CONTROLLERS:
             assert controllers[name] == path, (pid, members[pid], controllers)
     if kubelet:
         stat = (MEMORY / path.lstrip("/") / "memory.stat").read_text().split()
         assert int(stat[stat.index("hierarchical_memory_limit") + 1]) == KUBELET_LIMIT
     print(f"{path}: {sorted(members.items())}")
+
+
+def controllers_of(pid: int) -> dict[str, str]:
+    """Controller name → `pid`'s cgroup path in that hierarchy (/proc/<pid>/cgroup)."""
+    controllers = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, names, where = line.split(":", 2)
+        controllers.update(dict.fromkeys(names.split(","), where))
+    return controllers
 
 
 def kubelet_pod_cgroup(parent: str, limit: int) -> None:
@@ -169,22 +178,11 @@ def scenario(rig: CriRig, client: CriClient, handler: str, form: str, kubelet: b
         if kubelet:
             kubelet_pod_cgroup(parent, KUBELET_LIMIT)
         pod = Pod(rig, client, handler, "stats", cgroup_parent=parent)
-        container = pod.add("busy", BUSY)
-        running = client.wait_container_state(container, cri_pb2.CONTAINER_RUNNING)
-        assert running.state == cri_pb2.CONTAINER_RUNNING
-        check_stats(client, pod.id, container)
-        if handler != "kata":  # its containers are in the VM, its cgroups the guest's
-            check_container_cgroup(parent, container, kubelet)
-        sandbox = ""
-        if handler == "runc":
-            assert procs(posixpath.join(parent, pod.id))  # the pause process, runc's way
-        else:
-            sandbox = check_host_cgroup(pod, parent, vm=handler == "kata")
-        if kubelet:
-            stat = (MEMORY / sandbox.lstrip("/") / "memory.stat").read_text().split()
-            limit = int(stat[stat.index("hierarchical_memory_limit") + 1])
-            assert limit == KUBELET_LIMIT  # the pod's limit bounds the whole sandbox
-        check_update(client, container)
+        try:
+            container, sandbox = check_pod(client, pod, handler, parent, kubelet)
+        except BaseException:
+            pod.teardown_quietly()  # a failed scenario must not leave its pod to the next one
+            raise
         pod.teardown()
         assert leftovers(rig, client, [pod.id, container], timeout=30) == {}
         if handler != "runc":
@@ -193,6 +191,29 @@ def scenario(rig: CriRig, client: CriClient, handler: str, form: str, kubelet: b
     finally:
         remove_tree(top)
     assert existing(top) == []
+
+
+def check_pod(
+    client: CriClient, pod: Pod, handler: str, parent: str, kubelet: bool
+) -> tuple[str, str]:
+    """A running container's stats, host cgroups and update: (container id, sandbox cgroup)."""
+    container = pod.add("busy", BUSY)
+    running = client.wait_container_state(container, cri_pb2.CONTAINER_RUNNING)
+    assert running.state == cri_pb2.CONTAINER_RUNNING
+    check_stats(client, pod.id, container)
+    if handler != "kata":  # its containers are in the VM, its cgroups the guest's
+        check_container_cgroup(parent, container, kubelet)
+    sandbox = ""
+    if handler == "runc":
+        assert procs(posixpath.join(parent, pod.id))  # the pause process, runc's way
+    else:
+        sandbox = check_host_cgroup(pod, parent, vm=handler == "kata")
+    if kubelet:
+        stat = (MEMORY / sandbox.lstrip("/") / "memory.stat").read_text().split()
+        limit = int(stat[stat.index("hierarchical_memory_limit") + 1])
+        assert limit == KUBELET_LIMIT  # the pod's limit bounds the whole sandbox
+    check_update(client, container)
+    return container, sandbox
 
 
 @pytest.mark.timeout(180)
