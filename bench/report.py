@@ -37,8 +37,15 @@ EXTERNAL = {
     "io_throughput": ["io_throughput.py", "--mib", "256", "--rounds", "3"],
     "vm_boot": ["vm_boot.py", "--runs", "2"],
     "vm_density": ["vm_density.py", "--pods", "10"],  # both boot designs (issue 17)
+    "vm_bounds": ["vm_bounds.py", "--runs", "2"],  # the guest's stages of a VM pod start
 }
 TIMEOUTS = {"vm_density": 3600.0}  # 2 x 10 TCG VMs on a 2-CPU host
+GUEST_STAGES = (
+    "kernel_to_init_s",
+    "init_to_selftest_s",
+    "python_start_warm_s",
+    "agent_import_warm_s",
+)
 PSS_LIMIT_KB = 6 * 1024  # per process kind (shim daemon, local agent), at 20 pods
 
 
@@ -127,6 +134,17 @@ def density_rows(density: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
     return rows
 
 
+def bounds_rows(guest: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """bench/vm_bounds.py: the guest's own stages (guest uptime), image | initrd design."""
+    if "image" not in guest or "initrd" not in guest:
+        return []
+    new, old = guest["image"], guest["initrd"]
+    return [
+        (f"[image | initrd] guest {key.removesuffix('_s')} (s)", new[key], old[key], "")
+        for key in GUEST_STAGES
+    ]
+
+
 def table(result: dict[str, Any]) -> str:
     start, exits, conc = result["start"], result["exit"], result["concurrent_start"]
     mem, rpc = result["memory"], result["rpc"]["callers1"]
@@ -178,6 +196,7 @@ def table(result: dict[str, Any]) -> str:
     if "create_to_agent_ready_s" in vm:
         rows.append(("VM create→agent ready (s)", vm["create_to_agent_ready_s"], "-", ""))
     rows += density_rows(result.get("vm_density", {}))
+    rows += bounds_rows(result.get("vm_bounds", {}))
     lines = [f"{a:<38} {b!s:>12} {c!s:>12} {d!s:>10}" for a, b, c, d in rows]
     lines += [
         f"target {name}: {t['value']} {t['target']} -> {'met' if t['met'] else 'MISSED'}"

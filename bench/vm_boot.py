@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import subprocess
 import tempfile
@@ -31,19 +32,24 @@ from kata_shim.sandbox.qemu.cmdline import QemuConfig, SandboxPaths, build_comma
 
 
 def bare_boot(config: QemuConfig) -> float:
+    return boot_selftest(config, "marker", re.compile(b"init-reached"))[0]
+
+
+def boot_selftest(config: QemuConfig, run: str, until: re.Pattern[bytes]) -> tuple[float, bytes]:
+    """Boot with `kata_shim.run=<run>`: (seconds until `until` is on the console, console)."""
     with tempfile.TemporaryDirectory() as tmp:
         paths = SandboxPaths(*(Path(tmp) / n for n in ("qmp", "agent", "console", "share")))
         paths.share.mkdir()
         argv = build_command(config, paths, choose_accel(config.accel), host_tsc_khz())
-        argv[argv.index("-append") + 1] += " kata_shim.run=marker"
+        argv[argv.index("-append") + 1] += f" kata_shim.run={run}"
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
-            while b"init-reached" not in _read(paths.console):
-                if proc.poll() is not None and b"init-reached" not in _read(paths.console):
-                    raise RuntimeError("guest powered off without the marker")
+            while not until.search(console := _read(paths.console)):
+                if proc.poll() is not None and not until.search(_read(paths.console)):
+                    raise RuntimeError(f"guest powered off without {until!r}")
                 time.sleep(0.01)
-            return time.perf_counter() - started
+            return time.perf_counter() - started, console
         finally:
             proc.kill()
             proc.wait()

@@ -9,8 +9,11 @@
 #                                  (kata_shim.debugconsole.guest; `kata-shim exec`)
 #   kata_shim.run=<self-test>      run one built-in self-test and print
 #                                  "KATA_SHIM_RESULT rc=<code> <output>"
+#                                  (`bounds`: guest uptimes around Python and
+#                                  agent-import runs, for bench/vm_bounds.py)
 # and powers the VM off when the agent (or the self-test) ends.
 /bin/busybox mount -t proc proc /proc
+INIT_UPTIME=$(/bin/busybox cut -d' ' -f1 /proc/uptime)
 case " $(cat /proc/cmdline) " in  # boot benchmark: /init reached, nothing else
   *" kata_shim.run=marker "*) echo "KATA_SHIM_RESULT rc=0 init-reached"; /bin/busybox poweroff -f ;;
 esac
@@ -60,6 +63,14 @@ fi
 
 case "$RUN" in
   "") ;;
+  bounds)  # twice each: cold (from the root device), then from the guest page cache
+    up() { cut -d' ' -f1 /proc/uptime; }
+    a=$(up); python3 -c pass; b=$(up); python3 -c pass; c=$(up)
+    python3 -c 'import kata_shim.guest.main'; d=$(up)
+    python3 -c 'import kata_shim.guest.main'; e=$(up)
+    top=$(python3 -X importtime -c 'import kata_shim.guest.main' 2>&1 \
+      | sort -t'|' -k2 -n | tail -8 | tr -s ' ' | tr '\n' ';')
+    echo "KATA_SHIM_RESULT rc=0 t $INIT_UPTIME $a $b $c $d $e top $top" ;;
   selftest-vsock)
     python3 -m kata_shim.native.selftest "${RUN#selftest-}" > /tmp/selftest.out 2>&1
     echo "KATA_SHIM_RESULT rc=$? $(tr '\n' ' ' < /tmp/selftest.out)" ;;

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 REPORT = Path(__file__).resolve().parents[2] / "bench" / "report.py"
 sys.path.insert(0, str(REPORT.parent))
 
-from report import density_rows  # noqa: E402
+from report import bounds_rows, density_rows  # noqa: E402
 
 FORK_START = REPORT.parent / "fork_start.py"
 
@@ -90,3 +90,24 @@ def test_vm_density_reports_memory_per_pod(guest_image: Path) -> None:
     assert 0 < report["bare_kernel_to_init_s"] < report["create_to_first_output_s"] + 60
     rows = density_rows({"image": report, "initrd": report})
     assert len(rows) == 7 and rows[0][1] == memory["qemu_pss_anon_kb"]
+
+
+VM_BOUNDS = REPORT.parent / "vm_bounds.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_vm_bounds_splits_the_guest_start_into_stages(guest_image: Path) -> None:
+    argv = [sys.executable, str(VM_BOUNDS), "--image", str(guest_image), "--runs", "1"]
+    result = subprocess.run([*argv, "--designs", "image"], capture_output=True, timeout=280)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    report = json.loads(result.stdout)["image"]
+    stages = [report[key] for key in ("kernel_to_init_s", "init_to_selftest_s")]
+    stages += [report[f"{what}_{run}_s"] for what in ("python_start", "agent_import")
+               for run in ("cold", "warm")]  # fmt: skip
+    assert all(s > 0 for s in stages), report  # guest uptime only moves forward
+    assert sum(stages) < report["host_wall_s"]  # QEMU's own start is not in the guest's clock
+    assert any("kata_shim.guest.main" in line for line in report["agent_import_top"])
+    rows = bounds_rows({"image": report, "initrd": report})
+    assert [r[1] for r in rows] == [report[k] for k in ("kernel_to_init_s", "init_to_selftest_s",
+                                    "python_start_warm_s", "agent_import_warm_s")]  # fmt: skip
