@@ -9,6 +9,7 @@ enter the split:
   python_start_cold_s/_warm_s        `python3 -c pass`, first and second run
   agent_import_cold_s/_warm_s        `python3 -c 'import kata_shim.guest.main'`
   agent_import_top          the largest cumulative imports (-X importtime, µs)
+  guest_kernel_memory       the guest kernel's boot line on its own size in guest RAM
   host_wall_s               host wall time QEMU start → result line
 Medians over --runs. Prints JSON.
 Run: `.venv/bin/python bench/vm_bounds.py [--image DIR] [--runs 3] [--designs image,initrd]`.
@@ -33,7 +34,7 @@ from kata_shim.image.builder import build
 from kata_shim.sandbox.qemu.accel import choose_accel
 from kata_shim.sandbox.qemu.cmdline import QemuConfig
 
-_RESULT = re.compile(rb"KATA_SHIM_RESULT rc=0 t ([\d. ]+) top (.*)\r?\n")
+_RESULT = re.compile(rb"KATA_SHIM_RESULT rc=0 t ([\d. ]+) top (.*) mem (.*)\r?\n")
 STAGES = (
     "kernel_to_init_s",
     "init_to_selftest_s",
@@ -44,7 +45,7 @@ STAGES = (
 )
 
 
-def parse(console: bytes) -> tuple[dict[str, float], list[str]]:
+def parse(console: bytes) -> tuple[dict[str, float], list[str], str]:
     found = _RESULT.search(console)
     if found is None:
         raise RuntimeError(f"no bounds result on the console: {console[-500:]!r}")
@@ -52,7 +53,8 @@ def parse(console: bytes) -> tuple[dict[str, float], list[str]]:
     points = [init, *marks]
     stages = [init] + [b - a for a, b in itertools.pairwise(points)]
     top = [t.strip() for t in found.group(2).decode(errors="replace").split(";") if t.strip()]
-    return dict(zip(STAGES, (round(s, 2) for s in stages), strict=True)), top
+    memory = found.group(3).decode(errors="replace").strip()
+    return dict(zip(STAGES, (round(s, 2) for s in stages), strict=True)), top, memory
 
 
 def design_table(image: Path, design: str) -> dict[str, Any]:
@@ -66,14 +68,16 @@ def run_design(image: Path, design: str, runs: int) -> dict[str, Any]:
     config = QemuConfig.from_table(design_table(image, design))
     samples = []
     top: list[str] = []
+    memory = ""
     for _ in range(runs):
         wall, console = boot_selftest(config, "bounds", _RESULT)
-        stages, top = parse(console)
+        stages, top, memory = parse(console)
         samples.append(stages | {"host_wall_s": round(wall, 2)})
     report: dict[str, Any] = {
         key: round(statistics.median(s[key] for s in samples), 2) for key in samples[0]
     }
-    return report | {"agent_import_top": top, "accel": choose_accel(config.accel)}
+    extra = {"agent_import_top": top, "guest_kernel_memory": memory}
+    return report | extra | {"accel": choose_accel(config.accel)}
 
 
 def main() -> None:

@@ -70,7 +70,8 @@ case "$RUN" in
     python3 -c 'import kata_shim.guest.main'; e=$(up)
     top=$(python3 -X importtime -c 'import kata_shim.guest.main' 2>&1 \
       | sort -t'|' -k2 -n | tail -8 | tr -s ' ' | tr '\n' ';')
-    echo "KATA_SHIM_RESULT rc=0 t $INIT_UPTIME $a $b $c $d $e top $top" ;;
+    mem=$(dmesg | grep -o 'Memory: .*' | head -1)
+    echo "KATA_SHIM_RESULT rc=0 t $INIT_UPTIME $a $b $c $d $e top $top mem $mem" ;;
   selftest-vsock)
     python3 -m kata_shim.native.selftest "${RUN#selftest-}" > /tmp/selftest.out 2>&1
     echo "KATA_SHIM_RESULT rc=$? $(tr '\n' ' ' < /tmp/selftest.out)" ;;

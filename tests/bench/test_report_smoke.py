@@ -108,6 +108,7 @@ def test_vm_bounds_splits_the_guest_start_into_stages(guest_image: Path) -> None
     assert all(s > 0 for s in stages), report  # guest uptime only moves forward
     assert sum(stages) < report["host_wall_s"]  # QEMU's own start is not in the guest's clock
     assert any("kata_shim.guest.main" in line for line in report["agent_import_top"])
+    assert "kernel code" in report["guest_kernel_memory"]
     rows = bounds_rows({"image": report, "initrd": report})
     assert [r[1] for r in rows] == [report[k] for k in ("kernel_to_init_s", "init_to_selftest_s",
                                     "python_start_warm_s", "agent_import_warm_s")]  # fmt: skip
