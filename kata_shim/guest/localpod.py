@@ -15,7 +15,6 @@ later inherit them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
@@ -24,7 +23,7 @@ __all__ = ["CLONE_NEWNET", "CLONE_NEWUTS", "enter_pod_namespaces"]
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # our own libc; find_library would run ldconfig
 
 
 def _failed(what: str) -> OSError:

@@ -79,6 +79,10 @@ GUEST_IMPORTS = (
     "kata_shim.guest.netconf",  # pulls in pyroute2 (pod networking; imported lazily)
     "google.protobuf",
 )
+# Imported by the probe only because asyncio tries them; left out of the guest so
+# the agent does not load OpenSSL at every start (it never uses TLS; asyncio runs
+# without ssl).
+GUEST_LEAVES_OUT = ("ssl.py", "_ssl.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,8 @@ def plan_python(package_root: Path, site_packages: Path) -> PythonPlan:
     extensions: set[Path] = set()
     site_roots: dict[str, Path] = {}
     for path in _probe_modules(package_root, site_packages):
+        if path.name.startswith(GUEST_LEAVES_OUT):
+            continue
         root = _site_root(path, site_packages, package_root)
         if root is not None:
             site_roots[root[0]] = root[1]

@@ -10,7 +10,6 @@ Python 3.11 has no os.setns, hence the libc call.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import stat
 import threading
@@ -25,7 +24,7 @@ __all__ = ["CLONE_NEWNET", "check_netns_path", "is_own_netns", "run_in_netns"]
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # our own libc; find_library would run ldconfig
 
 
 def check_netns_path(path: Path) -> None:
