@@ -4,12 +4,14 @@ Metadata lives here (not in pyproject.toml) so that openEuler's %py3_build /
 %py3_install (setup.py build/install) and `pip install` both work.
 """
 
+import os
 import runpy
 from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.install_scripts import install_scripts
 
 # The runtime libraries and their minimum versions: one table, also behind the RPM's Requires.
 DEPS = runpy.run_path(str(Path(__file__).parent / "kata_shim" / "deps.py"))
@@ -20,7 +22,7 @@ CYTHON_MODULES = [
 ]
 
 # containerd-shim-kata-v2 is a small C program (csrc/shimfront.c) in front of the Python
-# entry point containerd-shim-kata-v2-py: it installs into <prefix>/bin as a data file.
+# entry point containerd-shim-kata-v2-py; it is installed beside the console scripts.
 FRONT_SOURCES = ["csrc/shimfront.c", "csrc/sha256.c"]
 FRONT_BINARY = "build/front/containerd-shim-kata-v2"
 FRONT_FLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-D_FORTIFY_SOURCE=2"]
@@ -35,6 +37,17 @@ class BuildWithFront(build_ext):
             FRONT_SOURCES, output_dir=self.build_temp, extra_preargs=FRONT_FLAGS
         )
         self.compiler.link_executable(objects, FRONT_BINARY)
+
+
+class InstallScriptsWithFront(install_scripts):
+    """The console scripts, then the front beside them (pip, editable installs, %py3_install)."""
+
+    def run(self) -> None:
+        super().run()
+        target = os.path.join(self.install_dir, os.path.basename(FRONT_BINARY))
+        self.copy_file(FRONT_BINARY, target)
+        os.chmod(target, 0o755)
+        self.outfiles = [*getattr(self, "outfiles", []), target]
 
 
 setup(
@@ -60,8 +73,7 @@ setup(
         compiler_directives={"boundscheck": False, "wraparound": False},
     ),
     cffi_modules=["csrc/build_native.py:ffibuilder"],
-    cmdclass={"build_ext": BuildWithFront},
-    data_files=[("bin", [FRONT_BINARY])],
+    cmdclass={"build_ext": BuildWithFront, "install_scripts": InstallScriptsWithFront},
     setup_requires=["cffi>=1.16"],
     install_requires=DEPS["install_requires"](),
     entry_points={
