@@ -73,7 +73,7 @@ static void note(const struct front *f, const char *why)
     time_t now = time(NULL);
     struct tm tm;
     snprintf(path, sizeof path, "%s.log", f->base);
-    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC); /* only a log a server made */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600); /* dir: Python's */
     if (fd < 0)
         return;
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", localtime_r(&now, &tm));

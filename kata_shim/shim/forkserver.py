@@ -149,6 +149,10 @@ class Server:
             refusal = self.check(pid, uid)
             if refusal is not None:
                 log(f"refused pid {pid}: {refusal}")
+                # drop an arrived request (its fds too): closing with it unread would reset
+                # the connection, and the caller would never see why it was refused
+                with contextlib.suppress(OSError):
+                    conn.recv(forkproto.MAX_MESSAGE, socket.MSG_DONTWAIT)
                 forkproto.send_message(conn, {"error": refusal})
                 return
             self.fork(pid, conn)
