@@ -5,10 +5,11 @@ itself: it forked first) and dispatches: a C front's action → frontchild.py;
 Python `start`'s JSON daemon request (its build must be the server's, else the
 server is retired: an older package asked) → become_daemon below.
 
-Runs in the grandchild of the server (the intermediate child exits at once, so
-the daemon is re-parented exactly as a cold-exec'd one is after `start`
-exits: to containerd, its subreaper, or init). In order: own session, the
-caller's cgroups, cwd, environment, signal state of a fresh exec, stdio and
+become_daemon runs in a grandchild of the server (its parent exits at once,
+so the daemon is re-parented exactly as a cold-exec'd one is after `start`
+exits: to containerd, its subreaper, or init) or in a child of the front's
+`start` (frontchild.fork_daemon; that `start` exits right after). In order:
+own session, the caller's cgroups, cwd, environment, signal state of a fresh exec, stdio and
 the listener on fds 0-3 (everything else closed: the server's socket, its
 lock, the connection we answer on is the only extra), the daemon's command
 line; then {"pid"} to `start`, and only after its "go" the daemon proper —
@@ -184,7 +185,7 @@ def _daemon_request(
 
 
 def serve_request(conn: socket.socket, caller: int, context: dict[str, Any]) -> None:
-    """In the server's grandchild: read the request on `conn` and serve it; never returns."""
+    """In the server's child: read the request on `conn` and serve it; never returns."""
     from kata_shim.shim import frontchild
 
     try:
@@ -198,4 +199,6 @@ def serve_request(conn: socket.socket, caller: int, context: dict[str, Any]) -> 
     request = _daemon_request(conn, data, fds, context)
     if request is None:
         os._exit(1)
-    become_daemon(request, caller, fds, conn.detach())
+    if os.fork() == 0:  # the daemon: re-parented when we exit, like a cold one after `start`
+        become_daemon(request, caller, fds, conn.detach())
+    os._exit(0)

@@ -10,11 +10,12 @@ Per connection, before reading anything: the peer must be root or our uid
 (SO_PEERCRED) and in our mount namespace (/proc/<peer>/ns/mnt), the package
 on disk must still be our build (forkproto.build_id, recomputed now) — a
 mismatch means an upgrade: we refuse, retire (socket and lock released) and
-the caller falls back and spawns a new server. Then fork → fork at once: the
-intermediate exits (we reap it) and the grandchild, not our child, reads the
-request (forkchild.serve_request): a JSON daemon request from Python `start`
-(it becomes that pod's daemon) or an action from the C front (frontchild.py
-runs `start`/`delete`). A slow or crashing client never blocks or hurts us.
+the caller falls back and spawns a new server. Then one fork at once (the
+child is reaped later, never waited for), and the child reads the request
+(forkchild.serve_request): an action from the C front (frontchild.py runs
+`start`/`delete` right there) or a JSON daemon request from Python `start`
+(the child forks the daemon and exits, so the daemon is nobody's child of
+ours). A slow or crashing client never blocks or hurts us.
 We exit when containerd's socket is gone (checked every
 second) or on SIGTERM.
 """
@@ -114,6 +115,7 @@ class Server:
     def serve(self) -> None:
         while self.running:
             ready, _, _ = select.select([self.sock], [], [], POLL_INTERVAL)
+            self.reap()
             if self.containerd_gone():
                 self.retire(f"containerd socket {self.address} is gone")
                 for name in ("lock", "log"):  # no `start` can come for a dead address
@@ -171,18 +173,23 @@ class Server:
         }
 
     def fork(self, caller: int, conn: socket.socket) -> None:
+        """One fork; the child serves the request and is reaped later (reap), never waited for."""
         sys.stdout.flush()
         sys.stderr.flush()
-        child = os.fork()
-        if child == 0:
+        if os.fork() == 0:
             try:
-                if os.fork() == 0:
-                    from kata_shim.shim.forkchild import serve_request
+                from kata_shim.shim.forkchild import serve_request
 
-                    serve_request(conn, caller, self.context())
+                serve_request(conn, caller, self.context())
             finally:
-                os._exit(0)
-        os.waitpid(child, 0)
+                os._exit(1)
+
+    @staticmethod
+    def reap() -> None:
+        """Collect children that are done (a front's action, a daemon's intermediate)."""
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
 
 
 def main() -> int:

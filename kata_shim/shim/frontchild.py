@@ -1,6 +1,6 @@
 """The server-side half of the C front (csrc/shimfront.c): run `start`/`delete` warm.
 
-Runs in the fork server's grandchild (forkchild.serve_request), for a request
+Runs in the fork server's child (forkchild.serve_request), for a request
   b"KSF1\\0" cwd \\0 argc \\0 argv[0..argc-1] \\0... environ \\0...
 with the front's fds 0, 1, 2. Before anything runs we check it (the action is
 `start` or `delete`, the flags parse, `-address` is our containerd's) and
@@ -11,6 +11,8 @@ environment, argv and command line, a fresh interpreter's signal state. Then
 has closed the connection: we leave without running it, and it falls back to
 Python). Any refusal before "R" is a JSON {"error"} — the front falls back.
 At the end "X<status>" carries main's exit status; every exit is os._exit.
+`start` forks its daemon right here (fork_daemon: one fork, no second trip to
+the server), set up exactly like a server-forked one (forkchild.become_daemon).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ ACTIONS = ("start", "delete")
 CONN_FD = 3
 GO_TIMEOUT = 10.0
 _RESET_SIGNALS = (signal.SIGXFSZ, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
+_log = [""]  # the server's log (fork_daemon's notes)
 
 
 class FrontRequest:
@@ -110,6 +113,31 @@ def _handshake(conn: socket.socket) -> bool:
         return False
 
 
+def fork_daemon(argv: list[str], args: list[str], cwd: str, listener: socket.socket) -> int:
+    """`start`'s daemon forked from this warm process, set up as the server would (forkchild)."""
+    from kata_shim.shim.forkchild import become_daemon
+
+    request = {"argv": argv, "args": args, "cwd": cwd, "env": dict(os.environ), "log": _log[0]}
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            become_daemon(request, os.getppid(), [listener.fileno(), devnull], theirs.detach())
+        theirs.close()
+        ours.settimeout(forkproto.REPLY_TIMEOUT)
+        reply, _ = forkproto.receive_message(ours)
+        if reply.get("pid") != pid:
+            raise forkproto.ForkUnavailable(f"daemon {pid} answered {reply!r}")
+        ours.sendall(forkproto.GO)
+        return pid
+    except OSError as exc:
+        raise forkproto.ForkUnavailable(f"exchange failed: {exc}") from None
+    finally:
+        os.close(devnull)
+        ours.close()
+
+
 def _run(argv: list[str]) -> int:
     from kata_shim.shim.main import main
 
@@ -141,6 +169,10 @@ def run_action(
         os._exit(1)
     if not _handshake(conn):
         os._exit(0)
+    from kata_shim.shim import start
+
+    _log[0] = context["log"]
+    start.daemon_forker = fork_daemon
     status = _run(request.argv[1:])
     with contextlib.suppress(OSError):
         conn.sendall(b"X%d" % status)
