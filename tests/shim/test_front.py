@@ -383,3 +383,46 @@ def test_lost_child_after_go_is_an_error_never_a_rerun(front: Front) -> None:
     ]
     assert request.env["CFRONT_MARK"] == "x"
     assert server.fds == 3
+
+
+def _action_child(front: Front, task_id: str) -> int | None:
+    """The server's child running our `start` (its command line is the front's)."""
+    for pid in front.server_pids():
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            for child in map(int, handle.read().split()):
+                argv = procs.cmdline(child) or []
+                if argv[:1] == [str(front.shim)] and argv[-2:] == [task_id, "start"]:
+                    return child
+    return None
+
+
+def test_action_child_holds_only_stdio_and_its_connection(front: Front) -> None:
+    front.start_server()
+    task_id, bundle = front.bundle()
+    argv = [str(front.shim), "-namespace", NAMESPACE, "-address", front.address]
+    argv += ["-publish-binary", "/bin/true", "-id", task_id, "start"]
+    env = {**os.environ, forkproto.ENABLE_ENV: "on"}
+    shim = subprocess.Popen(  # start blocks reading its options until we close stdin
+        argv, cwd=bundle, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (child := _action_child(front, task_id)) is None:
+            assert time.monotonic() < deadline, "no action child"
+            time.sleep(0.02)
+        fds = sorted(int(fd) for fd in os.listdir(f"/proc/{child}/fd"))
+        assert fds == [0, 1, 2, 3], fds
+        flags = Path(f"/proc/{child}/fdinfo/3").read_text().split("flags:")[1].split()[0]
+        assert int(flags, 8) & os.O_CLOEXEC  # the connection never reaches an exec'd child
+        assert os.readlink(f"/proc/{child}/fd/0") == os.readlink(f"/proc/{shim.pid}/fd/0")
+        out, _ = shim.communicate(OPTIONS, timeout=60)
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    assert (
+        shim.returncode == 0 and out == socket_address(front.address, NAMESPACE, task_id).encode()
+    )
+    front.daemons.append(int((bundle / "shim.pid").read_text()))
+    assert (bundle / "options.pb").read_bytes() == OPTIONS
+    assert front.python_execs() == []
