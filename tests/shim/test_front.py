@@ -426,3 +426,32 @@ def test_action_child_holds_only_stdio_and_its_connection(front: Front) -> None:
     front.daemons.append(int((bundle / "shim.pid").read_text()))
     assert (bundle / "options.pb").read_bytes() == OPTIONS
     assert front.python_execs() == []
+
+
+def test_action_child_crash_fails_only_that_action(front: Front) -> None:
+    server = front.start_server()
+    task_id, bundle = front.bundle()
+    argv = [str(front.shim), "-namespace", NAMESPACE, "-address", front.address]
+    argv += ["-publish-binary", "/bin/true", "-id", task_id, "start"]
+    env = {**os.environ, forkproto.ENABLE_ENV: "on"}
+    shim = subprocess.Popen(
+        argv, cwd=bundle, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (child := _action_child(front, task_id)) is None:
+            assert time.monotonic() < deadline, "no action child"
+            time.sleep(0.02)
+        os.kill(child, signal.SIGKILL)  # mid-action (it waits for its options)
+        _, err = shim.communicate(timeout=60)
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    assert shim.returncode == 1 and b"lost the fork server's child" in err
+    assert front.python_execs() == []  # not re-run through Python
+    assert procs.is_alive(server)
+    again, bundle = front.bundle()
+    done = front.run(again, bundle, "start", OPTIONS)
+    assert forked(check_started(front, again, bundle, done))
+    assert front.server_pids() == [server] and front.python_execs() == []
