@@ -167,6 +167,7 @@ def check_started(
     assert (bundle / "options.pb").read_bytes() == OPTIONS
     pid = int((bundle / "shim.pid").read_text())
     assert procs.probe_connect(socket_path(address) or "", task_id, timeout=10.0) == pid
+    assert procs.is_our_shim(pid, task_id)  # what `delete` checks before stopping it
     return pid
 
 
