@@ -8,7 +8,10 @@ the fork server lives) and measures, per mode (`cold`: KATA_SHIM_FORK_SERVER=off
   ready_s        `start` launched → the daemon answers Task.Connect
                  (fork mode: the server's fork + child setup + serve, "fork → ready")
   delete_s       wall time of the `delete` action after the daemon shut down
-and, with --pods idle daemons alive at once (/proc/<pid>/smaps_rollup):
+`fork` runs the installed `containerd-shim-kata-v2`, the C front (csrc/shimfront.c):
+start/delete run in a fork of the server. `fork_python_entry` runs the same with
+`containerd-shim-kata-v2-py` (a Python process per action, daemon forked by the server).
+And, with --pods idle daemons alive at once (/proc/<pid>/smaps_rollup):
   daemon_pss_kb  median PSS of one daemon (shared pages split between sharers)
   server_pss_kb  the fork server's PSS, also shared with its children
   per_pod_pss_kb daemon PSS + server PSS / pods (the server's cost spread over pods)
@@ -54,6 +57,8 @@ class Bench:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.shim = str(console_script() or shutil.which("containerd-shim-kata-v2"))
+        # the Python entry beside the C front: start/delete as Python processes (pre-front path)
+        self.python_entry = self.shim + "-py"
         self.address = str(work / "containerd.sock")
         self.fake_containerd = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.fake_containerd.bind(self.address)
@@ -189,9 +194,16 @@ def main() -> int:
         for mode, fork in (("cold", False), ("fork", True)):
             result[mode] = timings(bench, fork, args.runs)
             result[mode]["memory"] = memory(bench, fork, args.pods)
+        front, bench.shim = bench.shim, bench.python_entry
+        result["fork_python_entry"] = timings(bench, True, args.runs)
+        bench.shim = front
         cold, fork_ = result["cold"], result["fork"]
         result["ratios_fork_over_cold"] = {
             k: round(fork_[k] / cold[k], 3) for k in ("start_s", "ready_s", "delete_s")
+        }
+        result["ratios_front_over_python_entry"] = {
+            k: round(fork_[k] / result["fork_python_entry"][k], 3)
+            for k in ("start_s", "ready_s", "delete_s")
         }
         result["daemons_killed_after_shutdown"] = bench.stuck
     finally:

@@ -84,6 +84,8 @@ install_venv() {
 build_package() {
   log "building kata-shim (Cython + cffi extensions) into the virtualenv"
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps -e "$ROOT"
+  # the C front (csrc/shimfront.c, built by setup.py): editable installs skip install_scripts
+  install -m 0755 "$ROOT/build/front/containerd-shim-kata-v2" "$VENV/bin/containerd-shim-kata-v2"
   "$VENV/bin/python" -c 'import kata_shim._fastio, kata_shim._native, kata_shim.ttrpc._framing'
 }
 

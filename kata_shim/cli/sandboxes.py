@@ -22,7 +22,7 @@ from kata_shim.shim.paths import NETWORK_RECORD, PID_FILE, read_text
 
 __all__ = ["SandboxEntry", "list_sandboxes", "render_json", "render_table", "shim_pids"]
 
-SHIM_NAMES = ("containerd-shim-kata-v2", "kata_shim.shim.main")
+SHIM_NAMES = ("containerd-shim-kata-v2", "containerd-shim-kata-v2-py", "kata_shim.shim.main")
 
 
 @dataclass(frozen=True, slots=True)

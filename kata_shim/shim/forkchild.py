@@ -1,9 +1,15 @@
-"""The forked side of the fork server: turn a fresh fork into one pod's shim daemon.
+"""The forked side of the fork server: read the request, become one pod's shim daemon.
 
-Runs in the grandchild of the server (the intermediate child exits at once, so
-the daemon is re-parented exactly as a cold-exec'd one is after `start`
-exits: to containerd, its subreaper, or init). In order: own session, the
-caller's cgroups, cwd, environment, signal state of a fresh exec, stdio and
+serve_request reads the connection the server accepted (never the server
+itself: it forked first) and dispatches: a C front's action → frontchild.py;
+Python `start`'s JSON daemon request (its build must be the server's, else the
+server is retired: an older package asked) → become_daemon below.
+
+become_daemon runs in a grandchild of the server (its parent exits at once,
+so the daemon is re-parented exactly as a cold-exec'd one is after `start`
+exits: to containerd, its subreaper, or init) or in a child of the front's
+`start` (frontchild.fork_daemon; that `start` exits right after). In order:
+own session, the caller's cgroups, cwd, environment, signal state of a fresh exec, stdio and
 the listener on fds 0-3 (everything else closed: the server's socket, its
 lock, the connection we answer on is the only extra), the daemon's command
 line; then {"pid"} to `start`, and only after its "go" the daemon proper —
@@ -23,12 +29,13 @@ from typing import Any
 
 from kata_shim.shim import forkproto, proctitle, zygote
 
-__all__ = ["become_daemon", "join_cgroups"]
+__all__ = ["become_daemon", "join_cgroups", "serve_request"]
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 LISTEN_FD = 3
 CONN_FD = 4
 GO_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 1.0
 # what a fresh interpreter has after exec (start spawns with these reset/blocked)
 _RESET_SIGNALS = (signal.SIGXFSZ, signal.SIGTERM, signal.SIGHUP)
 STARTUP_BLOCKED = (signal.SIGTERM, signal.SIGINT)
@@ -143,3 +150,55 @@ def become_daemon(request: dict[str, Any], caller: int, fds: list[int], conn: in
             status = main(list(request["args"]))
     finally:
         os._exit(status)
+
+
+def _retire_server(context: dict[str, Any], why: str) -> None:
+    """An older `start` asked (build mismatch): take the server's socket away and stop it."""
+    forkproto.note(context["log"], f"fork server {context['server']} retired: {why}")
+    with contextlib.suppress(OSError):
+        if os.stat(context["socket"]).st_ino == context["inode"]:
+            os.unlink(context["socket"])
+    with contextlib.suppress(OSError):
+        os.kill(context["server"], signal.SIGTERM)
+
+
+def _daemon_request(
+    conn: socket.socket, data: bytes, fds: list[int], context: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The JSON request of Python `start`, or None after refusing it."""
+    refusal = ""
+    try:
+        request = forkproto.decode(data)
+    except forkproto.ForkUnavailable as exc:
+        request, refusal = {}, str(exc)
+    if not refusal and request.get("build") != context["build"]:
+        refusal = f"server build {context['build']} != {request.get('build')} (upgraded)"
+        _retire_server(context, refusal)
+    if not refusal and len(fds) != 2:
+        refusal = f"expected 2 fds, got {len(fds)}"
+    if refusal:
+        with contextlib.suppress(OSError, forkproto.ForkUnavailable):
+            forkproto.send_message(conn, {"error": refusal})
+        return None
+    request["log"] = context["log"]
+    return request
+
+
+def serve_request(conn: socket.socket, caller: int, context: dict[str, Any]) -> None:
+    """In the server's child: read the request on `conn` and serve it; never returns."""
+    from kata_shim.shim import frontchild
+
+    try:
+        conn.settimeout(REQUEST_TIMEOUT)
+        data, fds = forkproto.receive_raw(conn, max_fds=3)
+    except (OSError, forkproto.ForkUnavailable) as exc:
+        forkproto.note(context["log"], f"request from pid {caller} not read: {exc}")
+        os._exit(1)
+    if data.startswith(frontchild.MAGIC):
+        frontchild.run_action(conn, data, fds, caller, context)
+    request = _daemon_request(conn, data, fds, context)
+    if request is None:
+        os._exit(1)
+    if os.fork() == 0:  # the daemon: re-parented when we exit, like a cold one after `start`
+        become_daemon(request, caller, fds, conn.detach())
+    os._exit(0)

@@ -122,8 +122,8 @@ def send_message(sock: socket.socket, payload: dict[str, Any], fds: Sequence[int
     sock.sendmsg([data], ancillary)
 
 
-def receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
-    """One message (+ fds); EOF or garbage raises ForkUnavailable (fds are closed then)."""
+def receive_raw(sock: socket.socket, max_fds: int = 0) -> tuple[bytes, list[int]]:
+    """One message's bytes (+ fds); EOF or truncation raises ForkUnavailable (fds closed)."""
     space = socket.CMSG_SPACE(max_fds * 4) if max_fds else 0
     data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE, space)
     fds: list[int] = []
@@ -131,19 +131,36 @@ def receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, An
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(raw) - len(raw) % 4
             fds.extend(array.array("i", raw[:usable]))
-    try:
-        if not data:
-            raise ForkUnavailable("connection closed")
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-            raise ForkUnavailable("message truncated")
-        message = json.loads(data)
-        if not isinstance(message, dict):
-            raise ForkUnavailable("message is not an object")
-    except (ForkUnavailable, ValueError) as exc:
+    problem = "" if data else "connection closed"
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        problem = "message truncated"
+    if problem:
         for fd in fds:
             os.close(fd)
+        raise ForkUnavailable(problem)
+    return data, fds
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """A JSON message (object) or ForkUnavailable."""
+    try:
+        message = json.loads(data)
+    except ValueError as exc:
         raise ForkUnavailable(str(exc)) from None
-    return message, fds
+    if not isinstance(message, dict):
+        raise ForkUnavailable("message is not an object")
+    return message
+
+
+def receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
+    """One JSON message (+ fds); EOF or garbage raises ForkUnavailable (fds are closed then)."""
+    data, fds = receive_raw(sock, max_fds)
+    try:
+        return decode(data), fds
+    except ForkUnavailable:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _connect(path: str) -> socket.socket:

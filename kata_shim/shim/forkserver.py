@@ -6,12 +6,17 @@ everything a daemon runs, collects and `gc.freeze()`s (so children share those
 pages instead of touching them on the first collection), and only then binds
 `<key>.sock` — until then `start` falls back to a cold exec. Single thread, no
 event loop, blocking sockets: nothing a child could inherit half-running.
-Per request: the peer must be root or our uid (SO_PEERCRED) and in our mount
-namespace, its build id must be ours — a mismatch means the package was
-upgraded: we refuse, retire (socket and lock released) and the caller spawns
-a new server. Then fork → fork: the intermediate exits at once (we reap it),
-the grandchild becomes the daemon (forkchild.py), not our child, so our death
-never touches a pod. We exit when containerd's socket is gone (checked every
+Per connection, before reading anything: the peer must be root or our uid
+(SO_PEERCRED) and in our mount namespace (/proc/<peer>/ns/mnt), the package
+on disk must still be our build (forkproto.build_id, recomputed now) — a
+mismatch means an upgrade: we refuse, retire (socket and lock released) and
+the caller falls back and spawns a new server. Then one fork at once (the
+child is reaped later, never waited for), and the child reads the request
+(forkchild.serve_request): an action from the C front (frontchild.py runs
+`start`/`delete` right there) or a JSON daemon request from Python `start`
+(the child forks the daemon and exits, so the daemon is nobody's child of
+ours). A slow or crashing client never blocks or hurts us.
+We exit when containerd's socket is gone (checked every
 second) or on SIGTERM.
 """
 
@@ -42,6 +47,9 @@ WARM_MODULES = (
     "kata_shim.shim.serve",
     "kata_shim.shim.daemon",
     "kata_shim.shim.forkchild",
+    "kata_shim.shim.frontchild",  # `start`/`delete` for the C front (csrc/shimfront.c)
+    "kata_shim.shim.start",
+    "kata_shim.shim.delete",
     "kata_shim.guest.main",  # the local sandbox's agent (zygote.py)
     "kata_shim.sandbox.local",
     "kata_shim.sandbox.qemu",
@@ -107,6 +115,7 @@ class Server:
     def serve(self) -> None:
         while self.running:
             ready, _, _ = select.select([self.sock], [], [], POLL_INTERVAL)
+            self.reap()
             if self.containerd_gone():
                 self.retire(f"containerd socket {self.address} is gone")
                 for name in ("lock", "log"):  # no `start` can come for a dead address
@@ -119,56 +128,68 @@ class Server:
                     with conn:
                         self.handle(conn)
 
-    def check(self, conn: socket.socket, request: dict[str, Any]) -> tuple[str | None, int]:
-        """(why refused or None, peer pid)."""
-        pid, uid, _ = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    def check(self, pid: int, uid: int) -> str | None:
+        """Why the caller `pid` is refused, or None; only what needs no read of the request."""
         if uid not in (0, os.geteuid()):
-            return f"peer uid {uid} is neither root nor {os.geteuid()}", pid
-        theirs = request.get("mntns")
-        if not theirs or theirs != self.mntns or forkproto.mount_ns(str(pid)) != self.mntns:
-            return f"server in mount namespace {self.mntns}, caller in {theirs}", pid
-        if request.get("build") != self.build:
-            self.retire(f"build {request.get('build')} asked, we are {self.build}")
-            return f"server build {self.build} != {request.get('build')} (upgraded)", pid
+            return f"peer uid {uid} is neither root nor {os.geteuid()}"
+        theirs = forkproto.mount_ns(str(pid))
+        if theirs != self.mntns:
+            return f"server in mount namespace {self.mntns}, caller in {theirs or '?'}"
+        on_disk = forkproto.build_id()
+        if on_disk != self.build:
+            self.retire(f"package on disk is build {on_disk}, we are {self.build}")
+            return f"server build {self.build} != {on_disk} (upgraded)"
         if threading.active_count() != 1:
-            return "server has threads: unsafe to fork", pid
-        return None, pid
+            return "server has threads: unsafe to fork"
+        return None
 
     def handle(self, conn: socket.socket) -> None:
+        """Check the peer, then fork at once: the request is read in the child, never here."""
         conn.settimeout(REQUEST_TIMEOUT)
-        fds: list[int] = []
         try:
-            request, fds = forkproto.receive_message(conn, max_fds=2)
-            refusal, caller = self.check(conn, request)
-            if refusal is None and len(fds) != 2:
-                refusal = f"expected 2 fds, got {len(fds)}"
+            pid, uid, _ = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            refusal = self.check(pid, uid)
             if refusal is not None:
-                log(f"refused pid {caller}: {refusal}")
+                log(f"refused pid {pid}: {refusal}")
+                # drop an arrived request (its fds too): closing with it unread would reset
+                # the connection, and the caller would never see why it was refused
+                with contextlib.suppress(OSError):
+                    conn.recv(forkproto.MAX_MESSAGE, socket.MSG_DONTWAIT)
                 forkproto.send_message(conn, {"error": refusal})
                 return
-            request["log"] = self.paths["log"]
-            self.fork(request, caller, fds, conn)
-        except (OSError, forkproto.ForkUnavailable, ValueError, KeyError) as exc:
+            self.fork(pid, conn)
+        except (OSError, forkproto.ForkUnavailable) as exc:
             log(f"request failed: {exc!r}")
-        finally:
-            for fd in fds:
-                os.close(fd)
 
-    def fork(
-        self, request: dict[str, Any], caller: int, fds: list[int], conn: socket.socket
-    ) -> None:
+    def context(self) -> dict[str, Any]:
+        """What a forked child needs to know about us."""
+        return {
+            "build": self.build,
+            "address": self.address,
+            "log": self.paths["log"],
+            "socket": self.paths["socket"],
+            "inode": self.inode,
+            "server": os.getpid(),
+        }
+
+    def fork(self, caller: int, conn: socket.socket) -> None:
+        """One fork; the child serves the request and is reaped later (reap), never waited for."""
         sys.stdout.flush()
         sys.stderr.flush()
-        child = os.fork()
-        if child == 0:
+        if os.fork() == 0:
             try:
-                if os.fork() == 0:
-                    from kata_shim.shim.forkchild import become_daemon
+                from kata_shim.shim.forkchild import serve_request
 
-                    become_daemon(request, caller, fds, conn.fileno())
+                serve_request(conn, caller, self.context())
             finally:
-                os._exit(0)
-        os.waitpid(child, 0)
+                os._exit(1)
+
+    @staticmethod
+    def reap() -> None:
+        """Collect children that are done (a front's action, a daemon's intermediate)."""
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
 
 
 def main() -> int:

@@ -8,9 +8,11 @@ ourselves without an action — listener on fd 3, own session, stdio on
 /dev/null, cwd = bundle — and write `address` and `shim.pid` atomically.
 Rules: on success the ONLY output is the address, without a newline (main
 prints it); on failure a message on stderr and exit 1, never a daemon left
-behind. Under containerd the daemon is forked from the warm fork server
-(forkproto.py) when one runs, else exec'd cold (and a server started for the
-next pod). Standard library only: this runs on every container start.
+behind. Under containerd the daemon is forked warm: right here when this
+`start` itself runs in a fork of the server (the C front's path,
+frontchild.py), else by the fork server (forkproto.py) when one runs, else
+exec'd cold (and a server started for the next pod). Standard library only:
+this runs on every container start.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from kata_shim.shim import forkproto
 from kata_shim.shim.bundle import annotations_of, read_options, sandbox_of, spec_of
@@ -150,11 +153,21 @@ def spawn_daemon(argv: list[str], listener: socket.socket) -> int:
         os.close(devnull)
 
 
+# (argv, args, cwd, listener) → daemon pid: set by frontchild when this `start` runs in a
+# warm fork of the server, which then forks the daemon itself (ForkUnavailable: it cannot)
+daemon_forker: Callable[[list[str], list[str], str, socket.socket], int] | None = None
+
+
 def launch_daemon(flags: Flags, argv: list[str], listener: socket.socket) -> int:
-    """Fork the daemon from the warm server (containerd only), else exec it cold; its pid."""
+    """Fork the daemon warm (here or by the server; containerd only), else exec it cold; its pid."""
     if flags.address and forkproto.enabled():
         paths = forkproto.server_paths(flags.address)
         args = argv[len(self_command()) :]
+        if daemon_forker is not None:
+            try:
+                return daemon_forker(argv, args, os.getcwd(), listener)
+            except forkproto.ForkUnavailable as exc:
+                forkproto.note(paths["log"], f"start {flags.id}: local fork failed: {exc}")
         try:
             return forkproto.request_daemon(paths["socket"], argv, args, os.getcwd(), listener)
         except forkproto.ForkUnavailable as exc:

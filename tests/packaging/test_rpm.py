@@ -27,7 +27,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 SITEARCH = "usr/lib64/python3.11/site-packages"
-BINARIES = ["containerd-shim-kata-v2", "kata-shim", "kata-agent-py", "kata-shim-monitor"]
+BINARIES = [
+    "containerd-shim-kata-v2",
+    "containerd-shim-kata-v2-py",
+    "kata-shim",
+    "kata-agent-py",
+    "kata-shim-monitor",
+]
 CONFIG = "usr/share/defaults/kata-containers/configuration.toml"
 
 
@@ -139,7 +145,7 @@ def _run_installed(root: Path, script: str, *args: str) -> subprocess.CompletedP
 
 
 def test_installed_shim_prints_its_version(root: Path) -> None:
-    done = _run_installed(root, "containerd-shim-kata-v2", "--version")
+    done = _run_installed(root, "containerd-shim-kata-v2-py", "--version")
     assert (done.returncode, done.stdout) == (0, "containerd-shim-kata-v2 (kata-shim) 0.1.0\n")
     done = _run_installed(root, "kata-shim", "--version")
     assert (done.returncode, done.stdout) == (0, "kata-shim 0.1.0\n")
@@ -148,7 +154,9 @@ def test_installed_shim_prints_its_version(root: Path) -> None:
 
 
 def test_installed_scripts_are_plain_wrappers(root: Path) -> None:
-    text = (root / "usr/bin/containerd-shim-kata-v2").read_text()
+    front = (root / "usr/bin/containerd-shim-kata-v2").read_bytes()
+    assert front.startswith(b"\x7fELF")  # the C front (csrc/shimfront.c) containerd runs
+    text = (root / "usr/bin/containerd-shim-kata-v2-py").read_text()
     assert text.startswith("#!/usr/bin/python3 -s\n")
     assert "from kata_shim.shim.main import main\n" in text and "metadata" not in text
 
@@ -192,7 +200,7 @@ def test_installed_shim_serves_on_the_distributions_python_packages(
     assert (version, uvloop_version) == ("4.21.12", "0.17.0"), "not Debian 12's packages"
     shim = tmp_path / "installed-shim"
     exports = " ".join(f"{key}={value}" for key, value in env.items())
-    script = root / "usr/bin/containerd-shim-kata-v2"
+    script = root / "usr/bin/containerd-shim-kata-v2-py"
     shim.write_text(f'#!/bin/sh\nexport {exports}\nexec /usr/bin/python3 -s {script} "$@"\n')
     shim.chmod(0o755)
     check = subprocess.run(
