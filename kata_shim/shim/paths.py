@@ -4,7 +4,7 @@
   `unix:///run/containerd/s/` + hex(sha256(filepath.Join(address, namespace, id))),
   with Go's `filepath.Join` semantics (empty elements dropped, result cleaned),
   so an empty `-address` (iSulad) gives `sha256("ns/id")`.
-* `atomic_write` writes a temp file created with O_EXCL, fsyncs, then renames:
+* `atomic_write` writes a temp file created with O_EXCL, then renames (no fsync):
   readers (containerd, iSulad, our `delete`) never see a partial file.
 Standard library only (hashlib, os): this module runs on every `start`.
 """
@@ -77,7 +77,13 @@ def socket_path(address: str) -> str | None:
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` atomically (O_EXCL temp file in the same dir, fsync, rename)."""
+    """Write `data` to `path` atomically (O_EXCL temp file in the same dir, then rename).
+
+    No fsync: these files describe a running shim, which no reboot survives;
+    containerd keeps bundles on tmpfs (/run), and after a crash of an iSulad host
+    (bundles on disk) `delete` reads an empty file as absent. Atomicity (a
+    reader sees the old file or the whole new one) is kept.
+    """
     directory, name = os.path.split(path)
     temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -89,8 +95,6 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.rename(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
