@@ -48,15 +48,16 @@ def sandbox_args(seccompsandbox: str) -> list[str]:
     return ["-sandbox", value]
 
 
-def confine_prefix() -> list[str]:
-    """argv that execs what follows under the jail's filter with only QEMU_CAPS."""
+def confine_prefix(caps: tuple[str, ...] = QEMU_CAPS) -> list[str]:
+    """argv that execs what follows under the jail's filter with only `caps` (QEMU's, or
+    virtiofsd's: qemu/virtiofsd.py)."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise FailedPrecondition(
             "setpriv (util-linux) is not installed: it is needed to drop QEMU's "
             "capabilities; install util-linux"
         )
-    keep = ",".join(f"+{cap}" for cap in QEMU_CAPS)
+    keep = ",".join(f"+{cap}" for cap in caps)
     jail = [sys.executable, "-m", JAIL_MODULE, "--"]
     return [
         *jail,

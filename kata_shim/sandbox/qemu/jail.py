@@ -9,12 +9,13 @@ whenever the mode carries a setuid or setgid bit, and mknod of a character or
 block device fail likewise (besides QEMU lacking CAP_MKNOD, confine.py).
 openat2, whose mode sits in a struct a filter cannot inspect, fails with
 ENOSYS (glibc and QEMU fall back to openat).
-Every chown-family call becomes a user notification that the shim answers
+Every chown-family and uid/gid-changing call (virtiofsd creates files as the
+guest caller's ids) becomes a user notification that the shim answers
 (qemu/ownerguard.py): the jail sends the filter's listener fd over the
 socket named by `$KATA_SHIM_OWNER_GUARD_FD` (or connected to the path after
 `--guard-socket`, when libvirt starts QEMU), closes its copies, then execs.
 Without that variable (QEMU launched by hand, as benches and tests do) every
-chown-family call fails with EPERM instead.
+such call fails with EPERM instead.
 A seccomp() call asking for a new listener fails with EPERM, so QEMU cannot
 stack a filter of its own that would answer those notifications first.
 Everything else is allowed; QEMU's own `-sandbox` filter stacks on top.
@@ -31,7 +32,7 @@ import stat
 import sys
 
 from kata_shim.sandbox.qemu.notify import ACT_NOTIFY, libseccomp
-from kata_shim.sandbox.qemu.ownerguard import CHOWN_ARGS, GUARD_FD_ENV, GUARD_SOCKET_OPTION
+from kata_shim.sandbox.qemu.ownerguard import GUARD_FD_ENV, GUARD_SOCKET_OPTION, TRAPPED_ARGS
 
 __all__ = ["PRIVILEGED_MODE_RULES", "hand_over", "install_filter", "main"]
 
@@ -89,9 +90,9 @@ def _add_rules(ctx: int, guarded: bool) -> None:
         for kind in (stat.S_IFCHR, stat.S_IFBLK):
             _deny_when(ctx, name, arg, FILE_TYPE_MASK, kind)
     _add_rule(ctx, _errno_action(errno.ENOSYS), "openat2")
-    chown_action = ACT_NOTIFY if guarded else _errno_action(errno.EPERM)
-    for name in CHOWN_ARGS:
-        _add_rule(ctx, chown_action, name)
+    trapped_action = ACT_NOTIFY if guarded else _errno_action(errno.EPERM)
+    for name in TRAPPED_ARGS:
+        _add_rule(ctx, trapped_action, name)
     flag = FILTER_FLAG_NEW_LISTENER
     _deny_when(ctx, "seccomp", 1, flag, flag)
 
