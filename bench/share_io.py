@@ -1,4 +1,4 @@
-"""What the share's security settings cost: sequential file IO on a 9p volume inside the VM.
+"""What the share's security settings cost: sequential file IO on a shared volume in the VM.
 
 Two sandboxes in turn, each running one container that writes then reads a
 file on a volume shared from the host (`dd`, 1 MiB blocks, fsync on write;
@@ -12,9 +12,12 @@ Then `chmod -R` and `chown -R 1000:1000` over --files files in one directory
 of the volume: each is one 9p call per file, but only a chown is answered by
 the shim's owner guard (a seccomp user notification, qemu/ownerguard.py), so
 the confined chown-vs-chmod gap is the guard's cost.
+`--shared-fs virtio-fs` runs the same over virtio-fs (the sandbox's virtiofsd,
+confined the same way; unconfined: virtiofsd without jail/setpriv).
 Prints JSON: MB/s per mode and direction, chmod/chown files per second
 (median over --runs), and the ratios.
-Run: `.venv/bin/python bench/share_io.py [--image DIR] [--mib 256] [--files 2000] [--runs 1]`.
+Run: `.venv/bin/python bench/share_io.py [--image DIR] [--mib 256] [--files 2000] [--runs 1]
+[--shared-fs virtio-9p|virtio-fs] [--modes confined,unconfined]`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from kata_shim.proto.agent_ttrpc import AgentServiceClient
 from kata_shim.sandbox import share
 from kata_shim.sandbox.base import SandboxSpec, create_sandbox
 from kata_shim.sandbox.owners import Owners
-from kata_shim.sandbox.qemu import cmdline
+from kata_shim.sandbox.qemu import cmdline, virtiofsd
 
 _TIMES = re.compile(rb"t ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)")
 _MAKE_FILES = (
@@ -45,8 +48,13 @@ _MAKE_FILES = (
 )
 
 
+def _no_prefix(*_caps: object) -> list[str]:
+    return []
+
+
 def _unconfined() -> None:
-    cmdline.confine_prefix = list  # type: ignore[assignment]  # no jail, no setpriv
+    cmdline.confine_prefix = _no_prefix  # type: ignore[assignment]  # no jail, no setpriv
+    virtiofsd.confine_prefix = _no_prefix  # type: ignore[assignment]
     share.HOST_FLAGS = 0
 
 
@@ -113,26 +121,39 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--shared-fs", choices=("virtio-9p", "virtio-fs"), default="virtio-9p")
+    parser.add_argument("--modes", default="confined,unconfined")
     args = parser.parse_args()
+    modes = args.modes.split(",")
     build(args.image, progress=lambda m: None)
     table = {
         "kernel": str(args.image / "vmlinux"),
         "initrd": str(args.image / "kata-shim-initrd.img"),
+        "shared_fs": args.shared_fs,
     }
-    result: dict[str, Any] = {"mib": args.mib, "files": args.files, "runs": args.runs}
-    for mode in ("confined", "unconfined"):
+    result: dict[str, Any] = {
+        "shared_fs": args.shared_fs,
+        "mib": args.mib,
+        "files": args.files,
+        "runs": args.runs,
+    }
+    for mode in modes:
         if mode == "unconfined":
             _unconfined()
             table = {**table, "seccompsandbox": "off"}
         runs = [asyncio.run(run_once(table, args.mib, args.files)) for _ in range(args.runs)]
         for index, key in enumerate(_KEYS):
             result[f"{mode}_{key}"] = round(statistics.median(r[index] for r in runs), 1)
+    if "confined" in modes:
+        result["guard_chown_vs_chmod"] = round(
+            result["confined_chown_files_s"] / result["confined_chmod_files_s"], 3
+        )
+    if modes != ["confined", "unconfined"]:
+        print(json.dumps(result))
+        return
     for key in _KEYS:
         before = result[f"unconfined_{key}"]
         result[f"{key.split('_')[0]}_ratio"] = round(result[f"confined_{key}"] / before, 3)
-    result["guard_chown_vs_chmod"] = round(
-        result["confined_chown_files_s"] / result["confined_chmod_files_s"], 3
-    )
     print(json.dumps(result))
 
 

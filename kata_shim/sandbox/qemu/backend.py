@@ -18,7 +18,7 @@ owners the pod has (`allow_owners`) may be given to a shared host file.
 With `shared_fs = "virtio-fs"` the share is served by the sandbox's virtiofsd
 (qemu/virtiofsd.py, with its own guard), started before QEMU; its exit while
 the VM runs is the VM's death (QEMU is killed), and QEMU's exit, however it
-comes, ends and reaps virtiofsd (`_fs_daemon_watch`).
+comes, ends and reaps virtiofsd (`VirtiofsDaemon.watch`).
 """
 
 from __future__ import annotations
@@ -41,11 +41,8 @@ from kata_shim.sandbox.base import PodNetworkRequest, Sandbox, SandboxSpec, regi
 from kata_shim.sandbox.diagnostics import (
     agent_channel,
     agent_silent,
-    block,
-    exit_text,
     log_start_failure,
     logged_start,
-    tail,
     vm_exited,
 )
 from kata_shim.sandbox.dial import AgentAddress, UnixAddress, VsockAddress
@@ -166,6 +163,9 @@ class QemuSandbox(Sandbox):
             if virtio_fs:
                 await self._start_fs_daemon()
             await self._spawn(argv, vhost + nic_fds(nics))
+        except BaseException:
+            await self._stop_fs_daemon()  # no QEMU: nothing else would end it
+            raise
         finally:
             if self.network is not None:
                 self.network.close_fds()  # QEMU holds the taps now
@@ -210,30 +210,16 @@ class QemuSandbox(Sandbox):
         await self.fs_daemon.start(self.owners)
 
     def _start_fs_watch(self) -> None:
-        if self.fs_daemon is not None:
-            self._fs_watch = asyncio.get_running_loop().create_task(self._fs_daemon_watch())
+        if self.fs_daemon is not None and self._proc is not None:
+            watch = self.fs_daemon.watch(self._proc, self._fs_daemon_died)
+            self._fs_watch = asyncio.get_running_loop().create_task(watch)
 
-    async def _fs_daemon_watch(self) -> None:
-        """virtiofsd's exit while QEMU runs kills QEMU; QEMU's exit ends virtiofsd."""
-        daemon, proc = self.fs_daemon, self._proc
-        assert daemon is not None and proc is not None
-        qemu_exit = asyncio.ensure_future(proc.wait())
-        daemon_exit = asyncio.ensure_future(daemon.wait())
-        try:
-            await asyncio.wait((qemu_exit, daemon_exit), return_when=asyncio.FIRST_COMPLETED)
-            if daemon_exit.done() and proc.returncode is None and not self._stopping:
-                self.death_event = (
-                    f"that its virtiofsd (pid {daemon.pid}) {exit_text(daemon_exit.result())}"
-                    f"{block('its stderr', tail(daemon.log_path, 6))}"
-                )
-                log.warning(
-                    "sandbox %s: %s: the VM is gone", self.spec.sandbox_id, self.death_event
-                )
-                self._kill()
-        finally:
-            for waiter in (qemu_exit, daemon_exit):
-                waiter.cancel()
-            await daemon.stop()
+    def _fs_daemon_died(self, why: str) -> None:
+        """virtiofsd exited while QEMU runs: the VM's death (kill QEMU, `wait` resolves)."""
+        if not self._stopping:
+            self.death_event = why
+            log.warning("sandbox %s: %s: the VM is gone", self.spec.sandbox_id, why)
+            self._kill()
 
     def _start_death_watch(self) -> None:
         task = asyncio.get_running_loop().create_task(self._death_watch())

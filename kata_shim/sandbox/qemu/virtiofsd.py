@@ -46,12 +46,13 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kata_shim.errors import InvalidArgument
+from kata_shim.sandbox.diagnostics import block, exit_text, tail
 from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.qemu.confine import confine_prefix
 from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
@@ -203,6 +204,23 @@ class VirtiofsDaemon:
 
     async def wait(self) -> int:
         return await self._proc.wait() if self._proc is not None else 0
+
+    async def watch(self, vm: asyncio.subprocess.Process, vm_dead: Callable[[str], None]) -> None:
+        """Until the VM or the daemon exits. The daemon first: `vm_dead(why)` (the backend
+        kills the VM). Either way the daemon is then ended and reaped (`stop`)."""
+        vm_exit = asyncio.ensure_future(vm.wait())
+        daemon_exit = asyncio.ensure_future(self.wait())
+        try:
+            await asyncio.wait((vm_exit, daemon_exit), return_when=asyncio.FIRST_COMPLETED)
+            if daemon_exit.done() and vm.returncode is None:
+                vm_dead(
+                    f"that its virtiofsd (pid {self.pid}) {exit_text(daemon_exit.result())}"
+                    f"{block('its stderr', tail(self.log_path, 6))}"
+                )
+        finally:
+            for waiter in (vm_exit, daemon_exit):
+                waiter.cancel()
+            await self.stop()
 
     def kill(self) -> None:
         """SIGKILL the daemon's process group (its parent and its namespaced child)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -161,3 +162,55 @@ def test_a_missing_daemon_is_an_error_not_a_hang(state: Path) -> None:
 
     asyncio.run(main())
     assert "no-virtiofsd" in (state / "virtiofsd.log").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="virtiofsd's sandbox needs root")
+def test_watch_the_daemon_dying_first_is_the_vms_death(state: Path) -> None:
+    config = VirtiofsConfig(daemon=str(state / "no-virtiofsd"))
+    daemon = VirtiofsDaemon("virtiofs-unit", config, state, state)
+    deaths: list[str] = []
+
+    async def main() -> None:
+        vm = await asyncio.create_subprocess_exec("sleep", "600")
+        try:
+            await daemon.start(Owners())
+            await asyncio.wait_for(daemon.watch(vm, deaths.append), 60)
+        finally:
+            vm.kill()
+            await vm.wait()
+            await daemon.stop()
+
+    asyncio.run(main())
+    assert len(deaths) == 1 and deaths[0].startswith("that its virtiofsd (pid "), deaths
+    assert "exited with status" in deaths[0] and "no-virtiofsd" in deaths[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="virtiofsd's sandbox needs root")
+@pytest.mark.skipif(not os.access(VIRTIOFSD, os.X_OK), reason=f"no {VIRTIOFSD}")
+def test_watch_the_vm_exiting_ends_the_daemon(state: Path) -> None:
+    shared = SharedDir(state / "shared")
+    shared.create(propagating=True)
+    daemon = VirtiofsDaemon("virtiofs-unit", VirtiofsConfig(), shared.root, state)
+    deaths: list[str] = []
+
+    async def main() -> None:
+        vm = await asyncio.create_subprocess_exec("sleep", "600")
+        await daemon.start(Owners())
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(str(daemon.socket_path))
+        try:
+            _wait_until(lambda: len(_group(daemon.pid)) == 2)
+            watch = asyncio.ensure_future(daemon.watch(vm, deaths.append))
+            group = daemon.pid
+            vm.kill()  # the VM SIGKILLed: the daemon must go too
+            await asyncio.wait_for(watch, 30)
+            assert daemon.returncode is not None and _group(group) == []
+        finally:
+            client.close()
+            with contextlib.suppress(ProcessLookupError):
+                vm.kill()
+            await vm.wait()
+            await daemon.stop()
+
+    asyncio.run(main())
+    assert deaths == []
