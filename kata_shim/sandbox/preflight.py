@@ -35,6 +35,7 @@ __all__ = [
     "accel_problem",
     "binary_problem",
     "configured_path",
+    "daemon_problem",
     "file_problem",
     "image_problems",
     "kernel_version",
