@@ -97,6 +97,18 @@ grep kataShared /proc/mounts | head -1
     assert snapshot(pods.a_dirs["rootfs"]) == pods.before["rootfs"]
 
 
+#: a file capability (cap_setuid+ep, VFS_CAP_REVISION_2) set on a shared file by guest root
+FILE_CAP_ATTACK = """
+cp /bin/sh $RW/cap-bb
+python3 -c 'import os, sys
+cap = bytes.fromhex("01000002" "80000000" "00000000" "00000000" "00000000")
+try:
+    os.setxattr(sys.argv[1], "security.capability", cap); print("@" "@file_cap=0@@")
+except OSError as exc:  # (split markers: the echoed script must not match)
+    print("@" "@file_cap=%d@@" % exc.errno)' $RW/cap-bb
+"""
+
+
 def test_no_setuid_file_or_device_node_reaches_the_host(pods: Pods) -> None:
     script = (
         f"""
@@ -104,12 +116,14 @@ RW={_share_of(pods, "rw")}
 for tool in cp chmod mknod chown; do command -v $tool >/dev/null || echo "@@missing=$tool@@"; done
 """
         + PRIVILEGE_ATTACK
+        + FILE_CAP_ATTACK
     )
     out, found = pods.hostile.guest(pods.a, script)
     print(out)
     assert "missing" not in found, out
     for key in ("chmod_suid", "chmod_sgid", "chmod_existing", "mknod_char", "mknod_block"):
         assert found[key] != "0", (key, out)
+    assert found["file_cap"] != "0", out  # present: python ran; refused: no file capability
     assert found["plain"] == "0", out
     volume = pods.a_dirs["rw"]
     for path in volume.iterdir():
@@ -117,6 +131,7 @@ for tool in cp chmod mknod chown; do command -v $tool >/dev/null || echo "@@miss
         print(f"host: {stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid} {path.name}")
         assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), path
         assert not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)), path
+        assert "security.capability" not in os.listxattr(path, follow_symlinks=False), path
     assert (volume / "plain.txt").read_text() == "data\n"
 
     exec_id = "euid"
