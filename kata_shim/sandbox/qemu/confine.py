@@ -48,9 +48,11 @@ def sandbox_args(seccompsandbox: str) -> list[str]:
     return ["-sandbox", value]
 
 
-def confine_prefix(caps: tuple[str, ...] = QEMU_CAPS) -> list[str]:
-    """argv that execs what follows under the jail's filter with only `caps` (QEMU's, or
-    virtiofsd's: qemu/virtiofsd.py)."""
+def confine_prefix(
+    caps: tuple[str, ...] = QEMU_CAPS, jail_options: tuple[str, ...] = ()
+) -> list[str]:
+    """argv that execs what follows under the jail's filter (with `jail_options`) with only
+    `caps` (QEMU's, or virtiofsd's: qemu/virtiofsd.py)."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise FailedPrecondition(
@@ -58,7 +60,7 @@ def confine_prefix(caps: tuple[str, ...] = QEMU_CAPS) -> list[str]:
             "capabilities; install util-linux"
         )
     keep = ",".join(f"+{cap}" for cap in caps)
-    jail = [sys.executable, "-m", JAIL_MODULE, "--"]
+    jail = [sys.executable, "-m", JAIL_MODULE, *jail_options, "--"]
     return [
         *jail,
         setpriv,

@@ -89,7 +89,8 @@ SETID_ARGS: dict[str, IdArgs] = {
     "setfsuid32": ((0,), ()),
     "setfsgid32": ((), (0,)),
 }
-#: everything the jail's filter turns into a notification for the guard
+#: everything the jail's filter may turn into a notification for the guard (setid: with
+#: its --trap-setid, as virtiofsd is started)
 TRAPPED_ARGS: dict[str, IdArgs] = CHOWN_ARGS | SETID_ARGS
 UNCHANGED = 0xFFFFFFFF  # (uid_t)-1
 _ID_MASK = 0xFFFFFFFF  # the kernel reads uid_t/gid_t: the low 32 bits of the register

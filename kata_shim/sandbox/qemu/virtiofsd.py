@@ -112,7 +112,7 @@ class VirtiofsConfig:
 def daemon_args(config: VirtiofsConfig, share: Path, fd: int) -> list[str]:
     """virtiofsd's argv (under the jail and setpriv), serving `share` on listening fd `fd`."""
     return [
-        *confine_prefix(VIRTIOFSD_CAPS),
+        *confine_prefix(VIRTIOFSD_CAPS, ("--trap-setid",)),
         config.daemon,
         f"--fd={fd}",
         "-o",

@@ -241,7 +241,8 @@ def test_id_changes_run_only_to_owners_the_pod_has(tmp_path: Path) -> None:
     ids are refused, so no file of theirs is made on the host."""
     (work := tmp_path / "work").mkdir(mode=0o777)
     work.chmod(0o777)
-    status, out, err, guard = asyncio.run(run_jailed(SETIDS, str(work), owners=POD))
+    run = run_jailed(SETIDS, str(work), owners=POD, jail_options=("--trap-setid",))
+    status, out, err, guard = asyncio.run(run)
     assert status == 0, err
     eperm = str(errno.EPERM)
     assert dict(line.split() for line in out.splitlines()) == {
@@ -251,3 +252,13 @@ def test_id_changes_run_only_to_owners_the_pod_has(tmp_path: Path) -> None:
     }, out + err
     assert {path.name: path.stat().st_uid for path in work.iterdir()} == {"pod_user": 1000}
     assert guard.refused == 2
+
+
+def test_without_trap_setid_id_changes_are_not_trapped(tmp_path: Path) -> None:
+    """QEMU's jail (no --trap-setid) leaves the setuid family alone, as before virtio-fs."""
+    (work := tmp_path / "work").mkdir()
+    work.chmod(0o777)
+    status, out, err, guard = asyncio.run(run_jailed(SETIDS, str(work), owners=POD))
+    assert status == 0, err
+    assert set(dict(line.split() for line in out.splitlines()).values()) == {"ok"}, out + err
+    assert guard.refused == 0

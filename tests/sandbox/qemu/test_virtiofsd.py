@@ -29,7 +29,7 @@ SERVING_CAPS = 0xCB
 def test_daemon_args_confine_virtiofsd() -> None:
     config = VirtiofsConfig.from_table({"virtio_fs_cache": "never", "virtio_fs_extra_args": ["-d"]})
     argv = daemon_args(config, Path("/s/shared"), 7)
-    assert argv[:3] == [argv[0], "-m", "kata_shim.sandbox.qemu.jail"]
+    assert argv[:5] == [argv[0], "-m", "kata_shim.sandbox.qemu.jail", "--trap-setid", "--"]
     setpriv = argv.index("--") + 1
     assert argv[setpriv + 1] == (
         "--bounding-set=-all,+chown,+dac_override,+fowner,+setuid,+setgid,+setpcap,+sys_admin,"
