@@ -158,12 +158,12 @@ def test_virtiofsd_death_ends_the_vm(guest_image) -> None:
     """virtiofsd killed while the VM runs: the backend treats it as the VM's death."""
 
     async def main() -> None:
-        sandbox = create_sandbox(vm_spec(guest_image, "vmvfsd", "virtio-fs"))
+        sandbox = create_sandbox(vm_spec(guest_image, "virtiofs-death", "virtio-fs"))
         try:
             await sandbox.start()
             client = await sandbox.connect_agent()
             agent = AgentServiceClient(client)
-            await agent.CreateSandbox(agent_pb2.CreateSandboxRequest(sandbox_id="vmvfsd"))
+            await agent.CreateSandbox(agent_pb2.CreateSandboxRequest(sandbox_id="virtiofs-death"))
             out, code = await run_in_vm(agent, sandbox, "v1", ["/bin/sh", "-c", "echo via-fs"])
             assert out.decode().strip() == "via-fs" and code == 0
             client.close()
