@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -31,6 +32,8 @@ from kata_shim.sandbox.qemu.cmdline import QemuConfig, SandboxPaths, build_comma
 
 
 def bare_boot(config: QemuConfig) -> float:
+    if config.shared_fs == "virtio-fs":  # no virtiofsd here: the bare boot shares nothing
+        config = dataclasses.replace(config, shared_fs="none")
     with tempfile.TemporaryDirectory() as tmp:
         paths = SandboxPaths(*(Path(tmp) / n for n in ("qmp", "agent", "console", "share")))
         paths.share.mkdir()
