@@ -256,7 +256,10 @@ class QemuSandbox(Sandbox):
         try:
             return await asyncio.wait_for(client.execute(command), timeout)
         finally:
-            await client.disconnect()
+            # a QEMU that closed the monitor (a STOP kills it) makes disconnect re-raise
+            # the reader's EOF; the command's own outcome is what the caller gets
+            with contextlib.suppress(EOFError, OSError):
+                await client.disconnect()
 
     async def _qmp_client(self, deadline: float) -> QMPClient:
         """A connected QMP client. QEMU creates the socket early and binds it before it
