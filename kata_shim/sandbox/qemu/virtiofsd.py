@@ -54,7 +54,7 @@ from typing import Any
 from kata_shim.errors import InvalidArgument
 from kata_shim.sandbox.diagnostics import block, exit_text, tail
 from kata_shim.sandbox.owners import Owners
-from kata_shim.sandbox.qemu.confine import confine_prefix
+from kata_shim.sandbox.qemu.confine import confine_prefix, jailed
 from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
 
 __all__ = [
@@ -179,12 +179,16 @@ class VirtiofsDaemon:
         return self._proc.returncode if self._proc is not None else None
 
     async def start(self, owners: Owners) -> None:
-        """Start virtiofsd and attach its owner guard; the socket is ready for QEMU on return."""
-        guard = OwnerGuard(f"{self.name}-virtiofsd")
-        self.guard = guard
-        guard.allow(owners)
+        """Start virtiofsd and, under the jail, attach its owner guard; the socket is ready
+        for QEMU on return."""
         with _listening(self.socket_path) as listener:
             argv = daemon_args(self.config, self.share, listener.fileno())
+            fds: tuple[int, ...] = (listener.fileno(),)
+            env = dict(os.environ)
+            if jailed(argv):  # as for QEMU: only the jail sends a listener to answer
+                self.guard = OwnerGuard(f"{self.name}-virtiofsd")
+                self.guard.allow(owners)
+                fds, env = (*fds, self.guard.jail_fd()), env | self.guard.jail_env()
             log.info("sandbox %s: starting %s", self.name, " ".join(argv))
             with open(self.log_path, "ab") as daemon_log:
                 self._proc = await asyncio.create_subprocess_exec(
@@ -193,10 +197,11 @@ class VirtiofsDaemon:
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=daemon_log,
                     start_new_session=True,
-                    pass_fds=(listener.fileno(), guard.jail_fd()),
-                    env=os.environ | guard.jail_env(),
+                    pass_fds=fds,
+                    env=env,
                 )
-        await guard.attach(ATTACH_TIMEOUT)
+        if self.guard is not None:
+            await self.guard.attach(ATTACH_TIMEOUT)
 
     def allow(self, owners: Owners) -> None:
         if self.guard is not None:
