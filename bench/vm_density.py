@@ -17,10 +17,12 @@ image design, one sandbox each, confined as shipped; bench/share_io.py's run):
   write_mb_s / read_mb_s    `dd` of --io-mib MiB on a host volume (fsync on write)
   chmod_files_s / chown_files_s  over --io-files files in one volume directory
   tar_x_s                   `tar -x` + `sync` of --io-files small files into the rootfs
+  (medians over --io-runs sandboxes)
 Side by side: containerd-shim-runc-v2 pods on the same containerd (shim PSS,
 create → first output). `uptime`'s load average is recorded (TCG is CPU bound).
 Run: `.venv/bin/python bench/vm_density.py [--pods 10] [--designs initrd,image]
-[--image DIR] [--io virtio-9p,virtio-fs|""] [--io-mib 256] [--io-files 2000]`
+[--image DIR] [--io virtio-9p,virtio-fs|""] [--io-mib 256] [--io-files 2000]
+[--io-runs 1]`
 (builds the image if needed).
 """
 
@@ -204,10 +206,11 @@ def file_io(image: Path, args: argparse.Namespace, extra: dict[str, Any]) -> dic
     """share_io's run (dd, chmod/chown, tar -x) once per shared fs, on the image design."""
     keys = {k: v for k, v in (design_keys(image, "image") | extra).items() if v != ""}
     report: dict[str, Any] = {"design": "image", "mib": args.io_mib, "files": args.io_files}
+    report["runs"] = args.io_runs
     report["load_before"] = load_average()
     for shared_fs in args.io.split(","):
         table = keys | {"shared_fs": shared_fs}
-        report[shared_fs] = measure_io(table, args.io_mib, args.io_files, 1)
+        report[shared_fs] = measure_io(table, args.io_mib, args.io_files, args.io_runs)
     report["load_average"] = load_average()
     return report
 
@@ -225,6 +228,7 @@ def main() -> None:
     parser.add_argument("--io", default="virtio-9p,virtio-fs", help='shared fs list, "" = no IO')
     parser.add_argument("--io-mib", type=int, default=256)
     parser.add_argument("--io-files", type=int, default=2000)
+    parser.add_argument("--io-runs", type=int, default=1, help="median over this many")
     args = parser.parse_args()
     build(args.image, progress=lambda m: None)
     extra: dict[str, Any] = {}
