@@ -145,6 +145,24 @@ def bounds_rows(guest: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
     ]
 
 
+def file_io_rows(density: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """bench/vm_density.py's file IO in a container: virtio-fs next to 9p (ratio fs/9p)."""
+    io = density.get("file_io", {})
+    if "virtio-fs" not in io or "virtio-9p" not in io:
+        return []
+    fs, p9 = io["virtio-fs"], io["virtio-9p"]
+    keys = (
+        (f"dd write {io['mib']} MiB (MB/s)", "write_mb_s"),
+        (f"dd read {io['mib']} MiB (MB/s)", "read_mb_s"),
+        (f"tar -x {io['files']} files (s)", "tar_x_s"),
+        ("chown (files/s)", "chown_files_s"),
+    )
+    return [
+        (f"[virtio-fs | 9p] {what}", fs[k], p9[k], round(fs[k] / p9[k], 2) if p9[k] else "")
+        for what, k in keys
+    ]
+
+
 def table(result: dict[str, Any]) -> str:
     start, exits, conc = result["start"], result["exit"], result["concurrent_start"]
     mem, rpc = result["memory"], result["rpc"]["callers1"]
@@ -197,6 +215,7 @@ def table(result: dict[str, Any]) -> str:
         rows.append(("VM create→agent ready (s)", vm["create_to_agent_ready_s"], "-", ""))
     rows += density_rows(result.get("vm_density", {}))
     rows += bounds_rows(result.get("vm_bounds", {}))
+    rows += file_io_rows(result.get("vm_density", {}))
     lines = [f"{a:<38} {b!s:>12} {c!s:>12} {d!s:>10}" for a, b, c, d in rows]
     lines += [
         f"target {name}: {t['value']} {t['target']} -> {'met' if t['met'] else 'MISSED'}"

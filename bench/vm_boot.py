@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import re
 import statistics
@@ -37,6 +38,8 @@ def bare_boot(config: QemuConfig) -> float:
 
 def boot_selftest(config: QemuConfig, run: str, until: re.Pattern[bytes]) -> tuple[float, bytes]:
     """Boot with `kata_shim.run=<run>`: (seconds until `until` is on the console, console)."""
+    if config.shared_fs == "virtio-fs":  # no virtiofsd here: the bare boot shares nothing
+        config = dataclasses.replace(config, shared_fs="none")
     with tempfile.TemporaryDirectory() as tmp:
         paths = SandboxPaths(*(Path(tmp) / n for n in ("qmp", "agent", "console", "share")))
         paths.share.mkdir()

@@ -12,10 +12,18 @@ and the shared read-only root image) on one private containerd:
   host_mem_available_kb before/after the N pods, and the drop per pod;
   create_to_first_output_s  `ctr run --rm … echo` start → first stdout byte;
   bare_kernel_to_init_s     the same QEMU flags, `kata_shim.run=marker`.
+File IO in a container, per shared fs (--io, default `virtio-9p,virtio-fs`; the
+image design, one sandbox each, confined as shipped; bench/share_io.py's run):
+  write_mb_s / read_mb_s    `dd` of --io-mib MiB on a host volume (fsync on write)
+  chmod_files_s / chown_files_s  over --io-files files in one volume directory
+  tar_x_s                   `tar -x` + `sync` of --io-files small files into the rootfs
+  (medians over --io-runs sandboxes)
 Side by side: containerd-shim-runc-v2 pods on the same containerd (shim PSS,
 create → first output). `uptime`'s load average is recorded (TCG is CPU bound).
 Run: `.venv/bin/python bench/vm_density.py [--pods 10] [--designs initrd,image]
-[--image DIR]` (builds the image if needed).
+[--image DIR] [--io virtio-9p,virtio-fs|""] [--io-mib 256] [--io-files 2000]
+[--io-runs 1]`
+(builds the image if needed).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from share_io import measure as measure_io
 from vm_boot import bare_boot
 
 from kata_shim.devenv.shim import RUNTIME as KATA
@@ -193,6 +202,19 @@ def run_design(image: Path, design: str, pods: int, extra: dict[str, Any]) -> di
     return report
 
 
+def file_io(image: Path, args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
+    """share_io's run (dd, chmod/chown, tar -x) once per shared fs, on the image design."""
+    keys = {k: v for k, v in (design_keys(image, "image") | extra).items() if v != ""}
+    report: dict[str, Any] = {"design": "image", "mib": args.io_mib, "files": args.io_files}
+    report["runs"] = args.io_runs
+    report["load_before"] = load_average()
+    for shared_fs in args.io.split(","):
+        table = keys | {"shared_fs": shared_fs}
+        report[shared_fs] = measure_io(table, args.io_mib, args.io_files, args.io_runs)
+    report["load_average"] = load_average()
+    return report
+
+
 def _runc_shims(rig: KataRig) -> list[int]:
     return [pid for pid, argv in rig.leftovers() if "containerd-shim-runc-v2" in argv]
 
@@ -203,6 +225,10 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=10)
     parser.add_argument("--designs", default="initrd,image")
     parser.add_argument("--set", action="append", default=[], help="extra qemu key=value (int)")
+    parser.add_argument("--io", default="virtio-9p,virtio-fs", help='shared fs list, "" = no IO')
+    parser.add_argument("--io-mib", type=int, default=256)
+    parser.add_argument("--io-files", type=int, default=2000)
+    parser.add_argument("--io-runs", type=int, default=1, help="median over this many")
     args = parser.parse_args()
     build(args.image, progress=lambda m: None)
     extra: dict[str, Any] = {}
@@ -211,9 +237,12 @@ def main() -> None:
         flags = {"true": True, "false": False}
         extra[key] = int(value) if value.isdigit() else flags.get(value, value)
     result: dict[str, Any] = {"benchmark": "vm_density", "load_before": load_average()}
-    for design in args.designs.split(","):
+    for design in filter(None, args.designs.split(",")):
         print(f"[vm_density] {design}: {args.pods} pods", file=sys.stderr, flush=True)
         result[design] = run_design(args.image, design, args.pods, extra)
+    if args.io:
+        print(f"[vm_density] file IO: {args.io}", file=sys.stderr, flush=True)
+        result["file_io"] = file_io(args.image, args, extra)
     result["cpus"] = os.cpu_count()
     print(json.dumps(result, indent=2))
 

@@ -44,6 +44,7 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_MOVE = 0x2000
 MS_PRIVATE = 0x40000
+MS_SHARED = 0x100000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
@@ -123,6 +124,13 @@ def make_private(fd: int) -> None:
     """Make the mount whose root `fd` holds private: nothing mounted below it propagates."""
     target = fd_path(fd).encode()
     _check(_libc().mount(None, target, None, MS_PRIVATE, None), "make private")
+
+
+def make_shared(fd: int) -> None:
+    """Make the mount whose root `fd` holds shared: what is mounted below it later also
+    appears in its peers and slaves (another mount namespace's copy of it)."""
+    target = fd_path(fd).encode()
+    _check(_libc().mount(None, target, None, MS_SHARED, None), "make shared")
 
 
 def move(source_fd: int, target_fd: int) -> None:

@@ -31,6 +31,7 @@ from kata_shim.sandbox.preflight import (
     accel_problem,
     binary_problem,
     configured_path,
+    daemon_problem,
     file_problem,
     image_problems,
     initrd_format_problem,
@@ -226,6 +227,8 @@ def check_shared_fs(host: Host) -> Result:
         return Result("shared fs", "PASS", "not needed by the local backend")
     if (problem := shared_fs_problem(host.config.hypervisor.table, host.origin)) is not None:
         return _failed("shared fs", problem)
+    if (problem := daemon_problem(host.config.hypervisor.table, host.origin)) is not None:
+        return _failed("shared fs", problem)  # virtio-fs without an executable virtiofsd
     return Result(
         "shared fs", "PASS", str(host.config.hypervisor.table.get("shared_fs", "virtio-9p"))
     )

@@ -3,7 +3,8 @@
 # the root image after the loader's switch_root: image/loader.sh).
 # Mounts the kernel filesystems and cgroup v1 hierarchies, loads the modules
 # listed in /modules.order, then, from the kernel command line:
-#   kata_shim.share=<9p tag>      mount that 9p share at SHARED (container rootfs)
+#   kata_shim.share=<tag>         mount that share at SHARED (container rootfs), over
+#   kata_shim.share_fs=virtiofs    9p, or virtio-fs with this (shared_fs = "virtio-fs")
 #   kata_shim.agent=<listen spec>  run the guest agent on that channel
 #   kata_shim.debug_console=1      a shell on the virtio-serial port console.0
 #                                  (kata_shim.debugconsole.guest; `kata-shim exec`)
@@ -40,6 +41,7 @@ export PYTHONHOME=/usr PYTHONPATH=/opt/kata-shim/lib PYTHONDONTWRITEBYTECODE=1
 RUN=""
 AGENT=""
 SHARE=""
+SHARE_FS=9p
 CONSOLE=""
 SHARED=/run/kata-containers/shared/containers
 for arg in $(cat /proc/cmdline); do
@@ -47,14 +49,19 @@ for arg in $(cat /proc/cmdline); do
     kata_shim.run=*) RUN="${arg#*=}" ;;
     kata_shim.agent=*) AGENT="${arg#*=}" ;;
     kata_shim.share=*) SHARE="${arg#*=}" ;;
+    kata_shim.share_fs=*) SHARE_FS="${arg#*=}" ;;
     kata_shim.debug_console=*) CONSOLE="${arg#*=}" ;;
   esac
 done
 
 if [ -n "$SHARE" ]; then
   mkdir -p "$SHARED"
-  mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none "$SHARE" "$SHARED" \
-    || echo "kata-shim init: cannot mount 9p share $SHARE"
+  if [ "$SHARE_FS" = virtiofs ]; then
+    mount -t virtiofs "$SHARE" "$SHARED" || echo "kata-shim init: cannot mount virtiofs $SHARE"
+  else
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none "$SHARE" "$SHARED" \
+      || echo "kata-shim init: cannot mount 9p share $SHARE"
+  fi
 fi
 
 if [ "$CONSOLE" = 1 ]; then

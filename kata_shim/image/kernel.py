@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["GUEST_MODULES", "Kernel", "extract_vmlinux", "find_kernel", "module_paths"]
 
-# What the guest loads: virtio transports and console, 9p sharing, vsock
+# What the guest loads: virtio transports and console, 9p and virtio-fs sharing, vsock
 # (including loopback, CID 1, for self-tests), overlayfs, entropy, virtio-net, the
 # balloon (free page reporting: freed guest pages go back to the host).
 GUEST_MODULES = (
@@ -28,6 +28,7 @@ GUEST_MODULES = (
     "virtio_blk",
     "9p",
     "9pnet_virtio",
+    "virtiofs",  # shared_fs = "virtio-fs" (needs fuse)
     "vmw_vsock_virtio_transport",
     "vsock_loopback",
     "overlay",

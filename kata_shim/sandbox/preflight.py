@@ -35,6 +35,7 @@ __all__ = [
     "accel_problem",
     "binary_problem",
     "configured_path",
+    "daemon_problem",
     "file_problem",
     "image_problems",
     "kernel_version",
@@ -48,7 +49,14 @@ DEFAULT_PATHS = {
     "kernel": "/var/lib/kata/vmlinux",
     "initrd": "/var/lib/kata/kata-shim-initrd.img",
 }
-SHARED_FS_SUPPORTED = ("virtio-9p", "none")
+#: shared_fs values per backend (the section of the table: hypervisor.qemu, hypervisor.libvirt)
+SHARED_FS_SUPPORTED = {
+    "hypervisor.qemu": ("virtio-9p", "virtio-fs", "none"),
+    "hypervisor.libvirt": ("virtio-9p", "none"),
+}
+VIRTIOFSD_INSTALL = (
+    "install virtiofsd (Debian 12: qemu-system-common ships /usr/lib/qemu/virtiofsd)"
+)
 CHECK_HINT = "`kata-shim check` reports every such problem on this host"
 IMAGE_FIX = "run `kata-shim image build` (writes /var/lib/kata/vmlinux and kata-shim-initrd.img)"
 QEMU_INSTALL = "install QEMU (apt-get install qemu-system-x86; dnf install qemu on openEuler)"
@@ -202,6 +210,12 @@ def image_problems(kernel: str, initrd: str, shared_fs: str, origin: Origin) -> 
             f"or rebuild the image for {running}: {rebuild}",
         ))  # fmt: skip
     modules = manifest.get("modules")
+    if shared_fs == "virtio-fs" and isinstance(modules, list) and "virtiofs.ko" not in modules:
+        problems.append(Problem(
+            f"the guest image {initrd} has no virtiofs module (its manifest {where}) but "
+            f"{origin.key('shared_fs')} is virtio-fs",
+            f"rebuild the image (kata-shim >= this version adds virtiofs): {rebuild}",
+        ))  # fmt: skip
     if shared_fs == "virtio-9p" and isinstance(modules, list) and "9p.ko" not in modules:
         problems.append(Problem(
             f"the guest image {initrd} has no 9p module (its manifest {where}) but "
@@ -214,13 +228,29 @@ def image_problems(kernel: str, initrd: str, shared_fs: str, origin: Origin) -> 
 
 def shared_fs_problem(table: Mapping[str, Any], origin: Origin) -> Problem | None:
     value = table.get("shared_fs", "virtio-9p")
-    if value in SHARED_FS_SUPPORTED:
+    supported = SHARED_FS_SUPPORTED.get(origin.section, SHARED_FS_SUPPORTED["hypervisor.qemu"])
+    if value in supported:
         return None
+    names = " or ".join(v for v in supported if v != "none")
     return Problem(
-        f"shared_fs = {value!r} is not available: kata-shim shares files with the guest over "
-        f"virtio-9p only ({origin.key('shared_fs')})",
+        f"shared_fs = {value!r} is not available: kata-shim's {origin.section} backend shares "
+        f"files with the guest over {names} only ({origin.key('shared_fs')})",
         'set shared_fs = "virtio-9p" (or "none" for no file sharing)',
         Code.INVALID_ARGUMENT,
+    )
+
+
+def daemon_problem(table: Mapping[str, Any], origin: Origin) -> Problem | None:
+    """With virtio-fs, virtiofsd (`virtio_fs_daemon`) must be an executable file."""
+    if table.get("shared_fs") != "virtio-fs":
+        return None
+    path = str(table.get("virtio_fs_daemon") or "/usr/lib/qemu/virtiofsd")
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return None
+    where = origin.key("virtio_fs_daemon", unset=not table.get("virtio_fs_daemon"))
+    return Problem(
+        f"virtiofsd {path} is not an executable file ({where}); shared_fs is virtio-fs",
+        f'{VIRTIOFSD_INSTALL}, set virtio_fs_daemon to it, or set shared_fs = "virtio-9p"',
     )
 
 
@@ -266,6 +296,8 @@ def launch_problems(table: Mapping[str, Any], origin: Origin) -> list[Problem]:
     qemu = configured_path(table, "path")
     problems = [p for p in (binary_problem(qemu, origin, unset=not table.get("path")),) if p]
     config_problems = [p for p in (shared_fs_problem(table, origin),) if p is not None]
+    if (problem := daemon_problem(table, origin)) is not None:
+        problems.append(problem)
     image, _ = boot_files(table)  # the root image design (sandbox/rootimage.py) or initrd
     files = {key: configured_path(table, key) for key in ("kernel", "initrd")[: 1 + (not image)]}
     for key, path in files.items():

@@ -134,8 +134,20 @@ class SharedDir:
         self.root = root
         self.staging = root.with_name(f"{root.name}-staging")  # in the state dir, not exported
 
-    def create(self) -> None:
+    def create(self, *, propagating: bool = False) -> None:
+        """Make the share directory. `propagating`: also make it its own shared mount, so
+        what is bound in it later appears in the copy a file server in its own mount
+        namespace holds (virtiofsd's `sandbox=namespace` makes a slave copy at start)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if not propagating:
+            return
+        with fdpath.opened(self._open_root()) as root_fd:
+            parent_fd = os.open(self.root.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            with fdpath.opened(parent_fd):
+                if fdpath.mount_id(root_fd) == fdpath.mount_id(parent_fd):
+                    fdpath.bind(root_fd, root_fd)
+        with fdpath.opened(self._open_root()) as root_fd:  # the new mount's root
+            fdpath.make_shared(root_fd)
 
     def _open_root(self) -> int:
         return os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

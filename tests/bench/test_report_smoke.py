@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 REPORT = Path(__file__).resolve().parents[2] / "bench" / "report.py"
 sys.path.insert(0, str(REPORT.parent))
 
-from report import bounds_rows, density_rows  # noqa: E402
+from report import bounds_rows, density_rows, file_io_rows  # noqa: E402
 
 FORK_START = REPORT.parent / "fork_start.py"
 
@@ -79,9 +79,11 @@ VM_DENSITY = REPORT.parent / "vm_density.py"
 @pytest.mark.timeout(900)
 def test_vm_density_reports_memory_per_pod(guest_image: Path) -> None:
     argv = [sys.executable, str(VM_DENSITY), "--image", str(guest_image), "--pods", "1"]
-    result = subprocess.run([*argv, "--designs", "image"], capture_output=True, timeout=880)
+    argv += ["--designs", "image", "--io-mib", "8", "--io-files", "50"]
+    result = subprocess.run(argv, capture_output=True, timeout=880)
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
-    report = json.loads(result.stdout)["image"]
+    density = json.loads(result.stdout)
+    report = density["image"]
     memory = report["memory"]
     assert memory["qemu_pss_anon_kb"] > 0 and memory["qemu_pss_file_kb"] > 0
     assert memory["shim_pss_kb"] > 0 and memory["guest_used_kb"] > 0
@@ -90,6 +92,10 @@ def test_vm_density_reports_memory_per_pod(guest_image: Path) -> None:
     assert 0 < report["bare_kernel_to_init_s"] < report["create_to_first_output_s"] + 60
     rows = density_rows({"image": report, "initrd": report})
     assert len(rows) == 7 and rows[0][1] == memory["qemu_pss_anon_kb"]
+    for shared_fs in ("virtio-9p", "virtio-fs"):  # share_io checks the 50 extracted files
+        io = density["file_io"][shared_fs]
+        assert io["write_mb_s"] > 0 and io["read_mb_s"] > 0 and io["tar_x_s"] > 0
+    assert len(file_io_rows(density)) == 4
 
 
 VM_BOUNDS = REPORT.parent / "vm_bounds.py"

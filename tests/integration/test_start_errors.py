@@ -91,7 +91,7 @@ FAULTS: dict[str, Fault] = {
     "initrd-corrupt": Fault(_corrupt_initrd),
     "image-other-kernel": Fault(_image_for_other_kernel),
     "kvm-unusable": Fault(lambda w, i: {**_image(i), "accel": "kvm"}),
-    "shared-fs-unavailable": Fault(lambda w, i: {**_image(i), "shared_fs": "virtio-fs"}),
+    "shared-fs-unavailable": Fault(lambda w, i: {**_image(i), "shared_fs": "virtio-fs-nydus"}),
     "machine-type-invalid": Fault(lambda w, i: {**_image(i), "machine_type": "virt"}),
     "qemu-rejects-option": Fault(lambda w, i: {**_image(i), "default_vcpus": 1000}),
     "guest-panics": Fault(

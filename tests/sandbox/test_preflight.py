@@ -181,12 +181,24 @@ def test_accel(tmp_path: Path) -> None:
 
 
 def test_shared_fs_and_config_values_are_invalid_arguments() -> None:
-    problem = shared_fs_problem({"shared_fs": "virtio-fs"}, ORIGIN)
+    problem = shared_fs_problem({"shared_fs": "virtio-fs-nydus"}, ORIGIN)
     assert problem is not None and isinstance(problem.error(), InvalidArgument)
+    assert entries()["shared-fs-unavailable"].matches_message(problem.error().message)
     assert shared_fs_problem({"shared_fs": "none"}, ORIGIN) is None
-    with pytest.raises(InvalidArgument, match=r"shared_fs = 'virtio-fs' is not available"):
-        qemu_config({"shared_fs": "virtio-fs"}, ORIGIN)
+    assert shared_fs_problem({"shared_fs": "virtio-fs"}, ORIGIN) is None
+    libvirt = Origin(ORIGIN.source, "hypervisor.libvirt")
+    refused = shared_fs_problem({"shared_fs": "virtio-fs"}, libvirt)
+    assert refused is not None and "over virtio-9p only" in refused.message
+    with pytest.raises(InvalidArgument, match=r"shared_fs = 'virtio-fs-nydus' is not available"):
+        qemu_config({"shared_fs": "virtio-fs-nydus"}, ORIGIN)
     with pytest.raises(
         InvalidArgument, match=rf"machine_type 'virt'.*\(\[hypervisor.qemu\] {WHERE}"
     ):
         qemu_config({"machine_type": "virt"}, ORIGIN)
+
+
+def test_virtio_fs_needs_an_executable_virtiofsd(image: dict[str, str], tmp_path: Path) -> None:
+    table = {**image, "shared_fs": "virtio-fs", "virtio_fs_daemon": str(tmp_path / "none")}
+    problems = launch_problems(table, ORIGIN)
+    assert len(problems) == 1 and "virtio_fs_daemon" in problems[0].message
+    assert "install virtiofsd" in problems[0].fix

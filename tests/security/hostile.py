@@ -6,7 +6,8 @@ the guest kernel (what a container that broke out of its namespaces has).
 Each pod gets its own copy of the busybox rootfs (never the machine's shared
 one: the tests try to overwrite it) with a static setuid-root program
 `/bin/euid` that prints its effective uid, a read-only and a read-write
-volume, and a decoy host directory the guest must never reach.
+volume, and a decoy host directory the guest must never reach. `shared_fs`
+picks the share: 9p (QEMU's server) or virtio-fs (the sandbox's virtiofsd).
 """
 
 from __future__ import annotations
@@ -67,12 +68,14 @@ def results(output: str) -> dict[str, str]:
 
 
 class HostileRig:
-    def __init__(self, guest_image: Path) -> None:
+    def __init__(self, guest_image: Path, shared_fs: str = "virtio-9p") -> None:
         keys = vm_keys(guest_image, initrd=True)
+        self.shared_fs = shared_fs
         self.rig = KataRig(hypervisor="qemu", hypervisor_keys=keys)
         text = self.rig.config.read_text()
+        extra = f'debug_console_enabled = true\nshared_fs = "{shared_fs}"\n'
         self.rig.config.write_text(
-            text.replace("[hypervisor.qemu]\n", "[hypervisor.qemu]\ndebug_console_enabled = true\n")
+            text.replace("[hypervisor.qemu]\n", f"[hypervisor.qemu]\n{extra}")
         )
         self.work = self.rig.work
         self.decoy = self.work / "decoy"

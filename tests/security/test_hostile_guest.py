@@ -16,6 +16,9 @@ read-write volume; the guest's root shell then tries, in file order:
    (a bridge netdev's helper; a bare QEMU without -sandbox does spawn it):
    the sandbox kills QEMU (SIGSYS) before anything runs.
 After every attack the host is inspected; at the end nothing is mounted.
+Everything runs twice: over 9p (QEMU's file server) and over virtio-fs (the
+sandbox's virtiofsd; its confinement is read from /proc too, and it must be
+gone once QEMU is).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from tests.security.hostile import PRIVILEGE_ATTACK, HostileRig, snapshot
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 QEMU_CAPS_MASK = 0xF  # cap_chown, cap_dac_override, cap_dac_read_search, cap_fowner
+VIRTIOFSD_CAPS_MASK = 0xCB  # cap_chown, cap_dac_override, cap_fowner, cap_setgid, cap_setuid
 
 
 class Pods:
@@ -53,9 +57,9 @@ class Pods:
         self.before = {name: snapshot(path) for name, path in self.a_dirs.items()}
 
 
-@pytest.fixture(scope="module")
-def pods(guest_image: Path) -> Iterator[Pods]:
-    with HostileRig(guest_image) as hostile:
+@pytest.fixture(scope="module", params=["virtio-9p", "virtio-fs"])
+def pods(guest_image: Path, request: pytest.FixtureRequest) -> Iterator[Pods]:
+    with HostileRig(guest_image, request.param) as hostile:
         state = Pods(hostile)
         yield state
         for task in list(hostile.rig.ids):
@@ -93,6 +97,18 @@ grep kataShared /proc/mounts | head -1
     assert snapshot(pods.a_dirs["rootfs"]) == pods.before["rootfs"]
 
 
+#: a file capability (cap_setuid+ep, VFS_CAP_REVISION_2) set on a shared file by guest root
+FILE_CAP_ATTACK = """
+cp /bin/sh $RW/cap-bb
+python3 -c 'import os, sys
+cap = bytes.fromhex("01000002" "80000000" "00000000" "00000000" "00000000")
+try:
+    os.setxattr(sys.argv[1], "security.capability", cap); print("@" "@file_cap=0@@")
+except OSError as exc:  # (split markers: the echoed script must not match)
+    print("@" "@file_cap=%d@@" % exc.errno)' $RW/cap-bb
+"""
+
+
 def test_no_setuid_file_or_device_node_reaches_the_host(pods: Pods) -> None:
     script = (
         f"""
@@ -100,12 +116,14 @@ RW={_share_of(pods, "rw")}
 for tool in cp chmod mknod chown; do command -v $tool >/dev/null || echo "@@missing=$tool@@"; done
 """
         + PRIVILEGE_ATTACK
+        + FILE_CAP_ATTACK
     )
     out, found = pods.hostile.guest(pods.a, script)
     print(out)
     assert "missing" not in found, out
     for key in ("chmod_suid", "chmod_sgid", "chmod_existing", "mknod_char", "mknod_block"):
         assert found[key] != "0", (key, out)
+    assert found["file_cap"] != "0", out  # present: python ran; refused: no file capability
     assert found["plain"] == "0", out
     volume = pods.a_dirs["rw"]
     for path in volume.iterdir():
@@ -113,6 +131,7 @@ for tool in cp chmod mknod chown; do command -v $tool >/dev/null || echo "@@miss
         print(f"host: {stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid} {path.name}")
         assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), path
         assert not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)), path
+        assert "security.capability" not in os.listxattr(path, follow_symlinks=False), path
     assert (volume / "plain.txt").read_text() == "data\n"
 
     exec_id = "euid"
@@ -206,6 +225,12 @@ chown :4242 group-stranger; echo "@@group_stranger=$?@@"
 chown 4242 user-stranger; echo "@@user_stranger=$?@@"
 chown 1000:1000 orig.txt pod-user; echo "@@pod_user=$?@@"
 chown 3456:3456 image-user; echo "@@image_user=$?@@"
+python3 -c 'import os
+os.setgid(4242); os.setuid(4242)
+try:
+    open("as-stranger", "w"); print("@" "@create_as_stranger=0@@")
+except OSError as exc:  # (split markers: the echoed script must not match)
+    print("@" "@create_as_stranger=%d@@" % exc.errno)'
 ls -ln . | tr '\\n' ' '; echo
 """
 
@@ -236,6 +261,12 @@ def test_guest_root_cannot_give_a_host_file_an_owner_the_pod_does_not_have(pods:
     print(out)
     for key in ("stranger", "group_stranger", "user_stranger"):
         assert found[key] != "0", (key, out)
+    # a guest process as undeclared uid 4242 creates a file: virtiofsd cannot take that id
+    # (refused); 9p creates it as root and its chown to 4242 is refused (root keeps it)
+    refused = hostile.shared_fs == "virtio-fs"
+    assert (found["create_as_stranger"] != "0") is refused, out
+    if not refused:
+        assert _owner(dirs["rw"] / "as-stranger") == "0:0"
     assert found["pod_user"] == "0" and found["image_user"] == "0", out
     assert "Operation not permitted" in out
     owners = {path.name: _owner(path) for path in dirs["rw"].iterdir()}
@@ -245,6 +276,8 @@ def test_guest_root_cannot_give_a_host_file_an_owner_the_pod_does_not_have(pods:
     assert owners["orig.txt"] == owners["pod-user"] == "1000:1000"
     assert owners["image-user"] == "3456:3456"
     assert not {path.lstat().st_uid for path in pods.a_dirs["rw"].iterdir()} & {3456, 4242}
+    assert not {path.lstat().st_uid for path in dirs["rw"].iterdir()} & {4242}
+    assert not {path.lstat().st_gid for path in dirs["rw"].iterdir()} & {4242}
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -252,9 +285,36 @@ def _status(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 
 
+def _virtiofsds(state: Path) -> list[int]:
+    """virtiofsd processes serving `state`'s share (its parent and its namespaced child)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        line = _cmdline(int(entry)) if entry.isdigit() else ""
+        if "virtiofsd" in line and f"source={state}/shared" in line:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def _check_virtiofsd(state: Path) -> list[int]:
+    """virtiofsd's confinement, from /proc (virtio-fs only): both processes are under the
+    jail's and no_new_privs; the serving child keeps only the file-serving capabilities
+    (0xcb) with an empty bounding set, the waiting parent none."""
+    pids = _virtiofsds(state)
+    assert len(pids) == 2, pids
+    for pid in pids:
+        status = _status(pid)
+        print("virtiofsd", pid, {k: status[k] for k in status if k.startswith(("Cap", "Secc"))})
+        assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
+        assert int(status["CapBnd"], 16) == 0 and int(status["CapAmb"], 16) == 0
+    caps = sorted(int(_status(pid)["CapEff"], 16) for pid in pids)
+    assert caps == [0, VIRTIOFSD_CAPS_MASK], caps
+    return pids
+
+
 def test_qemu_is_seccomp_confined_with_reduced_capabilities(pods: Pods) -> None:
     hostile = pods.hostile
     state = hostile.rig.state_dir / pods.a
+    virtiofsds = _check_virtiofsd(state) if hostile.shared_fs == "virtio-fs" else []
     qemus = [pid for pid in qemu_processes(hostile.rig) if str(state) in _cmdline(pid)]
     assert len(qemus) == 1, qemu_processes(hostile.rig)
     status = _status(qemus[0])
@@ -277,6 +337,10 @@ def test_qemu_is_seccomp_confined_with_reduced_capabilities(pods: Pods) -> None:
     assert not Path(f"/proc/{qemus[0]}").exists(), "QEMU survived a denied spawn"
     assert not marker.exists()
     wait_status(hostile.rig, pods.a, "STOPPED", timeout=60)
+    deadline = time.monotonic() + 30  # QEMU is gone: so is its virtiofsd
+    while any(Path(f"/proc/{pid}").exists() for pid in virtiofsds):
+        assert time.monotonic() < deadline, f"virtiofsd {virtiofsds} outlived QEMU"
+        time.sleep(0.2)
 
 
 def _cmdline(pid: int) -> str:

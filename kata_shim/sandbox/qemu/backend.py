@@ -15,6 +15,10 @@ and the tails of qemu.log (QEMU's stderr) and console.log (the guest's serial
 console) — never a QMP connection error (sandbox/diagnostics.py).
 QEMU's chowns are answered by the owner guard (qemu/ownerguard.py): only
 owners the pod has (`allow_owners`) may be given to a shared host file.
+With `shared_fs = "virtio-fs"` the share is served by the sandbox's virtiofsd
+(qemu/virtiofsd.py, with its own guard), started before QEMU; its exit while
+the VM runs is the VM's death (QEMU is killed), and QEMU's exit, however it
+comes, ends and reaps virtiofsd (`VirtiofsDaemon.watch`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from kata_shim.sandbox.qemu.events import events_socket, watch_for_death
 from kata_shim.sandbox.qemu.netdev import nic_fds
 from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
 from kata_shim.sandbox.qemu.podnet import QemuPodNetwork
+from kata_shim.sandbox.qemu.virtiofsd import VirtiofsDaemon
 from kata_shim.sandbox.share import SharedDir
 from kata_shim.sandbox.sizing import SizingRequest, size_vm
 
@@ -89,6 +94,8 @@ class QemuSandbox(Sandbox):
         self.network: QemuPodNetwork | None = None  # the pod netns carried in (use_network)
         self.owners = Owners()  # what QEMU may chown shared files to (allow_owners)
         self.guard: OwnerGuard | None = None  # answers QEMU's chowns once it runs
+        self.fs_daemon: VirtiofsDaemon | None = None  # shared_fs = "virtio-fs"
+        self._fs_watch: asyncio.Task[None] | None = None
 
     def _claim_channel(self) -> None:
         """vhost-vsock when configured (or `auto` and the host has it), else virtio-serial."""
@@ -141,7 +148,8 @@ class QemuSandbox(Sandbox):
 
     async def _start(self) -> None:
         self._preflight()
-        self.shared.create()
+        virtio_fs = self.config.shared_fs == "virtio-fs"
+        self.shared.create(propagating=virtio_fs)  # virtiofsd serves a slave copy of it
         self.accel = choose_accel(self.config.accel)
         self._claim_channel()
         nics = await self.network.prepare() if self.network is not None else ()
@@ -152,10 +160,16 @@ class QemuSandbox(Sandbox):
         self._launched_at = time.monotonic()
         vhost = (self.vsock.vhost_fd,) if self.vsock is not None else ()
         try:
+            if virtio_fs:
+                await self._start_fs_daemon()
             await self._spawn(argv, vhost + nic_fds(nics))
+        except BaseException:
+            await self._stop_fs_daemon()  # no QEMU: nothing else would end it
+            raise
         finally:
             if self.network is not None:
                 self.network.close_fds()  # QEMU holds the taps now
+        self._start_fs_watch()
         try:
             if self.guard is not None:
                 await self.guard.attach(ATTACH_TIMEOUT)
@@ -187,6 +201,25 @@ class QemuSandbox(Sandbox):
                 pass_fds=fds,
                 env=env,
             )
+
+    async def _start_fs_daemon(self) -> None:
+        spec = self.spec
+        self.fs_daemon = VirtiofsDaemon(
+            spec.sandbox_id, self.config.virtio_fs, self.paths.share, spec.state_dir
+        )
+        await self.fs_daemon.start(self.owners)
+
+    def _start_fs_watch(self) -> None:
+        if self.fs_daemon is not None and self._proc is not None:
+            watch = self.fs_daemon.watch(self._proc, self._fs_daemon_died)
+            self._fs_watch = asyncio.get_running_loop().create_task(watch)
+
+    def _fs_daemon_died(self, why: str) -> None:
+        """virtiofsd exited while QEMU runs: the VM's death (kill QEMU, `wait` resolves)."""
+        if not self._stopping:
+            self.death_event = why
+            log.warning("sandbox %s: %s: the VM is gone", self.spec.sandbox_id, why)
+            self._kill()
 
     def _start_death_watch(self) -> None:
         task = asyncio.get_running_loop().create_task(self._death_watch())
@@ -223,7 +256,10 @@ class QemuSandbox(Sandbox):
         try:
             return await asyncio.wait_for(client.execute(command), timeout)
         finally:
-            await client.disconnect()
+            # a QEMU that closed the monitor (a STOP kills it) makes disconnect re-raise
+            # the reader's EOF; the command's own outcome is what the caller gets
+            with contextlib.suppress(EOFError, OSError):
+                await client.disconnect()
 
     async def _qmp_client(self, deadline: float) -> QMPClient:
         """A connected QMP client. QEMU creates the socket early and binds it before it
@@ -303,6 +339,8 @@ class QemuSandbox(Sandbox):
         self.owners = self.owners | owners
         if self.guard is not None:
             self.guard.allow(owners)
+        if self.fs_daemon is not None:
+            self.fs_daemon.allow(owners)
 
     async def wait(self) -> int:
         return await self._proc.wait() if self._proc is not None else 0
@@ -321,12 +359,21 @@ class QemuSandbox(Sandbox):
             self._kill()
             await proc.wait()
 
+    async def _stop_fs_daemon(self) -> None:
+        if self._fs_watch is not None:
+            self._fs_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fs_watch
+        if self.fs_daemon is not None:
+            await self.fs_daemon.stop()
+
     async def cleanup(self) -> None:
         await self.stop(timeout=5)
         if self._death_task is not None:
             self._death_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._death_task
+        await self._stop_fs_daemon()
         self._release_channel()
         if self.guard is not None:
             self.guard.close()  # QEMU is gone: nothing left to answer

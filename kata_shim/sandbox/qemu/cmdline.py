@@ -7,7 +7,11 @@ virtio-serial port (`agent.channel.0`) on a host unix socket, and the
 sandbox's share directory as 9p (`kataShared`, security_model=none: owners
 and modes pass through, so images keep working, symlinks included; the jail's
 seccomp filter and QEMU's missing CAP_MKNOD/CAP_FSETID keep setuid/setgid
-modes and device nodes from being made on the host — qemu/confine.py).
+modes and device nodes from being made on the host — qemu/confine.py), or, with
+`shared_fs = "virtio-fs"`, as a vhost-user-fs device (same tag) served by the
+sandbox's virtiofsd (qemu/virtiofsd.py) on `<state>/virtiofsd.sock`; guest RAM
+is then a shared memfd (the daemon maps it), and microvm's virtio-mmio
+devices are modern (virtiofsd serves only modern virtio).
 QEMU is confined (qemu/confine.py): seccomp sandbox, reduced capabilities.
 With debug_console_enabled, a second port (`console.0`, host end
 `<state>/console.sock`) for the guest's debug shell (kata_shim.debugconsole).
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,23 @@ from kata_shim.sandbox.dial import AGENT_VSOCK_PORT
 from kata_shim.sandbox.qemu import devices
 from kata_shim.sandbox.qemu.confine import DEFAULT_SANDBOX, confine_prefix, sandbox_args
 from kata_shim.sandbox.qemu.netdev import NicLike, netdev_args
+from kata_shim.sandbox.qemu.virtiofsd import SOCKET_NAME, VirtiofsConfig
 from kata_shim.sandbox.rootimage import DEFAULT_IMAGE, boot_files
 
-__all__ = ["QemuConfig", "SandboxPaths", "VsockChannel", "build_command", "console_socket"]
+__all__ = [
+    "QemuConfig",
+    "SandboxPaths",
+    "VsockChannel",
+    "build_command",
+    "console_socket",
+    "virtiofsd_socket",
+]
 
 SHARE_TAG = "kataShared"
 SECURITY_MODEL = "none"
 AGENT_PORT = "agent.channel.0"
+SHARED_FS = ("virtio-9p", "virtio-fs", "none")
+MEMORY_ID = "guest-ram"  # the shared memfd backend virtiofsd maps (virtio-fs only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +75,7 @@ class QemuConfig:
     enable_balloon_free_page_reporting: bool = True
     # Kata's key; True (our default, measured: docs/density.md): the root image on virtio-blk
     disable_image_nvdimm: bool = True
+    virtio_fs: VirtiofsConfig = field(default_factory=VirtiofsConfig)  # virtio_fs_* keys
 
     def __post_init__(self) -> None:
         if self.image and self.initrd:  # image has a default: QemuConfig(initrd=x) needs image=""
@@ -74,6 +89,7 @@ class QemuConfig:
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in table.items() if k in known}
         values["image"], values["initrd"] = boot_files(table)
+        values["virtio_fs"] = VirtiofsConfig.from_table(table)
         if "default_vcpus" in values:  # a number in Kata's schema (e.g. 1.5): whole vCPUs here
             values["default_vcpus"] = math.ceil(values["default_vcpus"])
         config = cls(**values)
@@ -83,8 +99,10 @@ class QemuConfig:
             raise InvalidArgument(
                 f"agent_channel {config.agent_channel!r}: use auto, vsock or virtio-serial"
             )
-        if config.shared_fs not in ("virtio-9p", "none"):
-            raise InvalidArgument(f"shared_fs {config.shared_fs!r}: use virtio-9p or none")
+        if config.shared_fs not in SHARED_FS:
+            raise InvalidArgument(
+                f"shared_fs {config.shared_fs!r}: use virtio-9p, virtio-fs or none"
+            )
         if config.rootless:
             raise InvalidArgument(
                 "rootless = true is not supported: QEMU's 9p server must read and write "
@@ -134,6 +152,32 @@ def console_socket(paths: SandboxPaths) -> Path:
     return paths.qmp.with_name(CONSOLE_SOCKET)
 
 
+def virtiofsd_socket(paths: SandboxPaths) -> Path:
+    """virtiofsd's vhost-user socket, next to the QMP socket in the state dir."""
+    return paths.qmp.with_name(SOCKET_NAME)
+
+
+def _share_devices(config: QemuConfig, paths: SandboxPaths) -> list[str]:
+    mmio = config.machine_type == "microvm"
+    if config.shared_fs == "virtio-9p":
+        nine_p = "virtio-9p-device" if mmio else "virtio-9p-pci"
+        return [
+            "-fsdev",
+            f"local,id=share,path={paths.share},security_model={SECURITY_MODEL}",
+            "-device",
+            f"{nine_p},fsdev=share,mount_tag={SHARE_TAG}",
+        ]
+    if config.shared_fs == "virtio-fs":
+        device = "vhost-user-fs-device" if mmio else "vhost-user-fs-pci"
+        return [
+            "-chardev",
+            f"socket,id=virtiofs,path={virtiofsd_socket(paths)}",
+            "-device",
+            f"{device},chardev=virtiofs,tag={SHARE_TAG}",
+        ]
+    return []
+
+
 def _console_devices(mmio: bool, paths: SandboxPaths, vsock: VsockChannel | None) -> list[str]:
     bus = ["-device", "virtio-serial-device" if mmio else "virtio-serial-pci"] if vsock else []
     return [
@@ -161,15 +205,8 @@ def _devices(config: QemuConfig, paths: SandboxPaths, vsock: VsockChannel | None
         "virtio-rng-device" if mmio else "virtio-rng-pci",
         *devices.balloon_args(mmio, config.enable_balloon_free_page_reporting),
         *devices.root_image_args(mmio, config.image, _pmem_bytes(config)),
+        *_share_devices(config, paths),
     ]
-    if config.shared_fs == "virtio-9p":
-        nine_p = "virtio-9p-device" if mmio else "virtio-9p-pci"
-        args += [
-            "-fsdev",
-            f"local,id=share,path={paths.share},security_model={SECURITY_MODEL}",
-            "-device",
-            f"{nine_p},fsdev=share,mount_tag={SHARE_TAG}",
-        ]
     return args
 
 
@@ -187,8 +224,10 @@ def kernel_command_line(
         params.append(KERNEL_PARAM)
     if not config.enable_debug:
         params.append("quiet")
-    if config.shared_fs == "virtio-9p":
+    if config.shared_fs in ("virtio-9p", "virtio-fs"):
         params.append(f"kata_shim.share={SHARE_TAG}")
+    if config.shared_fs == "virtio-fs":
+        params.append("kata_shim.share_fs=virtiofs")  # image/init.sh: mount -t virtiofs
     if config.machine_type == "microvm" and accel == "tcg":
         params.append(f"tsc_early_khz={tsc_khz}")
     if devices.uses_pmem(config.machine_type, config.image, config.disable_image_nvdimm):
@@ -196,15 +235,27 @@ def kernel_command_line(
     return " ".join([*params, config.kernel_params]).strip()
 
 
+def _shared_memory_args(config: QemuConfig) -> list[str]:
+    """virtio-fs: guest RAM in a shared memfd (virtiofsd maps it); microvm's MMIO modern."""
+    if config.shared_fs != "virtio-fs":
+        return []
+    memfd = f"memory-backend-memfd,id={MEMORY_ID},size={config.default_memory}M,share=on"
+    modern = ["-global", "virtio-mmio.force-legacy=false"]
+    return ["-object", memfd, *(modern if config.machine_type == "microvm" else [])]
+
+
 def _machine_args(config: QemuConfig, accel: str) -> list[str]:
     cpu = ["-cpu", "host"] if accel == "kvm" else []  # TCG: QEMU's default model boots fastest
+    machine = config.machine_type
+    if config.shared_fs == "virtio-fs":
+        machine += f",memory-backend={MEMORY_ID}"
     return [
         "-name",
         "kata-shim,debug-threads=on",
         "-accel",
         devices.accel_arg(accel, config.tcg_tb_size_mb),
         "-M",
-        config.machine_type,
+        machine,
         *cpu,
         "-smp",
         str(config.default_vcpus),
@@ -214,6 +265,7 @@ def _machine_args(config: QemuConfig, accel: str) -> list[str]:
         "-nographic",
         "-no-reboot",
         "-no-user-config",
+        *_shared_memory_args(config),
     ]
 
 

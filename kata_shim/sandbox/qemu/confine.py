@@ -48,16 +48,19 @@ def sandbox_args(seccompsandbox: str) -> list[str]:
     return ["-sandbox", value]
 
 
-def confine_prefix() -> list[str]:
-    """argv that execs what follows under the jail's filter with only QEMU_CAPS."""
+def confine_prefix(
+    caps: tuple[str, ...] = QEMU_CAPS, jail_options: tuple[str, ...] = ()
+) -> list[str]:
+    """argv that execs what follows under the jail's filter (with `jail_options`) with only
+    `caps` (QEMU's, or virtiofsd's: qemu/virtiofsd.py)."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise FailedPrecondition(
             "setpriv (util-linux) is not installed: it is needed to drop QEMU's "
             "capabilities; install util-linux"
         )
-    keep = ",".join(f"+{cap}" for cap in QEMU_CAPS)
-    jail = [sys.executable, "-m", JAIL_MODULE, "--"]
+    keep = ",".join(f"+{cap}" for cap in caps)
+    jail = [sys.executable, "-m", JAIL_MODULE, *jail_options, "--"]
     return [
         *jail,
         setpriv,

@@ -9,12 +9,14 @@ whenever the mode carries a setuid or setgid bit, and mknod of a character or
 block device fail likewise (besides QEMU lacking CAP_MKNOD, confine.py).
 openat2, whose mode sits in a struct a filter cannot inspect, fails with
 ENOSYS (glibc and QEMU fall back to openat).
-Every chown-family call becomes a user notification that the shim answers
-(qemu/ownerguard.py): the jail sends the filter's listener fd over the
-socket named by `$KATA_SHIM_OWNER_GUARD_FD` (or connected to the path after
-`--guard-socket`, when libvirt starts QEMU), closes its copies, then execs.
+Every chown-family call, and with `--trap-setid` (virtiofsd, which creates
+files as the guest caller's ids) every uid/gid-changing call too, becomes a
+user notification that the shim answers (qemu/ownerguard.py): the jail
+sends the filter's listener fd over the socket named by
+`$KATA_SHIM_OWNER_GUARD_FD` (or connected to the path after `--guard-socket`,
+when libvirt starts QEMU), closes its copies, then execs.
 Without that variable (QEMU launched by hand, as benches and tests do) every
-chown-family call fails with EPERM instead.
+such call fails with EPERM instead.
 A seccomp() call asking for a new listener fails with EPERM, so QEMU cannot
 stack a filter of its own that would answer those notifications first.
 Everything else is allowed; QEMU's own `-sandbox` filter stacks on top.
@@ -31,14 +33,24 @@ import stat
 import sys
 
 from kata_shim.sandbox.qemu.notify import ACT_NOTIFY, libseccomp
-from kata_shim.sandbox.qemu.ownerguard import CHOWN_ARGS, GUARD_FD_ENV, GUARD_SOCKET_OPTION
+from kata_shim.sandbox.qemu.ownerguard import (
+    CHOWN_ARGS,
+    GUARD_FD_ENV,
+    GUARD_SOCKET_OPTION,
+    SETID_ARGS,
+)
 
-__all__ = ["PRIVILEGED_MODE_RULES", "hand_over", "install_filter", "main"]
+__all__ = ["PRIVILEGED_MODE_RULES", "TRAP_SETID_OPTION", "hand_over", "install_filter", "main"]
 
 ACT_ALLOW = 0x7FFF0000
 CMP_MASKED_EQ = 7
 FILE_TYPE_MASK = 0o170000  # S_IFMT
-USAGE = "python -m kata_shim.sandbox.qemu.jail [--guard-socket PATH] -- program [args...]"
+USAGE = (
+    "python -m kata_shim.sandbox.qemu.jail [--trap-setid] [--guard-socket PATH] "
+    "-- program [args...]"
+)
+#: also trap the setuid family for the guard (virtiofsd; QEMU has no CAP_SETUID anyway)
+TRAP_SETID_OPTION = "--trap-setid"
 FILTER_FLAG_NEW_LISTENER = 1 << 3  # SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp()'s arg 1
 
 #: syscall → index of its mode argument
@@ -81,7 +93,7 @@ def _deny_when(ctx: int, name: str, arg: int, mask: int, value: int) -> None:
     _add_rule(ctx, _errno_action(errno.EPERM), name, _ArgCmp(arg, CMP_MASKED_EQ, mask, value))
 
 
-def _add_rules(ctx: int, guarded: bool) -> None:
+def _add_rules(ctx: int, guarded: bool, setid: bool) -> None:
     for name, arg in PRIVILEGED_MODE_RULES.items():
         for bit in (stat.S_ISUID, stat.S_ISGID):
             _deny_when(ctx, name, arg, bit, bit)
@@ -89,14 +101,14 @@ def _add_rules(ctx: int, guarded: bool) -> None:
         for kind in (stat.S_IFCHR, stat.S_IFBLK):
             _deny_when(ctx, name, arg, FILE_TYPE_MASK, kind)
     _add_rule(ctx, _errno_action(errno.ENOSYS), "openat2")
-    chown_action = ACT_NOTIFY if guarded else _errno_action(errno.EPERM)
-    for name in CHOWN_ARGS:
-        _add_rule(ctx, chown_action, name)
+    trapped_action = ACT_NOTIFY if guarded else _errno_action(errno.EPERM)
+    for name in CHOWN_ARGS | (SETID_ARGS if setid else {}):
+        _add_rule(ctx, trapped_action, name)
     flag = FILTER_FLAG_NEW_LISTENER
     _deny_when(ctx, "seccomp", 1, flag, flag)
 
 
-def install_filter(guarded: bool = True) -> int:
+def install_filter(guarded: bool = True, setid: bool = False) -> int:
     """Load the filter into this process (inherited across exec); return its listener fd
     (`guarded`), or -1 when every chown fails with EPERM instead (no guard to answer)."""
     lib = libseccomp()
@@ -104,7 +116,7 @@ def install_filter(guarded: bool = True) -> int:
     if not ctx:
         raise OSError(errno.ENOMEM, "seccomp_init failed")
     try:
-        _add_rules(ctx, guarded)
+        _add_rules(ctx, guarded, setid)
         result = lib.seccomp_load(ctypes.c_void_p(ctx))
         if result != 0:
             raise OSError(-result, f"seccomp_load: {os.strerror(-result)}")
@@ -148,12 +160,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"usage: {USAGE}")
     split = args.index("--")
     options, args = args[:split], args[split + 1 :]
+    setid = TRAP_SETID_OPTION in options[:1]
+    options = options[setid:]
     try:
         guard = _guard_fd(options)
         if guard >= 0:
-            hand_over(guard, install_filter())
+            hand_over(guard, install_filter(setid=setid))
         else:  # launched by hand (benches, tests): nobody answers, so chowns just fail
-            install_filter(guarded=False)
+            install_filter(guarded=False, setid=setid)
     except OSError as exc:  # QEMU's log, then the shim's error, carries this line
         sys.exit(f"kata-shim jail: cannot load QEMU's seccomp filter ({exc}); install libseccomp2")
     os.execv(args[0], args)

@@ -1,4 +1,5 @@
-"""The owner guard: QEMU's 9p server may chown a host file only to an owner the pod has.
+"""The owner guard: a file server (QEMU's 9p, virtiofsd) may give a host file only an owner
+the pod has.
 
 The 9p export passes ownership through (`security_model=none`, and QEMU keeps
 CAP_CHOWN because files the container creates must keep the container
@@ -12,6 +13,11 @@ CONTINUE when every id it changes (uid/gid -1 = unchanged) is in the pod's
 `Owners` (sandbox/owners.py, grown by `allow`), else EPERM. The decision
 reads only integer arguments, so letting the kernel run the call as made
 (CONTINUE) cannot be raced.
+virtiofsd does not chown a file it creates: a worker thread takes the
+guest caller's uid and gid as its effective ids (setresuid/setresgid) and
+creates the file as that user. So the id-changing calls (`SETID_ARGS`)
+are trapped and answered the same way: a server thread may become only an
+owner the pod has (root, the server's own id, is always one).
 Fail closed: if the shim (the listener's only holder) dies, the kernel fails
 every later chown of QEMU with ENOSYS.
 """
@@ -38,6 +44,8 @@ __all__ = [
     "CHOWN_ARGS",
     "GUARD_FD_ENV",
     "GUARD_SOCKET_OPTION",
+    "SETID_ARGS",
+    "TRAPPED_ARGS",
     "OwnerGuard",
     "OwnerPolicy",
 ]
@@ -50,16 +58,40 @@ GUARD_FD_ENV = "KATA_SHIM_OWNER_GUARD_FD"
 ATTACH_TIMEOUT = 60.0
 #: the jail option naming a guard socket to connect to (when the jail is not the shim's child)
 GUARD_SOCKET_OPTION = "--guard-socket"
-#: chown-family syscall → indexes of its (uid, gid) arguments (the *32 ones exist on i386)
-CHOWN_ARGS = {
-    "chown": (1, 2),
-    "fchown": (1, 2),
-    "lchown": (1, 2),
-    "fchownat": (2, 3),
-    "chown32": (1, 2),
-    "fchown32": (1, 2),
-    "lchown32": (1, 2),
+#: a trapped syscall → (indexes of its uid arguments, indexes of its gid arguments)
+IdArgs = tuple[tuple[int, ...], tuple[int, ...]]
+#: chown-family syscalls (the *32 ones exist on i386)
+CHOWN_ARGS: dict[str, IdArgs] = {
+    "chown": ((1,), (2,)),
+    "fchown": ((1,), (2,)),
+    "lchown": ((1,), (2,)),
+    "fchownat": ((2,), (3,)),
+    "chown32": ((1,), (2,)),
+    "fchown32": ((1,), (2,)),
+    "lchown32": ((1,), (2,)),
 }
+#: identity changes (virtiofsd creates files as the guest caller's uid/gid)
+SETID_ARGS: dict[str, IdArgs] = {
+    "setuid": ((0,), ()),
+    "setgid": ((), (0,)),
+    "setreuid": ((0, 1), ()),
+    "setregid": ((), (0, 1)),
+    "setresuid": ((0, 1, 2), ()),
+    "setresgid": ((), (0, 1, 2)),
+    "setfsuid": ((0,), ()),
+    "setfsgid": ((), (0,)),
+    "setuid32": ((0,), ()),
+    "setgid32": ((), (0,)),
+    "setreuid32": ((0, 1), ()),
+    "setregid32": ((), (0, 1)),
+    "setresuid32": ((0, 1, 2), ()),
+    "setresgid32": ((), (0, 1, 2)),
+    "setfsuid32": ((0,), ()),
+    "setfsgid32": ((), (0,)),
+}
+#: everything the jail's filter may turn into a notification for the guard (setid: with
+#: its --trap-setid, as virtiofsd is started)
+TRAPPED_ARGS: dict[str, IdArgs] = CHOWN_ARGS | SETID_ARGS
 UNCHANGED = 0xFFFFFFFF  # (uid_t)-1
 _ID_MASK = 0xFFFFFFFF  # the kernel reads uid_t/gid_t: the low 32 bits of the register
 #: how many refusals are logged at warning level per sandbox (a guest can make many)
@@ -69,11 +101,11 @@ LISTENER_LINK = "anon_inode:seccomp notify"
 MAX_FAILURES = 100
 
 
-def syscall_numbers() -> dict[int, tuple[int, int]]:
-    """`CHOWN_ARGS` by this architecture's syscall numbers."""
+def syscall_numbers() -> dict[int, IdArgs]:
+    """`TRAPPED_ARGS` by this architecture's syscall numbers."""
     lib = libseccomp()
     found = {}
-    for name, indexes in CHOWN_ARGS.items():
+    for name, indexes in TRAPPED_ARGS.items():
         number = lib.seccomp_syscall_resolve_name(name.encode())
         if number >= 0:
             found[number] = indexes
@@ -94,10 +126,10 @@ class OwnerPolicy:
         if indexes is None or call.arch != self._arch:
             return errno.EPERM  # not a call this filter traps: never let it through
         owners = self.owners  # one snapshot (`allow` replaces it from another thread)
-        uid, gid = (call.args[index] & _ID_MASK for index in indexes)
-        if uid != UNCHANGED and uid not in owners.uids:
-            return errno.EPERM
-        if gid != UNCHANGED and gid not in owners.gids:
+        uid_indexes, gid_indexes = indexes
+        uids = {call.args[index] & _ID_MASK for index in uid_indexes} - {UNCHANGED}
+        gids = {call.args[index] & _ID_MASK for index in gid_indexes} - {UNCHANGED}
+        if not uids <= owners.uids or not gids <= owners.gids:
             return errno.EPERM
         return None
 

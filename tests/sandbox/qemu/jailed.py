@@ -20,6 +20,7 @@ async def run_jailed(
     owners: Owners | None = None,
     during: Callable[[OwnerGuard, asyncio.subprocess.Process], Awaitable[None]] | None = None,
     socket_dir: Path | None = None,
+    jail_options: tuple[str, ...] = (),
 ) -> tuple[int, str, str, OwnerGuard]:
     """(exit status, stdout, stderr, the guard) of `python -c script args...` in the jail.
 
@@ -27,9 +28,14 @@ async def run_jailed(
     to a guard socket there (`--guard-socket`, as libvirt's QEMU does)."""
     guard = OwnerGuard("test", None if socket_dir is None else socket_dir / "guard.sock")
     if socket_dir is None:
-        jail, fds, env = [*JAIL, "--"], [guard.jail_fd()], os.environ | guard.jail_env()
+        jail, fds, env = (
+            [*JAIL, *jail_options, "--"],
+            [guard.jail_fd()],
+            os.environ | guard.jail_env(),
+        )
     else:
-        jail, fds, env = [*JAIL, *guard.jail_options(), "--"], [], dict(os.environ)
+        jail, fds = [*JAIL, *jail_options, *guard.jail_options(), "--"], []
+        env = dict(os.environ)
     if owners is not None:
         guard.allow(owners)
     proc = None

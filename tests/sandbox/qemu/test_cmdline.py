@@ -47,7 +47,14 @@ def test_pc_kvm_uses_pci_devices_and_host_cpu() -> None:
 
 
 @pytest.mark.parametrize(
-    "table", [{"machine_type": "virt"}, {"shared_fs": "virtio-fs"}, {"default_memory": 64}]
+    "table",
+    [
+        {"machine_type": "virt"},
+        {"shared_fs": "virtio-fs-nydus"},
+        {"default_memory": 64},
+        {"shared_fs": "virtio-fs", "virtio_fs_cache": "sometimes"},
+        {"shared_fs": "virtio-fs", "virtio_fs_extra_args": "--thread-pool-size=1"},
+    ],
 )
 def test_bad_config_is_rejected(table) -> None:
     with pytest.raises(errors.InvalidArgument):
@@ -122,3 +129,29 @@ def test_a_config_with_both_image_and_initrd_is_refused() -> None:
     with pytest.raises(errors.InvalidArgument, match="keep one"):
         QemuConfig(initrd="/x/initrd.img")  # image keeps its default
     assert QemuConfig(initrd="/x/initrd.img", image="").initrd == "/x/initrd.img"
+
+
+def test_virtio_fs_on_microvm_shares_guest_ram_with_virtiofsd() -> None:
+    config = QemuConfig.from_table({"shared_fs": "virtio-fs", "default_memory": 256})
+    argv = build_command(config, PATHS, "tcg", 2596124)
+    joined = " ".join(argv)
+    assert "-M microvm,memory-backend=guest-ram" in joined
+    assert "-object memory-backend-memfd,id=guest-ram,size=256M,share=on" in joined
+    assert "-global virtio-mmio.force-legacy=false" in joined  # virtiofsd: modern virtio only
+    assert "-chardev socket,id=virtiofs,path=/s/virtiofsd.sock " in joined
+    assert "-device vhost-user-fs-device,chardev=virtiofs,tag=kataShared" in joined
+    assert "9p" not in joined
+    append = argv[argv.index("-append") + 1]
+    assert "kata_shim.share=kataShared" in append and "kata_shim.share_fs=virtiofs" in append
+
+
+def test_virtio_fs_on_q35_uses_pci_and_keeps_mmio_legacy_untouched() -> None:
+    config = QemuConfig.from_table({"shared_fs": "virtio-fs", "machine_type": "q35"})
+    joined = " ".join(build_command(config, PATHS, "kvm", 1))
+    assert "vhost-user-fs-pci,chardev=virtiofs,tag=kataShared" in joined
+    assert "-M q35,memory-backend=guest-ram" in joined and "force-legacy" not in joined
+
+
+def test_nine_p_keeps_private_guest_ram() -> None:
+    joined = " ".join(build_command(QemuConfig(), PATHS, "tcg", 1))
+    assert "memory-backend" not in joined and "vhost-user" not in joined

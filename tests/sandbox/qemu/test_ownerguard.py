@@ -188,6 +188,18 @@ def _call(name: str, args: tuple[int, ...], arch: int | None = None) -> Call:
         ("fchown", (3, 4242, UNCHANGED), True),
         ("chown", (0, UNCHANGED, 27), False),
         ("lchown", (0, 1000, 4242), True),
+        # virtiofsd creates files as the guest caller: its threads' id changes are guarded
+        ("setresuid", (UNCHANGED, 1000, UNCHANGED), False),
+        ("setresuid", (UNCHANGED, 0, UNCHANGED), False),
+        ("setresuid", (UNCHANGED, 4242, UNCHANGED), True),
+        ("setresuid", (4242, UNCHANGED, UNCHANGED), True),
+        ("setresgid", (UNCHANGED, 27, UNCHANGED), False),
+        ("setresgid", (UNCHANGED, UNCHANGED, 4242), True),
+        ("setuid", (4242,), True),
+        ("setgid", (1000,), False),
+        ("setreuid", (1000, 4242), True),
+        ("setfsuid", (1000,), False),
+        ("setfsgid", (4242,), True),
     ],
 )
 def test_policy_reads_the_right_arguments(name: str, args: tuple[int, ...], refused: bool) -> None:
@@ -201,3 +213,52 @@ def test_policy_refuses_calls_of_another_arch_or_syscall() -> None:
     policy.owners = POD
     assert policy.refusal(_call("fchown", (3, 0, 0), arch=0x40000003)) == errno.EPERM
     assert policy.refusal(Call(1, 1, 0, native_arch(), (0,) * 6)) == errno.EPERM
+
+
+SETIDS = """
+import os, sys
+os.chdir(sys.argv[1])
+def attempt(name, uid, gid):
+    try:
+        os.setresgid(-1, gid, -1)
+        os.setresuid(-1, uid, -1)
+        open(name, "w").close()  # made as (uid, gid), as virtiofsd makes a guest's file
+        result = "ok"
+    except OSError as exc:
+        result = str(exc.errno)
+    finally:
+        os.setresuid(-1, 0, -1)
+        os.setresgid(-1, 0, -1)
+    print(name, result, flush=True)
+attempt("pod_user", 1000, 1000)
+attempt("other_uid", 4242, 1000)
+attempt("other_gid", 1000, 4242)
+"""
+
+
+def test_id_changes_run_only_to_owners_the_pod_has(tmp_path: Path) -> None:
+    """virtiofsd's worker threads take the guest caller's ids to create a file: a stranger's
+    ids are refused, so no file of theirs is made on the host."""
+    (work := tmp_path / "work").mkdir(mode=0o777)
+    work.chmod(0o777)
+    run = run_jailed(SETIDS, str(work), owners=POD, jail_options=("--trap-setid",))
+    status, out, err, guard = asyncio.run(run)
+    assert status == 0, err
+    eperm = str(errno.EPERM)
+    assert dict(line.split() for line in out.splitlines()) == {
+        "pod_user": "ok",
+        "other_uid": eperm,
+        "other_gid": eperm,
+    }, out + err
+    assert {path.name: path.stat().st_uid for path in work.iterdir()} == {"pod_user": 1000}
+    assert guard.refused == 2
+
+
+def test_without_trap_setid_id_changes_are_not_trapped(tmp_path: Path) -> None:
+    """QEMU's jail (no --trap-setid) leaves the setuid family alone, as before virtio-fs."""
+    (work := tmp_path / "work").mkdir()
+    work.chmod(0o777)
+    status, out, err, guard = asyncio.run(run_jailed(SETIDS, str(work), owners=POD))
+    assert status == 0, err
+    assert set(dict(line.split() for line in out.splitlines()).values()) == {"ok"}, out + err
+    assert guard.refused == 0

@@ -24,9 +24,9 @@ from tests.fakes.vmkeys import vm_keys
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def vm_spec(image: Path, sandbox_id: str) -> SandboxSpec:
+def vm_spec(image: Path, sandbox_id: str, shared_fs: str = "virtio-9p") -> SandboxSpec:
     state = Path(tempfile.mkdtemp(prefix=f"ks-{sandbox_id}-", dir="/tmp"))
-    table = vm_keys(image, initrd=True)
+    table: dict[str, object] = {**vm_keys(image, initrd=True), "shared_fs": shared_fs}
     return SandboxSpec(
         sandbox_id,
         state,
@@ -85,9 +85,13 @@ def test_two_containers_run_in_the_guest_kernel(guest_image) -> None:
     asyncio.run(main())
 
 
-def test_killed_qemu_is_detected_and_cleaned_up(guest_image) -> None:
+@pytest.mark.parametrize("shared_fs", ["virtio-9p", "virtio-fs"])
+def test_killed_qemu_is_detected_and_cleaned_up(guest_image, shared_fs: str) -> None:
+    """SIGKILL to QEMU: `wait` resolves, cleanup leaves nothing; with virtio-fs, the
+    backend ends virtiofsd as soon as QEMU is gone (before any cleanup)."""
+
     async def main() -> None:
-        sandbox = create_sandbox(vm_spec(guest_image, "vmkill"))
+        sandbox = create_sandbox(vm_spec(guest_image, "vmkill", shared_fs))
         await sandbox.start()
         client = await sandbox.connect_agent()
         agent = AgentServiceClient(client)
@@ -102,8 +106,13 @@ def test_killed_qemu_is_detected_and_cleaned_up(guest_image) -> None:
             agent.WaitProcess(agent_pb2.WaitProcessRequest(container_id="k1"))
         )
         assert mounts_under(sandbox.spec.state_dir)
+        daemon = sandbox.fs_daemon
+        assert (daemon is not None) is (shared_fs == "virtio-fs")
         os.kill(sandbox.pid, signal.SIGKILL)
         assert await asyncio.wait_for(sandbox.wait(), 10) == -signal.SIGKILL
+        if daemon is not None:  # ended by the backend's watch, not by cleanup
+            await asyncio.wait_for(daemon.wait(), 20)
+            assert await asyncio.wait_for(_group_empty(daemon.pid), 20)
         with pytest.raises(errors.Unavailable):
             await asyncio.wait_for(wait, 5)
         await sandbox.cleanup()
@@ -132,5 +141,40 @@ def test_qmp_death_event_ends_the_sandbox(guest_image) -> None:
         finally:
             await sandbox.cleanup()
         assert not sandbox.spec.state_dir.exists()
+
+    asyncio.run(main())
+
+
+async def _group_empty(pgid: int) -> bool:
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        await asyncio.sleep(0.1)
+
+
+def test_virtiofsd_death_ends_the_vm(guest_image) -> None:
+    """virtiofsd killed while the VM runs: the backend treats it as the VM's death."""
+
+    async def main() -> None:
+        sandbox = create_sandbox(vm_spec(guest_image, "virtiofs-death", "virtio-fs"))
+        try:
+            await sandbox.start()
+            client = await sandbox.connect_agent()
+            agent = AgentServiceClient(client)
+            await agent.CreateSandbox(agent_pb2.CreateSandboxRequest(sandbox_id="virtiofs-death"))
+            out, code = await run_in_vm(agent, sandbox, "v1", ["/bin/sh", "-c", "echo via-fs"])
+            assert out.decode().strip() == "via-fs" and code == 0
+            client.close()
+            assert sandbox.fs_daemon is not None
+            os.killpg(sandbox.fs_daemon.pid, signal.SIGKILL)
+            assert await asyncio.wait_for(sandbox.wait(), 30) == -signal.SIGKILL
+            assert "virtiofsd" in sandbox.death_event and "signal 9" in sandbox.death_event
+        finally:
+            await sandbox.cleanup()
+        assert not sandbox.spec.state_dir.exists()
+        leftover = subprocess.run(["pgrep", "-f", str(sandbox.spec.state_dir)], capture_output=True)
+        assert leftover.stdout == b""
 
     asyncio.run(main())
