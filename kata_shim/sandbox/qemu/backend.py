@@ -50,10 +50,9 @@ from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.preflight import Origin, launch_problems, qemu_config
 from kata_shim.sandbox.qemu.accel import choose_accel, host_tsc_khz
 from kata_shim.sandbox.qemu.cmdline import AGENT_PORT, SandboxPaths, VsockChannel, build_command
-from kata_shim.sandbox.qemu.confine import jailed
 from kata_shim.sandbox.qemu.events import events_socket, watch_for_death
 from kata_shim.sandbox.qemu.netdev import nic_fds
-from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
+from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard, spawn_guarded
 from kata_shim.sandbox.qemu.podnet import QemuPodNetwork
 from kata_shim.sandbox.qemu.virtiofsd import VirtiofsDaemon
 from kata_shim.sandbox.share import SharedDir
@@ -185,22 +184,10 @@ class QemuSandbox(Sandbox):
 
     async def _spawn(self, argv: list[str], fds: tuple[int, ...]) -> None:
         """Start QEMU with `fds`; under the jail, with the owner guard's socket too."""
-        env = None
-        if jailed(argv):
-            self.guard = OwnerGuard(self.spec.sandbox_id)
-            self.guard.allow(self.owners)
-            fds += (self.guard.jail_fd(),)
-            env = os.environ | self.guard.jail_env()
-        with open(self.spec.state_dir / "qemu.log", "ab") as qemu_log:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=qemu_log,
-                start_new_session=True,
-                pass_fds=fds,
-                env=env,
-            )
+        log_path = self.spec.state_dir / "qemu.log"
+        self._proc, self.guard = await spawn_guarded(
+            self.spec.sandbox_id, argv, fds, self.owners, log_path
+        )
 
     async def _start_fs_daemon(self) -> None:
         spec = self.spec

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from kata_shim.errors import FailedPrecondition, Unavailable
 from kata_shim.sandbox.owners import Owners
+from kata_shim.sandbox.qemu.confine import jailed
 from kata_shim.sandbox.qemu.notify import Call, Listener, libseccomp, native_arch
 from kata_shim.sandbox.rootsock import listen_private, peer_uid
 
@@ -48,6 +49,7 @@ __all__ = [
     "TRAPPED_ARGS",
     "OwnerGuard",
     "OwnerPolicy",
+    "spawn_guarded",
 ]
 
 log = logging.getLogger(__name__)
@@ -321,3 +323,32 @@ def _shown(ids: frozenset[int]) -> str:
     shown = sorted(ids)
     text = ",".join(str(value) for value in shown[:16])
     return text + (f",... ({len(shown)} ids)" if len(shown) > 16 else "")
+
+
+async def spawn_guarded(
+    name: str, argv: list[str], fds: tuple[int, ...], owners: Owners, log_path: Path
+) -> tuple[asyncio.subprocess.Process, OwnerGuard | None]:
+    """Start a file server (QEMU, virtiofsd) in its own session with `fds`, stdin/stdout on
+    /dev/null and stderr appended to `log_path`. Under the jail (`jailed(argv)`) it gets an
+    owner guard allowing `owners`, whose socket the jail receives; the caller attaches it."""
+    guard = OwnerGuard(name) if jailed(argv) else None
+    env = None
+    try:
+        if guard is not None:
+            guard.allow(owners)
+            fds, env = (*fds, guard.jail_fd()), os.environ | guard.jail_env()
+        with open(log_path, "ab") as server_log:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=server_log,
+                start_new_session=True,
+                pass_fds=fds,
+                env=env,
+            )
+    except BaseException:
+        if guard is not None:
+            guard.close()
+        raise
+    return proc, guard

@@ -54,8 +54,8 @@ from typing import Any
 from kata_shim.errors import InvalidArgument
 from kata_shim.sandbox.diagnostics import block, exit_text, tail
 from kata_shim.sandbox.owners import Owners
-from kata_shim.sandbox.qemu.confine import confine_prefix, jailed
-from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard
+from kata_shim.sandbox.qemu.confine import confine_prefix
+from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard, spawn_guarded
 
 __all__ = [
     "DROPPED_CAPS",
@@ -183,23 +183,10 @@ class VirtiofsDaemon:
         for QEMU on return."""
         with _listening(self.socket_path) as listener:
             argv = daemon_args(self.config, self.share, listener.fileno())
-            fds: tuple[int, ...] = (listener.fileno(),)
-            env = dict(os.environ)
-            if jailed(argv):  # as for QEMU: only the jail sends a listener to answer
-                self.guard = OwnerGuard(f"{self.name}-virtiofsd")
-                self.guard.allow(owners)
-                fds, env = (*fds, self.guard.jail_fd()), env | self.guard.jail_env()
             log.info("sandbox %s: starting %s", self.name, " ".join(argv))
-            with open(self.log_path, "ab") as daemon_log:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=daemon_log,
-                    start_new_session=True,
-                    pass_fds=fds,
-                    env=env,
-                )
+            self._proc, self.guard = await spawn_guarded(  # the guard: only under the jail
+                f"{self.name}-virtiofsd", argv, (listener.fileno(),), owners, self.log_path
+            )
         if self.guard is not None:
             await self.guard.attach(ATTACH_TIMEOUT)
 

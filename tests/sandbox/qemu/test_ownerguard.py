@@ -17,9 +17,10 @@ from kata_shim.sandbox.qemu.ownerguard import (
     UNCHANGED,
     OwnerGuard,
     OwnerPolicy,
+    spawn_guarded,
     syscall_numbers,
 )
-from tests.sandbox.qemu.jailed import run_jailed
+from tests.sandbox.qemu.jailed import JAIL, run_jailed
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown to other owners needs root")
 
@@ -262,3 +263,28 @@ def test_without_trap_setid_id_changes_are_not_trapped(tmp_path: Path) -> None:
     assert status == 0, err
     assert set(dict(line.split() for line in out.splitlines()).values()) == {"ok"}, out + err
     assert guard.refused == 0
+
+
+def test_spawn_guarded_guards_only_a_jailed_server(tmp_path: Path) -> None:
+    """The backend's and virtiofsd's spawn: a guard (answering chowns) only under the jail."""
+    target = tmp_path / "f"
+    target.touch()
+    script = f"import os; os.chown({str(target)!r}, 1000, 1000); os.chown({str(target)!r}, 7, 7)"
+    plain = [sys.executable, "-c", "import sys; sys.stderr.write('plain')"]
+
+    async def main() -> tuple[int | None, int, OwnerGuard | None, OwnerGuard | None]:
+        proc, none = await spawn_guarded("t", plain, (), POD, tmp_path / "plain.log")
+        await proc.wait()
+        argv = [*JAIL, "--", sys.executable, "-c", script]
+        jailed_proc, guard = await spawn_guarded("t", argv, (), POD, tmp_path / "jail.log")
+        assert guard is not None
+        try:
+            await guard.attach(60)
+            return proc.returncode, await jailed_proc.wait(), none, guard
+        finally:
+            guard.close()
+
+    plain_status, status, none, guard = asyncio.run(main())
+    assert plain_status == 0 and none is None and (tmp_path / "plain.log").read_text() == "plain"
+    assert status != 0 and "PermissionError" in (tmp_path / "jail.log").read_text()
+    assert target.stat().st_uid == 1000 and guard is not None and guard.refused == 1
