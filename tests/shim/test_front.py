@@ -397,20 +397,32 @@ def _action_child(front: Front, task_id: str) -> int | None:
     return None
 
 
-def test_action_child_holds_only_stdio_and_its_connection(front: Front) -> None:
-    front.start_server()
+def _held_start(front: Front, out: str) -> tuple[str, Path, subprocess.Popen[bytes], int]:
+    """A forked `start` held in its action child (it waits for its options on stdin):
+    (task id, bundle, the front, the action child's pid); `out`: "stdout" or "stderr" piped."""
     task_id, bundle = front.bundle()
     argv = [str(front.shim), "-namespace", NAMESPACE, "-address", front.address]
     argv += ["-publish-binary", "/bin/true", "-id", task_id, "start"]
     env = {**os.environ, forkproto.ENABLE_ENV: "on"}
-    shim = subprocess.Popen(  # start blocks reading its options until we close stdin
-        argv, cwd=bundle, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    shim = subprocess.Popen(
+        argv, cwd=bundle, env=env, stdin=subprocess.PIPE, **{out: subprocess.PIPE}
     )
+    deadline = time.monotonic() + 30
+    while (child := _action_child(front, task_id)) is None:
+        if time.monotonic() > deadline:
+            shim.kill()
+            shim.wait()
+            if (bundle / "shim.pid").exists():  # a daemon came up some other way (cold)
+                front.daemons.append(int((bundle / "shim.pid").read_text()))
+            raise AssertionError("no action child")
+        time.sleep(0.02)
+    return task_id, bundle, shim, child
+
+
+def test_action_child_holds_only_stdio_and_its_connection(front: Front) -> None:
+    front.start_server()
+    task_id, bundle, shim, child = _held_start(front, "stdout")
     try:
-        deadline = time.monotonic() + 30
-        while (child := _action_child(front, task_id)) is None:
-            assert time.monotonic() < deadline, "no action child"
-            time.sleep(0.02)
         fds = sorted(int(fd) for fd in os.listdir(f"/proc/{child}/fd"))
         assert fds == [0, 1, 2, 3], fds
         flags = Path(f"/proc/{child}/fdinfo/3").read_text().split("flags:")[1].split()[0]
@@ -431,18 +443,8 @@ def test_action_child_holds_only_stdio_and_its_connection(front: Front) -> None:
 
 def test_action_child_crash_fails_only_that_action(front: Front) -> None:
     server = front.start_server()
-    task_id, bundle = front.bundle()
-    argv = [str(front.shim), "-namespace", NAMESPACE, "-address", front.address]
-    argv += ["-publish-binary", "/bin/true", "-id", task_id, "start"]
-    env = {**os.environ, forkproto.ENABLE_ENV: "on"}
-    shim = subprocess.Popen(
-        argv, cwd=bundle, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    _, _, shim, child = _held_start(front, "stderr")
     try:
-        deadline = time.monotonic() + 30
-        while (child := _action_child(front, task_id)) is None:
-            assert time.monotonic() < deadline, "no action child"
-            time.sleep(0.02)
         os.kill(child, signal.SIGKILL)  # mid-action (it waits for its options)
         _, err = shim.communicate(timeout=60)
     finally:
