@@ -63,11 +63,19 @@ def test_archives_are_reproducible(tmp_path: Path) -> None:
     assert config[0]["config"]["Cmd"] == ["/bin/sh"] and "Entrypoint" not in config[0]["config"]
 
 
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_the_pause_process_exits_on_term_and_int(sig: signal.Signals) -> None:
     """The pause entrypoint, run by busybox sh on the host in a process group of its own."""
     argv = ["/bin/busybox", "sh", *ociimage.PAUSE.entrypoint[1:]]
-    proc = subprocess.Popen(argv, start_new_session=True)
+    # With the default dispositions a container's init gets: a shell cannot trap a signal
+    # that was ignored when it started (POSIX), and a job run by a non-interactive shell
+    # with `&` (as CI may run us) starts with SIGINT ignored.
+    proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_default_signals)
     try:
         time.sleep(0.5)  # let the shell install its trap
         proc.send_signal(sig)
