@@ -145,7 +145,9 @@ def check_container_cgroup(parent: str, container: str, kubelet: bool) -> None:
     members, where = {}, {}
     for pid in procs(path):
         with contextlib.suppress(FileNotFoundError):  # BUSY's `sleep 1` may end meanwhile
-            members[pid], where[pid] = argv(pid), controllers_of(pid)
+            found = argv(pid), controllers_of(pid)
+            if not exiting(pid):  # checked after the read: an exited `sleep` reads as "/"
+                members[pid], where[pid] = found
     assert any(a.startswith("/bin/sh -c trap") for a in members.values()), members
     for pid, controllers in where.items():
         for name in RESOURCE_CONTROLLERS:
@@ -154,6 +156,12 @@ def check_container_cgroup(parent: str, container: str, kubelet: bool) -> None:
         stat = (MEMORY / path.lstrip("/") / "memory.stat").read_text().split()
         assert int(stat[stat.index("hierarchical_memory_limit") + 1]) == KUBELET_LIMIT
     print(f"{path}: {sorted(members.items())}")
+
+
+def exiting(pid: int) -> bool:
+    """A zombie (or dying) process: its v1 cgroups already read as "/"."""
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state in ("Z", "X")
 
 
 def controllers_of(pid: int) -> dict[str, str]:
