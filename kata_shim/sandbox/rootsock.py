@@ -1,5 +1,5 @@
 """Host-side unix sockets between the shim and the processes it confines (QEMU's jail,
-libvirt's emulator wrapper): a private listening socket and the peer's uid.
+libvirt's emulator wrapper, virtiofsd): a private listening socket and the peer's uid.
 
 Both ends are host processes run as root; the socket lives in the sandbox's
 root-only state dir, is made 0600 and each side checks the other is uid 0
@@ -27,9 +27,12 @@ def listen_private(path: Path) -> socket.socket:
     old = os.umask(0o177)
     try:
         sock.bind(str(path))
+        sock.listen(1)
+    except BaseException:
+        sock.close()
+        raise
     finally:
         os.umask(old)
-    sock.listen(1)
     return sock
 
 

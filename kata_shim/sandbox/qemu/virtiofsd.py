@@ -45,7 +45,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from kata_shim.sandbox.diagnostics import block, exit_text, tail
 from kata_shim.sandbox.owners import Owners
 from kata_shim.sandbox.qemu.confine import confine_prefix
 from kata_shim.sandbox.qemu.ownerguard import ATTACH_TIMEOUT, OwnerGuard, spawn_guarded
+from kata_shim.sandbox.rootsock import listen_private
 
 __all__ = [
     "DROPPED_CAPS",
@@ -129,23 +129,6 @@ def daemon_args(config: VirtiofsConfig, share: Path, fd: int) -> list[str]:
     ]
 
 
-def _listening(path: Path) -> socket.socket:
-    """The vhost-user socket at `path`, 0600, listening (QEMU connects, virtiofsd accepts)."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-        sock.listen(1)
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        os.umask(old)
-    return sock
-
-
 async def _group_gone(pgid: int, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -181,7 +164,7 @@ class VirtiofsDaemon:
     async def start(self, owners: Owners) -> None:
         """Start virtiofsd and, under the jail, attach its owner guard; the socket is ready
         for QEMU on return."""
-        with _listening(self.socket_path) as listener:
+        with listen_private(self.socket_path) as listener:  # vhost-user: virtiofsd accepts
             argv = daemon_args(self.config, self.share, listener.fileno())
             log.info("sandbox %s: starting %s", self.name, " ".join(argv))
             self._proc, self.guard = await spawn_guarded(  # the guard: only under the jail
