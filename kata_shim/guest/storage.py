@@ -1,6 +1,7 @@
 """Storages the host asks the agent to mount (CreateSandbox / CreateContainer).
 
-Drivers: "local" (a directory, no mount), "ephemeral" (tmpfs), anything else
+Drivers: "local" (a directory, no mount), "ephemeral" (tmpfs, mounted with
+mount(2): its options are the kernel's own flags and tmpfs data), anything else
 is mounted with `mount -t <fstype> -o <options> <source> <mount_point>`
 ("bind"/"none" fstype → a bind mount). Mounts are reference-counted by mount
 point across owners (the sandbox is owner "", a container its id) and
@@ -25,6 +26,29 @@ __all__ = ["StorageSpec", "Storages", "unmount"]
 log = logging.getLogger(__name__)
 
 MNT_DETACH = 2
+#: mount(8) option words that are mount(2) flags (the rest is the file system's data)
+MOUNT_FLAGS = {
+    "ro": 1, "rw": 0, "nosuid": 2, "suid": 0, "nodev": 4, "dev": 0, "noexec": 8, "exec": 0,
+    "sync": 16, "async": 0, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21,
+    "strictatime": 1 << 24,
+}  # fmt: skip
+
+
+def mount_tmpfs(target: str, options: tuple[str, ...] | list[str]) -> None:
+    """mount -t tmpfs -o `options` tmpfs `target`, as one mount(2) call (no mount(8) spawn)."""
+    flags = 0
+    data = []
+    for option in options:
+        if option in MOUNT_FLAGS:
+            flags |= MOUNT_FLAGS[option]
+        elif option:
+            data.append(option)
+    libc = ctypes.CDLL(None, use_errno=True)
+    text = ",".join(data).encode() or None
+    if libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", flags, text) != 0:
+        err = ctypes.get_errno()
+        given = ",".join(options)
+        raise FailedPrecondition(f"mount tmpfs on {target} ({given}): {os.strerror(err)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +102,10 @@ class Storages:
         log.info("storage %s (%s) at %s for %r", storage.source, storage.driver, path, owner)
 
     async def _mount(self, storage: StorageSpec) -> None:
-        fstype = "tmpfs" if storage.driver == "ephemeral" else storage.fstype
+        if storage.driver == "ephemeral":
+            mount_tmpfs(storage.mount_point, storage.options)
+            return
+        fstype = storage.fstype
         options = list(storage.options)
         argv = ["mount"]
         if fstype in ("bind", "none", ""):

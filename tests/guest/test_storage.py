@@ -78,3 +78,37 @@ def test_mount_failures_and_bad_mount_points(tmp_path: Path) -> None:
 def test_unmount_of_a_plain_directory_is_fine(tmp_path: Path) -> None:
     unmount(tmp_path)
     unmount(tmp_path / "missing")
+
+
+def _mount_line(path: Path) -> list[str]:
+    text = Path("/proc/self/mountinfo").read_text()
+    return next(line.split() for line in text.splitlines() if line.split()[4] == str(path))
+
+
+def test_ephemeral_options_become_mount_flags_and_tmpfs_data(tmp_path: Path) -> None:
+    options = ("nosuid", "noexec", "nodev", "ro", "mode=1770", "size=1024k")
+    spec = StorageSpec("ephemeral", "tmpfs", "tmpfs", str(tmp_path / "shm"), options)
+
+    async def test(storages: Storages) -> None:
+        try:
+            await storages.add("", spec)
+            fields = _mount_line(tmp_path / "shm")
+            assert {"ro", "nosuid", "nodev", "noexec"} <= set(fields[5].split(","))
+            super_options = fields[fields.index("-") + 3].split(",")
+            assert "size=1024k" in super_options and "mode=1770" in super_options
+            assert oct((tmp_path / "shm").stat().st_mode & 0o7777) == "0o1770"
+        finally:
+            unmount(tmp_path / "shm")
+
+    run(test)
+
+
+def test_a_bad_tmpfs_option_is_refused_and_nothing_is_mounted(tmp_path: Path) -> None:
+    bad = StorageSpec("ephemeral", "tmpfs", "tmpfs", str(tmp_path / "m"), ("size=lots",))
+
+    async def test(storages: Storages) -> None:
+        with pytest.raises(errors.FailedPrecondition, match=r"size=lots.*Invalid argument"):
+            await storages.add("c", bad)
+        assert storages.owned_by("c") == [] and not mounted(tmp_path / "m")
+
+    run(test)
