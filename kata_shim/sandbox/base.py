@@ -93,6 +93,8 @@ class Sandbox(abc.ABC):
     #: pause after a failed dial attempt, and the bound of each attempt's health check
     dial_retry: float = 0.1
     dial_health_timeout: float = 2.0
+    #: the connection `start` saw answer Health.Check, for the first `connect_agent`
+    _answered: Client | None = None
 
     def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
@@ -145,7 +147,11 @@ class Sandbox(abc.ABC):
         """Where the host reaches this sandbox's agent (meaningful once `start` began)."""
 
     async def connect_agent(self) -> Client:
-        """Dial the guest agent until it answers Health.Check or the dial timeout passes."""
+        """Dial the guest agent until it answers Health.Check or the dial timeout passes.
+        The first call after `start` gets the connection `start` already checked."""
+        client, self._answered = self._answered, None
+        if client is not None and not client.closed:
+            return client
         policy = DialPolicy(self.dial_timeout, self.dial_retry, self.dial_health_timeout)
         return await dial_agent(
             self.agent_address(), policy, alive=self._check_alive, silent=self._agent_silent
@@ -166,10 +172,22 @@ class Sandbox(abc.ABC):
         )
 
     async def _await_agent(self) -> None:
-        """For `start`: return once the agent answers (the connection is not kept)."""
-        client = await self.connect_agent()
-        client.close()
-        await client.wait_closed()
+        """For `start`: return once the agent answers. The answered connection is kept for
+        the next `connect_agent` (the pod's), so a boot dials and checks the agent once."""
+        self._drop_answered()
+        self._answered = await self.connect_agent()
+
+    def agent_destroyed(self) -> None:
+        """The agent answered DestroySandbox: it removed every container, mount and cgroup
+        of the pod, so nothing is left for it to do on a graceful stop. A backend may stop
+        the sandbox without a grace period then; the default changes nothing."""
+        return None
+
+    def _drop_answered(self) -> None:
+        """Close the connection `start` kept (a backend's `stop` calls this)."""
+        client, self._answered = self._answered, None
+        if client is not None:
+            client.close()
 
     @abc.abstractmethod
     async def share(

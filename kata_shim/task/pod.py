@@ -191,6 +191,7 @@ class Pod:
         if destroy_in_agent and not self.dead and self._agent is not None:
             with contextlib.suppress(ShimError, OSError):
                 await self._agent.destroy_sandbox()
+                self.sandbox.agent_destroyed()
         self.mark_dead("torn down", logging.INFO)
         for task in list(self._tasks):
             task.cancel()

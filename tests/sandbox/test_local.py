@@ -73,6 +73,48 @@ def test_start_warns_not_isolated_and_stop_cleanup_are_idempotent(tmp_path, capl
     asyncio.run(main())
 
 
+def test_the_connection_start_checked_is_the_first_connect_and_stop_closes_it(tmp_path) -> None:
+    async def main() -> None:
+        sandbox = LocalSandbox(spec(tmp_path))
+        await sandbox.start()
+        kept = sandbox._answered
+        assert kept is not None and not kept.closed
+        first = await sandbox.connect_agent()  # no second dial and Health.Check
+        assert first is kept and sandbox._answered is None
+        second = await sandbox.connect_agent()
+        assert second is not first and not second.closed
+        for client in (first, second):
+            client.close()
+        unused = LocalSandbox(spec(tmp_path / "unused", "sb2"))
+        await unused.start()
+        held = unused._answered
+        assert held is not None
+        await unused.stop()  # never connected: stop closes what start kept
+        assert held.closed and unused._answered is None
+        await unused.cleanup()
+        await sandbox.cleanup()
+
+    asyncio.run(main())
+
+
+def test_after_destroy_sandbox_stop_kills_without_a_grace_period(tmp_path) -> None:
+    async def main() -> None:
+        sandbox = LocalSandbox(spec(tmp_path))
+        await sandbox.start()
+        await sandbox.stop()  # graceful: SIGTERM, the agent exits 0
+        assert await sandbox.wait() == 0
+        await sandbox.cleanup()
+        destroyed = LocalSandbox(spec(tmp_path / "d", "sb2"))
+        await destroyed.start()
+        destroyed.agent_destroyed()
+        await destroyed.stop()
+        assert await destroyed.wait() == -signal.SIGKILL
+        await destroyed.cleanup()
+        assert not (tmp_path / "d" / "state").exists()
+
+    asyncio.run(main())
+
+
 def test_start_fails_cleanly_when_the_agent_cannot_serve(tmp_path) -> None:
     async def main() -> None:
         sandbox = LocalSandbox(spec(tmp_path, dial_timeout=5))

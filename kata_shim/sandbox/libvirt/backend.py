@@ -285,6 +285,7 @@ class LibvirtSandbox(Sandbox):
         return await asyncio.shield(self._ended) if self._ended is not None else 0
 
     async def stop(self, timeout: float = 10.0) -> None:
+        self._drop_answered()
         if self._domain is None:
             return
         with contextlib.suppress(Exception):

@@ -333,6 +333,7 @@ class QemuSandbox(Sandbox):
         return await self._proc.wait() if self._proc is not None else 0
 
     async def stop(self, timeout: float = 10.0) -> None:
+        self._drop_answered()
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
