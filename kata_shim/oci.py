@@ -5,12 +5,15 @@ for the agent; the agent converts back to write runc's config.json. The mapping
 walks protobuf descriptors: a proto field's JSON key is its name with the first
 letter lower-cased, except for the few names in `_JSON_NAMES`. Proto3 zero
 values are omitted from JSON (OCI treats absent and zero alike for these
-fields). Unknown JSON keys are ignored and reported to the caller.
+fields). Unknown JSON keys are ignored and reported to the caller. The JSON key
+tables of oci.proto's messages are built at import (a forked daemon shares the
+fork server's); a map field is recognised by its container (a Mapping), not by
+its entry's options, which would import descriptor_pb2 on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -46,13 +49,28 @@ def json_name(field: FieldDescriptor) -> str:
     return _JSON_NAMES.get(field.name) or field.name[:1].lower() + field.name[1:]
 
 
-def _fields_by_json(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return {json_name(f): f for f in descriptor.fields if f.name not in _SKIPPED}
 
 
-def _is_map(field: FieldDescriptor) -> bool:
-    entry = field.message_type
-    return bool(entry is not None and entry.GetOptions().map_entry)
+def _with_nested(descriptors: Iterable[Descriptor]) -> Iterator[Descriptor]:
+    for descriptor in descriptors:
+        yield descriptor
+        yield from _with_nested(descriptor.nested_types)
+
+
+#: message full name → {JSON key: field}, for every message of oci.proto
+_FIELDS = {
+    d.full_name: _json_fields(d)
+    for d in _with_nested(oci_pb2.DESCRIPTOR.message_types_by_name.values())
+}
+
+
+def _fields_by_json(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+    fields = _FIELDS.get(descriptor.full_name)
+    if fields is None:  # a message from another file (none today)
+        fields = _FIELDS[descriptor.full_name] = _json_fields(descriptor)
+    return fields
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -62,7 +80,7 @@ def to_json(message: Message) -> dict[str, Any]:
         if field.name in _SKIPPED:
             continue
         repeated = field.is_repeated
-        if _is_map(field):
+        if isinstance(value, Mapping):  # a map field
             out[json_name(field)] = dict(value)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             out[json_name(field)] = [to_json(v) for v in value] if repeated else to_json(value)
@@ -89,7 +107,7 @@ def _assign(
     message: Message, field: FieldDescriptor, value: Any, path: str, unknown: list[str] | None
 ) -> None:
     target = getattr(message, field.name)
-    if _is_map(field):
+    if isinstance(target, MutableMapping):  # a map field
         target.update({str(k): str(v) for k, v in value.items()})
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
         if field.is_repeated:
