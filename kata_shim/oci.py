@@ -53,6 +53,14 @@ def _json_fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return {json_name(f): f for f in descriptor.fields if f.name not in _SKIPPED}
 
 
+def _repeated(field: FieldDescriptor) -> bool:
+    """`is_repeated` from protobuf 5.29 on; `label` before (Debian 12 ships 4.21)."""
+    repeated = getattr(field, "is_repeated", None)
+    if repeated is None:
+        return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+    return bool(repeated)
+
+
 def _with_nested(descriptors: Iterable[Descriptor]) -> Iterator[Descriptor]:
     for descriptor in descriptors:
         yield descriptor
@@ -79,7 +87,7 @@ def to_json(message: Message) -> dict[str, Any]:
     for field, value in message.ListFields():
         if field.name in _SKIPPED:
             continue
-        repeated = field.is_repeated
+        repeated = _repeated(field)
         if isinstance(value, Mapping):  # a map field
             out[json_name(field)] = dict(value)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
@@ -110,13 +118,13 @@ def _assign(
     if isinstance(target, MutableMapping):  # a map field
         target.update({str(k): str(v) for k, v in value.items()})
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
-        if field.is_repeated:
+        if _repeated(field):
             for item in value:
                 from_json(item, target.add(), path, unknown)
         else:
             target.SetInParent()  # present even when every value in it is zero
             from_json(value, target, path, unknown)
-    elif field.is_repeated:
+    elif _repeated(field):
         target.extend(value)
     else:
         setattr(message, field.name, value)
