@@ -43,7 +43,9 @@ from kata_shim.shim.paths import (
 __all__ = ["delete", "response_bytes"]
 
 SIGKILL_STATUS = 128 + 9
-NATURAL_EXIT_WAIT = 1.5  # a shim answering Shutdown is usually gone within this
+# a shim answers Shutdown at once and exits when its sandbox is torn down (a VM under TCG:
+# up to seconds); containerd allows `delete` 5 s in all
+NATURAL_EXIT_WAIT = 2.5
 RUNC_TIMEOUT = 1.5
 
 

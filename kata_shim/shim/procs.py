@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import struct
@@ -78,6 +79,22 @@ def is_our_shim(pid: int, task_id: str) -> bool:
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
+    """True once `pid` exited (zombie or gone), False after `timeout`. Woken by a pidfd (readable
+    when that very process exited, whoever reaps it); polled where there is none."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:  # no pidfd here (ENOSYS, EPERM under a seccomp policy): poll
+        return _poll_gone(pid, timeout)
+    try:
+        readable, _, _ = select.select([fd], [], [], max(0.0, timeout))
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+def _poll_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while is_alive(pid):
         if time.monotonic() >= deadline:

@@ -36,6 +36,9 @@ class LibShimV2Profile(ClientProfile):
     """iSulad's profile: exec reapers, the idle-exit timer, v1 Stats (event loop only)."""
 
     name = "lib-shim-v2"
+    #: iSulad runs no `delete` after Shutdown and may remove the bundle at once: answer
+    #: only when the sandbox (and its shares of the bundle) is gone
+    shutdown_waits_for_teardown = True
 
     def __init__(self, exit_fifo_dir: Path | None = None) -> None:
         super().__init__(exit_fifo_dir)

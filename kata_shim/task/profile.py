@@ -6,8 +6,9 @@ always starts the shim with `-address`, iSulad never does. TaskService calls
 the hooks below at fixed points and never asks which client it serves.
 Differences owned by a profile: how an exec is started (lib-shim-v2 reaps exec
 records), what a Create leaving the shim without a task means (lib-shim-v2:
-idle exit), how Stats are encoded, and the exit fifos (`ExitFifos`, active
-whenever EXIT_FIFO_DIR is set; iSulad sets it).
+idle exit), how Stats are encoded, whether Shutdown's reply waits for the
+sandbox teardown, and the exit fifos (`ExitFifos`, active whenever
+EXIT_FIFO_DIR is set; iSulad sets it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class ClientProfile:
     """containerd: every difference is a no-op or the plain task operation."""
 
     name = "containerd"
+    #: False: Shutdown answers at once and the shim exits when its sandbox is torn down.
+    #: containerd next closes the connection and runs the `delete` action, which waits for
+    #: this process to exit (shim/delete.py): the teardown overlaps that instead of
+    #: preceding it, and nothing of containerd's runs before the shim is gone.
+    shutdown_waits_for_teardown = False
 
     def __init__(self, exit_fifo_dir: Path | None = None) -> None:
         self.exit_fifos = ExitFifos(exit_fifo_dir)

@@ -347,9 +347,10 @@ class TaskService(TaskBase):
             return EMPTY
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.get_running_loop().create_task(self._finish())
-        # shielded: containerd gives up after 3 s and closes the connection, which
-        # cancels this handler — the shim must still finish tearing down and exit.
-        await asyncio.shield(self._shutdown_task)
+        if self._profile.shutdown_waits_for_teardown:
+            # shielded: a client that gives up closes the connection, which cancels this
+            # handler — the shim must still finish tearing down and exit.
+            await asyncio.shield(self._shutdown_task)
         return EMPTY
 
     async def _finish(self) -> None:

@@ -77,6 +77,13 @@ class Harness:
     root: Path
     shutdowns: list[int] = field(default_factory=list)
 
+    async def shutdown_and_exit(self) -> None:
+        """Shutdown with no task left: it answers at once (containerd's profile), then the
+        service asks the daemon to exit once the sandbox teardowns ended."""
+        await self.service.Shutdown(None, task_pb2.ShutdownRequest())
+        await self.publisher.wait_for(lambda: bool(self.shutdowns), timeout=10)
+        assert self.shutdowns == [1]
+
     def program(self, name: str, **kwargs: Any) -> Program:
         self.farm.programs[name] = Program(**kwargs)
         return self.farm.programs[name]

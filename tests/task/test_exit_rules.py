@@ -196,8 +196,8 @@ async def test_agent_or_sandbox_gone_means_255_for_every_task(how: str) -> None:
         assert "stop" not in sandbox.events  # exits do not wait for any teardown
         for cid in ("c3", "c2", "pod"):
             await h.delete(cid)  # Delete works although the agent is gone
-        await h.service.Shutdown(None, None)
-        assert h.shutdowns == [1] and "cleanup" in sandbox.events
+        await h.shutdown_and_exit()
+        assert "cleanup" in sandbox.events
 
 
 async def test_wait_before_start_concurrent_repeated_and_unknown() -> None:
@@ -263,9 +263,10 @@ async def test_task_exit_is_published_before_slow_teardown_without_holding_locks
         assert "stopped" not in events  # still stopping
         state = await h.service.Connect(None, _connect("c1"))  # served meanwhile
         assert state.shim_pid == 4242
-        await h.service.Shutdown(None, None)
-        assert h.sandbox("c1").events[-2:] == ["stopped", "cleanup"]
-        assert h.shutdowns == [1]
+        await h.service.Shutdown(None, None)  # answered while the sandbox still stops
+        assert "stopped" not in events and h.shutdowns == []
+        await h.publisher.wait_for(lambda: h.shutdowns == [1], timeout=5)
+        assert h.sandbox("c1").events[-2:] == ["stopped", "cleanup"]  # exit after teardown
 
 
 def _connect(cid: str):  # type: ignore[no-untyped-def]

@@ -174,3 +174,22 @@ async def test_an_exec_whose_start_failed_is_forgotten_under_lib_shim_v2() -> No
             await h.kill("c1", signal.SIGKILL)
             await h.wait("c1")
             await h.delete("c1")
+
+
+async def test_shutdown_answers_after_the_teardown_for_lib_shim_v2_only() -> None:
+    """iSulad runs no `delete` after Shutdown and may remove the bundle next: its Shutdown
+    returns once the sandbox is gone. containerd's returns at once (its `delete` waits)."""
+    for lib_shim_v2 in (True, False):
+        async with harness(lib_shim_v2=lib_shim_v2) as h:
+            h.farm.stop_delay = 0.5
+            h.program("x", exit_code=0)
+            await h.run("c1", ["x"])
+            await h.delete("c1")
+            await h.service.Shutdown(CTX, task_pb2.ShutdownRequest(id="c1"))
+            events = h.sandbox("c1").events
+            if lib_shim_v2:
+                assert h.shutdowns == [1] and "cleanup" in events
+            else:
+                assert h.shutdowns == [] and "cleanup" not in events
+                await h.publisher.wait_for(lambda: h.shutdowns == [1])
+                assert "cleanup" in events

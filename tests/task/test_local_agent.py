@@ -96,7 +96,7 @@ async def test_run_exec_pause_stats_kill_on_the_real_agent() -> None:
         assert (await service.Wait(CTX, task_pb2.WaitRequest(id=c2))).exit_status == 137
         await service.Delete(CTX, task_pb2.DeleteRequest(id=c2))
         await service.Shutdown(CTX, task_pb2.ShutdownRequest())
-        assert done == [1]
+        await publisher.wait_for(lambda: done == [1], timeout=10)
         assert publisher.trace()[-6:] == [
             f"/tasks/exec-started {c2}/e1",
             f"/tasks/exit {c2}/e1",

@@ -72,7 +72,7 @@ async def _drive(h, path: str) -> None:  # type: ignore[no-untyped-def]
     assert reply.exit_status == 137
     await task.Delete(task_pb2.DeleteRequest(id="c1"))
     await task.Shutdown(task_pb2.ShutdownRequest(id="c1"))
-    assert h.shutdowns == [1]
+    await h.publisher.wait_for(lambda: h.shutdowns == [1])
     second.close()
 
 

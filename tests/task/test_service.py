@@ -100,8 +100,7 @@ async def test_failed_create_undoes_everything_and_tears_a_new_sandbox_down() ->
         assert h.publisher.events == []
         with pytest.raises(errors.NotFound):
             await h.state("c1")
-        await h.service.Shutdown(CTX, task_pb2.ShutdownRequest())
-        assert h.shutdowns == [1]
+        await h.shutdown_and_exit()
 
 
 async def test_pod_containers_share_one_sandbox_and_it_goes_with_the_last() -> None:
@@ -121,8 +120,8 @@ async def test_pod_containers_share_one_sandbox_and_it_goes_with_the_last() -> N
         await h.service.Shutdown(CTX, task_pb2.ShutdownRequest())
         assert h.shutdowns == []
         await h.delete("app")
-        await h.service.Shutdown(CTX, task_pb2.ShutdownRequest())
-        assert h.shutdowns == [1] and "cleanup" in h.sandbox("pod").events
+        await h.shutdown_and_exit()
+        assert "cleanup" in h.sandbox("pod").events
 
 
 async def test_provider_loader_is_called_once_with_the_options_config_path() -> None:
@@ -368,8 +367,7 @@ async def test_pids_pause_resume_update_stats_connect_checkpoint() -> None:
 async def test_shutdown_only_when_no_task_remains() -> None:
     async with harness() as h:
         h.program("x", exit_code=0)
-        await h.service.Shutdown(CTX, task_pb2.ShutdownRequest())
-        assert h.shutdowns == [1]  # nothing was ever created
+        await h.shutdown_and_exit()  # nothing was ever created
     async with harness() as h:
         await h.run("c1", ["x"])
         await h.service.Shutdown(CTX, task_pb2.ShutdownRequest(now=True))
@@ -377,8 +375,7 @@ async def test_shutdown_only_when_no_task_remains() -> None:
         assert (await h.state("c1")).status == STOPPED  # still serving
         await h.delete("c1")
         await h.service.Shutdown(CTX, task_pb2.ShutdownRequest())
-        await h.service.Shutdown(CTX, task_pb2.ShutdownRequest())
-        assert h.shutdowns == [1]
+        await h.shutdown_and_exit()  # the second Shutdown joins the first: one exit
 
 
 async def test_oom_events_are_published() -> None:
