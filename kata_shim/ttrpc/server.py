@@ -21,7 +21,8 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from kata_shim.errors import Code, status_for_exception
 from kata_shim.ttrpc.connection import (
@@ -45,6 +46,7 @@ __all__ = ["Server"]
 log = logging.getLogger(__name__)
 
 _UCRED = struct.Struct("3i")
+_NO_METADATA: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 def peer_credentials(sock: socket.socket | None) -> PeerCredentials | None:
@@ -88,6 +90,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._close: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._peer: PeerCredentials | None = None
+        self._loop = asyncio.get_running_loop()
 
     # asyncio.Protocol -----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,7 +157,7 @@ class _ServerProtocol(asyncio.Protocol):
             self._close()
 
     def _spawn(self, event: RequestReceived) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(event))
+        task = self._loop.create_task(self._handle(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -175,12 +178,15 @@ class _ServerProtocol(asyncio.Protocol):
             service=request.service,
             method=request.method,
             deadline=time.monotonic() + timeout if timeout is not None else None,
-            metadata=_metadata(request.metadata),
+            metadata=_metadata(request.metadata) if request.metadata else _NO_METADATA,
             peer=self._peer,
         )
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:  # most calls: no timer to arm and cancel
                 payload = await self._server.dispatcher.dispatch(ctx, request.payload)
+            else:
+                async with asyncio.timeout(timeout):
+                    payload = await self._server.dispatcher.dispatch(ctx, request.payload)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every handler outcome becomes a status
