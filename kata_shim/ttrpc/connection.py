@@ -122,12 +122,15 @@ class ServerConnection:
         return RequestReceived(frame.stream_id, request)
 
     def respond(self, stream_id: int, code: int, message: str, payload: bytes) -> bytes:
-        """Encode a Response frame. An OK response carries no status (like Go ttrpc)."""
-        response = ttrpc_pb2.Response(payload=payload)
-        if code:
+        """Encode a Response frame. An OK response carries no status (like Go ttrpc): its
+        body is the payload field alone, framed here without a protobuf message."""
+        if not code:
+            body = len_field_header(2, len(payload)) + payload if payload else b""
+        else:
+            response = ttrpc_pb2.Response(payload=payload)
             response.status.code = code
             response.status.message = message
-        body = response.SerializeToString()
+            body = response.SerializeToString()
         if len(body) > self.max_payload:
             return self.respond(
                 stream_id,

@@ -38,6 +38,7 @@ from kata_shim.ttrpc.service import (
     PeerCredentials,
     RequestContext,
     RpcObserver,
+    encode_response,
 )
 from kata_shim.ttrpc.wire import MAX_PAYLOAD
 
@@ -162,16 +163,9 @@ class _ServerProtocol(asyncio.Protocol):
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, event: RequestReceived) -> None:
+        """Run one request and write its reply (one coroutine per request: no nested ones)."""
         observer = self._server.observer
-        if observer is None:
-            await self._serve(event)
-            return
-        began = time.monotonic()
-        code = await self._serve(event)
-        observer(event.request.service, event.request.method, code, time.monotonic() - began)
-
-    async def _serve(self, event: RequestReceived) -> int:
-        """Run one request and write its reply; return the status code sent."""
+        began = time.monotonic() if observer is not None else 0.0
         request = event.request
         timeout = request.timeout_nano / 1e9 if request.timeout_nano > 0 else None
         ctx = RequestContext(
@@ -181,26 +175,34 @@ class _ServerProtocol(asyncio.Protocol):
             metadata=_metadata(request.metadata) if request.metadata else _NO_METADATA,
             peer=self._peer,
         )
+        dispatcher = self._server.dispatcher
         try:
+            method, handler, message = dispatcher.decode(ctx, request.payload)
             if timeout is None:  # most calls: no timer to arm and cancel
-                payload = await self._server.dispatcher.dispatch(ctx, request.payload)
+                response = await handler(ctx, message)
             else:
                 async with asyncio.timeout(timeout):
-                    payload = await self._server.dispatcher.dispatch(ctx, request.payload)
+                    response = await handler(ctx, message)
+            payload = encode_response(method, response)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every handler outcome becomes a status
-            code, message = status_for_exception(exc)
-            self._send(event.stream_id, code, message, b"")
-            return code
-        if isinstance(payload, Encoded):
-            write = self._write
-            if write is not None:  # back to back, no await: the frame stays whole
-                for part in self._conn.respond_parts(event.stream_id, payload.parts):
-                    write(part)  # (writelines would join them: a copy on asyncio's loop)
-            return Code.OK
-        self._send(event.stream_id, Code.OK, "", payload)
-        return Code.OK
+            code, text = status_for_exception(exc)
+            self._send(event.stream_id, code, text, b"")
+        else:
+            code = Code.OK
+            self._reply(event.stream_id, payload)
+        if observer is not None:
+            observer(request.service, request.method, code, time.monotonic() - began)
+
+    def _reply(self, stream_id: int, payload: bytes | Encoded) -> None:
+        if not isinstance(payload, Encoded):
+            self._send(stream_id, Code.OK, "", payload)
+            return
+        write = self._write
+        if write is not None:  # back to back, no await: the frame stays whole
+            for part in self._conn.respond_parts(stream_id, payload.parts):
+                write(part)  # (writelines would join them: a copy on asyncio's loop)
 
     def _send(self, stream_id: int, code: int, message: str, payload: bytes) -> None:
         if self._write is not None:

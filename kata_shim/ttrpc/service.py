@@ -32,6 +32,7 @@ __all__ = [
     "RpcObserver",
     "ServiceDesc",
     "ZeroCopyField",
+    "encode_response",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -144,14 +145,23 @@ class Dispatcher:
 
     async def dispatch(self, ctx: RequestContext, payload: bytes) -> bytes | Encoded:
         """Decode `payload`, run the handler, and return the encoded response."""
+        method, handler, request = self.decode(ctx, payload)
+        return encode_response(method, await handler(ctx, request))
+
+    def decode(self, ctx: RequestContext, payload: bytes) -> tuple[MethodDesc, Handler, Any]:
+        """`dispatch` before the handler runs: the route and the decoded request."""
         method, handler = self.lookup(ctx.service, ctx.method)
         request = method.request_type()
         try:
             parse(request, payload)
         except DecodeError as exc:
             raise InvalidArgument(f"cannot decode {method.request_type.__name__}: {exc}") from exc
-        response = await handler(ctx, request)
-        if method.zero_copy is not None:
-            return method.zero_copy.encode(response)
-        encoded: bytes = response.SerializeToString()
-        return encoded
+        return method, handler, request
+
+
+def encode_response(method: MethodDesc, response: Any) -> bytes | Encoded:
+    """`dispatch` after the handler ran: the response's bytes (or zero-copy parts)."""
+    if method.zero_copy is not None:
+        return method.zero_copy.encode(response)
+    encoded: bytes = response.SerializeToString()
+    return encoded

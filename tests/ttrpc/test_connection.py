@@ -74,6 +74,15 @@ def test_ok_response_has_no_status_and_error_response_has_one() -> None:
     assert (err.status.code, err.status.message) == (5, "gone")
 
 
+def test_ok_response_frames_are_byte_identical_to_protobufs_encoding() -> None:
+    server = ServerConnection()
+    for size in (0, 1, 127, 128, 16383, 16384, 70000):
+        payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        frame = server.respond(7, 0, "", payload)
+        body = ttrpc_pb2.Response(payload=payload).SerializeToString()
+        assert frame == wire.encode_frame(7, wire.FrameType.RESPONSE, body), size
+
+
 def test_client_matches_responses_and_ignores_unknown_streams() -> None:
     client, server = ClientConnection(), ServerConnection()
     sid, _ = client.start_request("s", "m", b"")
