@@ -96,9 +96,11 @@ setup() {
   build_package
 }
 
-# The wire layer (ttrpc, pbwire, minipb, generated code and its conformance) and the netlink
-# plumbing (pyroute2) once more on the oldest runtimes we support: Debian 12's own packages.
+# The wire layer (ttrpc, pbwire, minipb, generated code and its conformance), the OCI spec
+# conversion, the task service with a real local agent, and the netlink plumbing (pyroute2) once
+# more on the oldest runtimes we support: Debian 12's own packages.
 DISTRO_TESTS=(tests/ttrpc tests/test_pbwire.py tests/test_oci.py tests/shim/test_minipb.py tests/proto tests/plugin tests/test_deps.py
+  tests/task/test_spec.py tests/task/test_local_agent.py tests/guest/test_bundle.py
   tests/network/test_discovery.py tests/network/test_plumbing.py tests/network/test_agentmsg.py
   tests/guest/test_network.py)
 
