@@ -100,7 +100,7 @@ def _shim_still_serving(bundle: str, task_id: str) -> bool:
         return False
     path = _socket_of(bundle)
     if path is not None and procs.probe_connect(path, task_id) == pid:
-        _note(f"shim {pid} still serves other tasks; leaving it running")
+        _note(f"shim {pid} still answers (other tasks, or a long sandbox teardown); leaving it")
         return True
     _note(f"stopping unresponsive shim {pid}")
     if not procs.stop_process(pid):

@@ -34,9 +34,9 @@ class ClientProfile:
 
     name = "containerd"
     #: False: Shutdown answers at once and the shim exits when its sandbox is torn down.
-    #: containerd next closes the connection and runs the `delete` action, which waits for
-    #: this process to exit (shim/delete.py): the teardown overlaps that instead of
-    #: preceding it, and nothing of containerd's runs before the shim is gone.
+    #: containerd next closes the connection and runs the `delete` action, which waits (up
+    #: to 2.5 s) for this process to exit (shim/delete.py) before containerd removes the
+    #: bundle: the teardown overlaps containerd's close and exec instead of preceding them.
     shutdown_waits_for_teardown = False
 
     def __init__(self, exit_fifo_dir: Path | None = None) -> None:

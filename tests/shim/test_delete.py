@@ -131,7 +131,7 @@ def test_delete_leaves_a_healthy_shim_serving(
     assert result.returncode == 0
     assert elapsed < 5.0
     assert alive(pid) and state_dir.exists()
-    assert b"still serves" in result.stderr
+    assert b"still answers" in result.stderr
 
 
 def test_pod_container_delete_never_touches_the_sandbox(
