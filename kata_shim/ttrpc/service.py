@@ -143,13 +143,9 @@ class Dispatcher:
             raise Unimplemented(f"service {service}")
         raise Unimplemented(f"method {method}")
 
-    async def dispatch(self, ctx: RequestContext, payload: bytes) -> bytes | Encoded:
-        """Decode `payload`, run the handler, and return the encoded response."""
-        method, handler, request = self.decode(ctx, payload)
-        return encode_response(method, await handler(ctx, request))
-
     def decode(self, ctx: RequestContext, payload: bytes) -> tuple[MethodDesc, Handler, Any]:
-        """`dispatch` before the handler runs: the route and the decoded request."""
+        """The route of `ctx` and `payload` decoded as its request (the server then awaits the
+        handler and encodes its response with `encode_response`)."""
         method, handler = self.lookup(ctx.service, ctx.method)
         request = method.request_type()
         try:
@@ -160,7 +156,7 @@ class Dispatcher:
 
 
 def encode_response(method: MethodDesc, response: Any) -> bytes | Encoded:
-    """`dispatch` after the handler ran: the response's bytes (or zero-copy parts)."""
+    """A handler's response as bytes (or zero-copy parts)."""
     if method.zero_copy is not None:
         return method.zero_copy.encode(response)
     encoded: bytes = response.SerializeToString()

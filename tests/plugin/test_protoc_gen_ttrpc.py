@@ -21,7 +21,13 @@ from kata_shim import errors
 from kata_shim.plugin import protoc_gen_ttrpc
 from kata_shim.plugin.regen import protoc_argv
 from kata_shim.proto import agent_pb2, agent_ttrpc, task_pb2, task_ttrpc
-from kata_shim.ttrpc.service import Dispatcher, Encoded, RequestContext, ZeroCopyField
+from kata_shim.ttrpc.service import (
+    Dispatcher,
+    Encoded,
+    RequestContext,
+    ZeroCopyField,
+    encode_response,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TASK_RPCS = {
@@ -96,12 +102,18 @@ class OnlyConnect(task_ttrpc.TaskBase):
         return task_pb2.ConnectResponse(shim_pid=42, task_pid=len(request.id), version="2")
 
 
+async def dispatch(dispatcher: Dispatcher, ctx: RequestContext, payload: bytes) -> Any:
+    """What the server does with a request: route and decode, the handler, encode."""
+    method, handler, request = dispatcher.decode(ctx, payload)
+    return encode_response(method, await handler(ctx, request))
+
+
 def test_an_overridden_rpc_is_served_through_the_dispatcher() -> None:
     dispatcher = Dispatcher()
     dispatcher.register(task_ttrpc.TASK_DESC, OnlyConnect())
     ctx = RequestContext("containerd.task.v2.Task", "Connect")
     payload = task_pb2.ConnectRequest(id="abc").SerializeToString()
-    reply = task_pb2.ConnectResponse.FromString(asyncio.run(dispatcher.dispatch(ctx, payload)))
+    reply = task_pb2.ConnectResponse.FromString(asyncio.run(dispatch(dispatcher, ctx, payload)))
     assert (reply.shim_pid, reply.task_pid, reply.version) == (42, 3, "2")
 
 
@@ -110,7 +122,7 @@ def test_rpcs_not_overridden_answer_unimplemented() -> None:
     dispatcher.register(task_ttrpc.TASK_DESC, OnlyConnect())
     ctx = RequestContext("containerd.task.v2.Task", "State")
     with pytest.raises(errors.Unimplemented, match=r"^method State$") as caught:
-        asyncio.run(dispatcher.dispatch(ctx, task_pb2.StateRequest(id="x").SerializeToString()))
+        asyncio.run(dispatch(dispatcher, ctx, task_pb2.StateRequest(id="x").SerializeToString()))
     assert caught.value.code == errors.Code.UNIMPLEMENTED
     with pytest.raises(errors.Unimplemented, match="method Shutdown"):
         asyncio.run(OnlyConnect().Shutdown(ctx, task_pb2.ShutdownRequest()))
@@ -450,7 +462,7 @@ def _dispatch(method: str, request: Message) -> Any:
     dispatcher = Dispatcher()
     dispatcher.register(agent_ttrpc.AGENT_SERVICE_DESC, Reader())
     ctx = RequestContext("grpc.AgentService", method)
-    return asyncio.run(dispatcher.dispatch(ctx, request.SerializeToString()))
+    return asyncio.run(dispatch(dispatcher, ctx, request.SerializeToString()))
 
 
 def test_a_zero_copy_rpc_is_served_through_the_dispatcher() -> None:
