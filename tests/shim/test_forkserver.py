@@ -12,6 +12,7 @@ import fcntl
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -317,3 +318,27 @@ def _spawn_server_in_new_mount_namespace(rig: KataRig) -> int:
     finally:
         os.close(lock)
         os.close(log)
+
+
+def test_fork_leaves_no_attribute_names_in_the_type_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child must not inherit cache slots that pin (and later unpin) the server's names."""
+    from kata_shim.shim import forkserver
+
+    probe = sys.intern(f"probe_{os.getpid()}_{time.monotonic_ns()}")
+    baseline = sys.getrefcount(probe)
+    assert getattr(forkserver.Server, probe, None) is None  # cached, as a miss
+    assert sys.getrefcount(probe) > baseline  # the cache holds it
+    at_fork: list[int] = []
+
+    def fake_fork() -> int:
+        at_fork.append(sys.getrefcount(probe))
+        return 12345  # the parent's side: nothing runs in a child
+
+    monkeypatch.setattr(forkserver.os, "fork", fake_fork)
+    server = forkserver.Server("", "build")
+    a, b = socket.socketpair()
+    with a, b, server.sock:
+        server.fork(1, a)
+    assert at_fork == [baseline]
