@@ -39,9 +39,11 @@ typecheck:
 # stderr, JSON on stdout and in out/bench.json. About 5-8 minutes on a 2-CPU host, plus
 # vm_density's 2 x 10 TCG VM pods (10-20 minutes). Then net_throughput.py (pod -> host TCP,
 # runc / local / VM, 256 MiB each; the TCG VM run alone takes 5-10 minutes): out/net.json.
+# cow_pages.py: a forked daemon's and agent's private pages, classified (out/cow_pages.json).
 bench:
 	mkdir -p out
 	$(PY) bench/report.py --json out/bench.json
+	$(PY) bench/cow_pages.py | tee out/cow_pages.json
 	$(PY) bench/net_throughput.py | tee out/net.json
 
 wheel:
