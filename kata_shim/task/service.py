@@ -51,7 +51,7 @@ from kata_shim.task.spec import (
     pod_network,
 )
 from kata_shim.task.tuning import Tuning
-from kata_shim.ttrpc.service import RequestContext
+from kata_shim.ttrpc.service import RequestContext, inline
 
 __all__ = ["TaskService"]
 
@@ -218,6 +218,7 @@ class TaskService(TaskBase):
         record = await process.wait()
         return task_pb2.WaitResponse(exit_status=record.status, exited_at=record.timestamp())
 
+    @inline
     async def State(
         self, ctx: RequestContext, request: task_pb2.StateRequest
     ) -> task_pb2.StateResponse:
@@ -294,6 +295,7 @@ class TaskService(TaskBase):
         return EMPTY
 
     # container-wide ----------------------------------------------------------------------
+    @inline
     async def Pids(
         self, ctx: RequestContext, request: task_pb2.PidsRequest
     ) -> task_pb2.PidsResponse:
@@ -330,6 +332,7 @@ class TaskService(TaskBase):
         raise Unimplemented("checkpoint is not supported by this runtime")
 
     # shim --------------------------------------------------------------------------------
+    @inline
     async def Connect(
         self, ctx: RequestContext, request: task_pb2.ConnectRequest
     ) -> task_pb2.ConnectResponse:

@@ -1,13 +1,15 @@
 """asyncio ttrpc server: a thin Protocol over the sans-IO ServerConnection.
 
 Owns listeners, transports and handler tasks. Each request runs as its own task
-(a blocked handler never blocks others on the connection); `timeout_nano` is
-enforced here and only here; handler outcomes become statuses through
-kata_shim.errors.status_for_exception. Frames are written whole, one
-transport.write per frame (back-to-back writes of its parts for `Encoded`
-replies), so writes never interleave. Serves unix listening
-sockets (path or socket object) and already-open duplex character
-devices (a virtio-serial port = one connection). An optional `observer`
+(a blocked handler never blocks others on the connection), except that a handler
+marked `inline` (ttrpc.service.inline) runs right in data_received, and only
+what is left of it if it waits after all goes on in a task (`_resume`).
+`timeout_nano` is enforced here and only here (not for inline handlers); handler
+outcomes become statuses through kata_shim.errors.status_for_exception. Frames
+are written whole, one transport.write per frame (back-to-back writes of its
+parts for `Encoded` replies), so writes never interleave. Serves unix listening
+sockets (path or socket object) and already-open duplex character devices (a
+virtio-serial port = one connection). An optional `observer`
 (ttrpc.service.RpcObserver, a plain callable) is told each finished call's
 method, status code and handling time; cancelled calls are not observed.
 """
@@ -21,8 +23,10 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from kata_shim.errors import Code, status_for_exception
 from kata_shim.ttrpc.connection import (
@@ -79,6 +83,26 @@ def _metadata(request_metadata: object) -> dict[str, tuple[str, ...]]:
     for item in request_metadata:  # type: ignore[attr-defined]
         merged.setdefault(item.key.lower(), []).append(item.value)
     return {key: tuple(values) for key, values in merged.items()}
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
+    """Go on, inside a task, with a coroutine that already ran up to its first wait (it
+    yielded `pending`): the task waits on what the coroutine waits on, and passes its
+    values, cancellation and close on to it, as `yield from` would."""
+    while True:
+        try:
+            sent = yield pending
+        except BaseException as exc:  # thrown in by the task: the coroutine's to handle
+            try:
+                pending = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            pending = coro.send(sent)
+        except StopIteration:
+            return
 
 
 class _ServerProtocol(asyncio.Protocol):
@@ -158,16 +182,27 @@ class _ServerProtocol(asyncio.Protocol):
             self._close()
 
     def _spawn(self, event: RequestReceived) -> None:
-        task = self._loop.create_task(self._handle(event))
+        request = event.request
+        if not self._server.dispatcher.is_inline(request.service, request.method):
+            self._track(self._loop.create_task(self._handle(event, inline=False)))
+            return
+        handling = self._handle(event, inline=True)
+        try:
+            pending = handling.send(None)  # answered here, unless it waits after all
+        except StopIteration:
+            return
+        self._track(self._loop.create_task(_resume(handling, pending)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, event: RequestReceived) -> None:
+    async def _handle(self, event: RequestReceived, *, inline: bool) -> None:
         """Run one request and write its reply (one coroutine per request: no nested ones)."""
         observer = self._server.observer
         began = time.monotonic() if observer is not None else 0.0
         request = event.request
-        timeout = request.timeout_nano / 1e9 if request.timeout_nano > 0 else None
+        timeout = request.timeout_nano / 1e9 if request.timeout_nano > 0 and not inline else None
         ctx = RequestContext(
             service=request.service,
             method=request.method,

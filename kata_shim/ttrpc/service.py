@@ -1,20 +1,21 @@
 """ttrpc service dispatch: route (service, method) to a handler.
 
-Owns the descriptor types the generated `*_ttrpc.py` modules fill in, the
-per-request `RequestContext`, and `Dispatcher`, which decodes the request
-payload, runs the handler and encodes the reply. A method whose MethodDesc has
-a `zero_copy` field (the protoc plugin's `zero_copy` option) returns the bytes
-of that one field; the reply leaves as `Encoded` buffers (header, data) that
-are never joined or copied. It knows nothing about sockets or frames; errors
-leave it as `ShimError` for the server to turn into a status (see
-kata_shim.errors).
+Owns the descriptor types the generated `*_ttrpc.py` modules fill in, the per-
+request `RequestContext`, and `Dispatcher`, which decodes the request payload,
+runs the handler and encodes the reply. A handler marked `inline` never waits:
+the server runs it where the request arrived, with no task. A method whose
+MethodDesc has a `zero_copy` field (the protoc plugin's `zero_copy` option)
+returns the bytes of that one field; the reply leaves as `Encoded` buffers
+(header, data) that are never joined or copied. It knows nothing about sockets
+or frames; errors leave it as `ShimError` for the server to turn into a status
+(see kata_shim.errors).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
@@ -33,11 +34,26 @@ __all__ = [
     "ServiceDesc",
     "ZeroCopyField",
     "encode_response",
+    "inline",
 ]
 
 Buffer = bytes | bytearray | memoryview
 #: a handler returns the response message, or the field's bytes for a zero-copy method
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+_INLINE = "__ttrpc_inline__"
+
+
+def inline(handler: F) -> F:
+    """Mark a handler that answers without waiting (reads state, builds the reply). The
+    server then runs it to completion in the loop callback that read the request: no
+    task, no extra turn of the loop. Should it wait after all, the server finishes it in a
+    task; until that first wait `asyncio.current_task()` is None, so an inline handler must
+    not enter `asyncio.timeout` or a TaskGroup."""
+    setattr(handler, _INLINE, True)
+    return handler
+
 
 #: Told about every finished call: (service, method, status code, seconds). A plain
 #: callable so that the ttrpc core stays free of any metrics library; it must not raise.
@@ -126,13 +142,22 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], tuple[MethodDesc, Handler]] = {}
+        self._inline: set[tuple[str, str]] = set()
         self._services: set[str] = set()
 
     def register(self, desc: ServiceDesc, impl: object) -> None:
-        """Serve every method of `desc` with the same-named coroutine method of `impl`."""
+        """Serve every method of `desc` with the same-named coroutine method of `impl`
+        (`inline` ones are noted)."""
         for name, method in desc.methods.items():
-            self._routes[(desc.name, name)] = (method, getattr(impl, name))
+            handler = getattr(impl, name)
+            self._routes[(desc.name, name)] = (method, handler)
+            if getattr(handler, _INLINE, False):
+                self._inline.add((desc.name, name))
         self._services.add(desc.name)
+
+    def is_inline(self, service: str, method: str) -> bool:
+        """Whether the handler of (service, method) is marked `inline`."""
+        return (service, method) in self._inline
 
     def lookup(self, service: str, method: str) -> tuple[MethodDesc, Handler]:
         """Return the route or raise Unimplemented the way Go ttrpc words it."""

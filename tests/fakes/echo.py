@@ -25,6 +25,7 @@ from kata_shim.ttrpc.service import (
     RequestContext,
     ServiceDesc,
     ZeroCopyField,
+    inline,
 )
 
 T = TypeVar("T")
@@ -37,7 +38,7 @@ ECHO_DESC = ServiceDesc(
     {
         **{
             name: MethodDesc(name, S, S)
-            for name in ("Echo", "Fail", "Block", "Sleep", "Context", "Big")
+            for name in ("Echo", "Fail", "Block", "Sleep", "Context", "Big", "Inline")
         },
         "BigZeroCopy": MethodDesc("BigZeroCopy", S, S, zero_copy=ZERO_COPY_VALUE),
     },
@@ -58,13 +59,15 @@ ERRORS: dict[str, type[errors.ShimError]] = {
 
 
 class EchoService:
-    """Echo: upper-cases; Fail: raises the named ShimError; Block: waits for `release`."""
+    """Echo: upper-cases; Fail: raises the named ShimError; Block: waits for `release`;
+    Inline: Echo marked `inline` (or Fail for an error's name; "wait": Block by mistake)."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.blocked = asyncio.Event()
         self.cancelled = 0
         self.last_ctx: RequestContext | None = None
+        self.in_task: list[bool] = []  # Inline: whether a task ran it, before and after waiting
 
     async def Echo(self, ctx: RequestContext, req: S) -> S:
         return S(value=req.value.upper())
@@ -75,6 +78,17 @@ class EchoService:
         if req.value == "bug":
             raise ZeroDivisionError("handler bug")
         raise ERRORS[req.value](f"failed with {req.value}")
+
+    @inline
+    async def Inline(self, ctx: RequestContext, req: S) -> S:
+        self.in_task.append(asyncio.current_task() is not None)
+        if req.value in ERRORS:
+            raise ERRORS[req.value](f"failed with {req.value}")
+        if req.value == "wait":
+            reply = await self.Block(ctx, req)
+            self.in_task.append(asyncio.current_task() is not None)
+            return reply
+        return S(value=req.value.upper())
 
     async def Block(self, ctx: RequestContext, req: S) -> S:
         self.blocked.set()

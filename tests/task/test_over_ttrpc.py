@@ -2,7 +2,8 @@
 
 Covers what only the wire shows: Wait survives the caller's connection going
 away and works again on a new connection (containerd restart), error classes
-round-trip, and the whole path runs on uvloop (the shim's loop).
+round-trip, the whole path runs on uvloop (the shim's loop), and the reads that never
+wait are the inline ones.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from kata_shim.proto.task_ttrpc import TaskBase, TaskClient
 from kata_shim.ttrpc.client import Client
 from kata_shim.ttrpc.server import Server
 from kata_shim.ttrpc.service import Dispatcher
-from tests.task.harness import exec_spec, harness, run_on
+from tests.task.harness import CTX, exec_spec, harness, run_on
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.parametrize("loop", ["asyncio", "uvloop"])]
 
@@ -78,3 +79,32 @@ async def _drive(h, path: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_task_service_over_the_wire(loop: str) -> None:
     run_on(loop, _scenario())
+
+
+def test_only_the_reads_that_never_wait_are_inline(loop: str) -> None:
+    """Connect, State and Pids are answered where the request arrives (no task); each
+    of them completes on its first step, here for a running task."""
+
+    async def main() -> None:
+        async with harness() as h:
+            h.program("sleep", runtime=None)
+            dispatcher = Dispatcher()
+            dispatcher.register(TaskBase.DESC, h.service)
+            desc = TaskBase.DESC
+            inline = {name for name in desc.methods if dispatcher.is_inline(desc.name, name)}
+            assert inline == {"Connect", "State", "Pids"}
+            bundle = h.bundle("c1", ["sleep"])
+            await h.service.Create(CTX, task_pb2.CreateTaskRequest(id="c1", bundle=bundle))
+            await h.service.Start(CTX, task_pb2.StartRequest(id="c1"))
+            requests = {
+                "Connect": task_pb2.ConnectRequest(id="c1"),
+                "State": task_pb2.StateRequest(id="c1"),
+                "Pids": task_pb2.PidsRequest(id="c1"),
+            }
+            for name, request in requests.items():
+                step = getattr(h.service, name)(CTX, request)
+                with pytest.raises(StopIteration):  # done without waiting
+                    step.send(None)
+            await h.service.Kill(CTX, task_pb2.KillRequest(id="c1", signal=signal.SIGKILL))
+
+    run_on(loop, main())

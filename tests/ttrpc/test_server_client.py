@@ -87,6 +87,54 @@ def test_many_concurrent_calls_on_one_connection(loop: str) -> None:
     assert run_on(loop, main()) == [f"C{i}" for i in range(200)]
 
 
+def test_inline_handler_is_answered_without_a_task(loop: str) -> None:
+    async def main() -> None:
+        async with echo_server() as (_, service, path), connected(path) as client:
+            assert await echo(client, "Inline", "now") == "NOW"
+            assert await echo(client, "Inline", "with a deadline", timeout=5) == "WITH A DEADLINE"
+            with pytest.raises(errors.NotFound) as info:
+                await echo(client, "Inline", "NotFound")
+            assert info.value.message == "failed with NotFound"
+            assert service.in_task == [False, False, False]
+            service.in_task.clear()
+            assert await echo(client, "Echo", "tasked") == "TASKED"
+            assert service.in_task == []  # Echo is not inline: not recorded
+
+    run_on(loop, main())
+
+
+def test_inline_handler_that_waits_after_all_finishes_in_a_task(loop: str) -> None:
+    async def main() -> None:
+        async with echo_server() as (_, service, path), connected(path) as client:
+            waiting = asyncio.ensure_future(echo(client, "Inline", "wait"))
+            await service.blocked.wait()
+            assert await echo(client, "Echo", "meanwhile") == "MEANWHILE"
+            service.release.set()
+            assert await waiting == "released"
+            assert service.in_task == [False, True]  # began inline, resumed in a task
+
+    run_on(loop, main())
+
+
+def test_inline_handler_that_waits_is_cancelled_with_its_connection(loop: str) -> None:
+    async def main() -> int:
+        async with echo_server() as (_, service, path):
+            client = await Client.connect_unix(path, timeout=5)
+            waiting = asyncio.ensure_future(echo(client, "Inline", "wait"))
+            await service.blocked.wait()
+            client.close()
+            await client.wait_closed()
+            with pytest.raises(errors.ShimError):
+                await waiting
+            for _ in range(100):
+                if service.cancelled:
+                    break
+                await asyncio.sleep(0.01)
+            return service.cancelled
+
+    assert run_on(loop, main()) == 1
+
+
 def test_timeout_nano_is_enforced_by_the_server(loop: str) -> None:
     async def main() -> None:
         async with echo_server() as (_, _, path):
