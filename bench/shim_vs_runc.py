@@ -373,11 +373,13 @@ def rpc_rate(rig: KataRig, pods: dict[str, str], seconds: float, rounds: int = 3
     return report
 
 
-def pair(samples: dict[str, list[float]], digits: int = 4) -> dict[str, Any]:
-    ours, runc = med(samples[KATA], digits), med(samples[RUNC], digits)
+def pair(samples: dict[str, list[float]], digits: int = 6) -> dict[str, Any]:
+    """Medians (µs resolution) and their ratio, from the unrounded medians: an exit takes
+    ~2 ms, where rounding each median to 0.1 ms moved the ratio by up to 10 %."""
+    ours, runc = statistics.median(samples[KATA]), statistics.median(samples[RUNC])
     return {
-        "kata_median_s": ours,
-        "runc_median_s": runc,
+        "kata_median_s": round(ours, digits),
+        "runc_median_s": round(runc, digits),
         "ratio": ratio(ours, runc),
         "runs": len(samples[KATA]),
     }

@@ -19,8 +19,20 @@ REPORT = Path(__file__).resolve().parents[2] / "bench" / "report.py"
 sys.path.insert(0, str(REPORT.parent))
 
 from report import bounds_rows, density_rows, file_io_rows  # noqa: E402
+from shim_vs_runc import KATA, RUNC, pair  # noqa: E402
 
 FORK_START = REPORT.parent / "fork_start.py"
+
+
+def test_pair_takes_the_ratio_of_unrounded_medians() -> None:
+    """~2 ms exits: medians rounded to 0.1 ms first would give 0.0020 / 0.0015 = 1.333."""
+    report = pair({KATA: [0.00196, 0.00197, 0.00195], RUNC: [0.00154, 0.00153, 0.00155]})
+    assert report == {
+        "kata_median_s": 0.00196,
+        "runc_median_s": 0.00154,
+        "ratio": 1.273,
+        "runs": 3,
+    }
 
 
 def test_report_runs_with_tiny_counts_and_has_every_field(tmp_path: Path) -> None:
