@@ -95,8 +95,7 @@ def _prepare(request: dict[str, Any], caller: int, fds: list[int], conn: int) ->
     os.setsid()
     problems = join_cgroups(caller)
     os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
+    forkproto.replace_environ(request["env"])
     signal.pthread_sigmask(signal.SIG_BLOCK, STARTUP_BLOCKED)
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)

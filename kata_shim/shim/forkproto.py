@@ -25,7 +25,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -62,6 +62,18 @@ def enabled(environ: dict[str, str] | None = None) -> bool:
     if value in ("1", "on", "yes", "true"):
         return True
     return DEFAULT_ENABLED
+
+
+def replace_environ(env: Mapping[str, str]) -> None:
+    """Make the environment (os.environ and the C one) exactly `env`, touching only what
+    differs. A forked child mostly has its caller's environment already (both come from
+    containerd); clear() + update() rewrote every variable, ~0.7 ms after a fork."""
+    current = dict(os.environ)
+    for key in current.keys() - env.keys():
+        del os.environ[key]
+    for key, value in env.items():
+        if current.get(key) != value:
+            os.environ[key] = value
 
 
 def server_paths(address: str) -> dict[str, str]:

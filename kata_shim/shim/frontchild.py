@@ -90,8 +90,7 @@ def _become_caller(request: FrontRequest, caller: int, context: dict[str, Any]) 
 
     problems = join_cgroups(caller)
     os.chdir(request.cwd)
-    os.environ.clear()
-    os.environ.update(request.env)
+    forkproto.replace_environ(request.env)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)

@@ -100,8 +100,7 @@ def _wait_and_become_agent(sock: socket.socket) -> None:
     except (OSError, forkproto.ForkUnavailable):
         os._exit(0)  # the daemon discarded us or exited
     os.setsid()
-    os.environ.clear()
-    os.environ.update(request["env"])
+    forkproto.replace_environ(request["env"])
     os.chdir(request["cwd"])
     null = os.open(os.devnull, os.O_RDONLY)
     for fd, target in ((null, 0), (fds[0], 1), (fds[1], 2)):

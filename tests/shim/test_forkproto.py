@@ -77,3 +77,29 @@ def test_set_title_rewrites_cmdline_and_comm() -> None:
     cmdline, comm = out.stdout.splitlines()
     assert cmdline == "/usr/bin/containerd-shim-kata-v2 -namespace n -id " + "x" * 300 + " "
     assert comm == "containerd-shim"
+
+
+def test_replace_environ_makes_both_environments_exactly_the_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KS_KEPT", "same")
+    monkeypatch.setenv("KS_CHANGED", "old")
+    monkeypatch.setenv("KS_GONE", "x")
+    wanted = {k: v for k, v in os.environ.items() if not k.startswith("KS_")}
+    wanted |= {"KS_KEPT": "same", "KS_CHANGED": "new", "KS_ADDED": "a=b"}
+    saved = dict(os.environ)
+    # a child gets the C environment; C code (readline: LINES, COLUMNS) may have set some
+    # that os.environ never knew of, and os.environ cannot remove those
+    c_only = _c_environ().keys() - os.environ.keys()
+    try:
+        forkproto.replace_environ(wanted)
+        assert dict(os.environ) == wanted
+        seen = _c_environ()
+        assert {key: seen[key] for key in seen.keys() - c_only} == wanted
+    finally:
+        forkproto.replace_environ(saved)
+
+
+def _c_environ() -> dict[str, str]:
+    seen = subprocess.run(["env", "-0"], env=None, capture_output=True, check=True).stdout
+    return dict(item.split("=", 1) for item in seen.decode().split("\0") if item)
