@@ -96,6 +96,7 @@ def _stream(rng: random.Random, task_id: str, stream_id: int) -> tuple[bytes, in
 
 
 SENTINEL = (1 << 31) - 1  # odd and above every stream id a fuzz connection uses
+DRAIN = 0.05  # after the sentinel's reply: the replies still on their way
 
 
 def _replies(buf: bytes) -> tuple[int, bool]:
@@ -114,7 +115,10 @@ def _replies(buf: bytes) -> tuple[int, bool]:
 def _send(path: str, data: bytes, task_id: str) -> int:
     """Write the fuzz bytes plus a valid Connect; read until its reply, EOF or 0.3 s of silence.
 
-    Returns how many response frames the shim sent (proof that it parsed the stream).
+    Connect is answered inline, so its reply may overtake those of the requests before
+    it (ttrpc matches replies by stream id, never by order): after it, whatever else
+    comes within DRAIN seconds is read too. Returns how many response frames the shim
+    sent (proof that it parsed the stream).
     """
     connect = ttrpc_pb2.Request(
         service="containerd.task.v2.Task",
@@ -131,7 +135,7 @@ def _send(path: str, data: bytes, task_id: str) -> int:
             while chunk := sock.recv(65536):
                 buf += chunk
                 if _replies(buf)[1]:
-                    break
+                    sock.settimeout(DRAIN)
         except (ConnectionError, TimeoutError):
             pass  # the shim may drop a connection it cannot parse: that is fine
     return _replies(buf)[0]
