@@ -2,7 +2,8 @@
 
 containerd 1.6 runs it after EVERY task teardown (its ttrpc client closed) and
 for bundles whose shim did not answer after a restart (contract §1.5). So it
-is idempotent, bounded (containerd allows 5 s; we aim for < 4 s) and succeeds
+is idempotent, bounded (containerd allows 5 s; < 4 s unless a hung shim must be
+killed) and succeeds
 when nothing is left. Duties, for a task that owns its sandbox:
   1. the daemon in `shim.pid`, if it is really ours and does not exit on its own
      and does not answer Connect any more, is stopped (TERM, then KILL);
@@ -43,9 +44,12 @@ from kata_shim.shim.paths import (
 __all__ = ["delete", "response_bytes"]
 
 SIGKILL_STATUS = 128 + 9
-# a shim answers Shutdown at once and exits when its sandbox is torn down (a VM under TCG:
-# up to seconds); containerd allows `delete` 5 s in all
-NATURAL_EXIT_WAIT = 2.5
+# a shim answers Shutdown at once and exits when its sandbox is torn down (a VM under TCG
+# on a loaded host: 3 s and more); containerd allows `delete` 5 s in all. After
+# QUICK_EXIT_WAIT one that still answers Connect is tearing down (or serves other tasks)
+# and gets up to NATURAL_EXIT_WAIT in all; one that does not answer is hung and stopped.
+QUICK_EXIT_WAIT = 1.0
+NATURAL_EXIT_WAIT = 3.5
 RUNC_TIMEOUT = 1.5
 
 
@@ -96,10 +100,12 @@ def _shim_still_serving(bundle: str, task_id: str) -> bool:
     pid = int(text) if text.isdigit() else 0
     if not pid or not procs.is_our_shim(pid, task_id):
         return False
-    if procs.wait_gone(pid, NATURAL_EXIT_WAIT):
+    if procs.wait_gone(pid, QUICK_EXIT_WAIT):
         return False
     path = _socket_of(bundle)
     if path is not None and procs.probe_connect(path, task_id) == pid:
+        if procs.wait_gone(pid, NATURAL_EXIT_WAIT - QUICK_EXIT_WAIT):
+            return False
         _note(f"shim {pid} still answers (other tasks, or a long sandbox teardown); leaving it")
         return True
     _note(f"stopping unresponsive shim {pid}")

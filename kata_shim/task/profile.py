@@ -35,7 +35,7 @@ class ClientProfile:
     name = "containerd"
     #: False: Shutdown answers at once and the shim exits when its sandbox is torn down.
     #: containerd next closes the connection and runs the `delete` action, which waits (up
-    #: to 2.5 s) for this process to exit (shim/delete.py) before containerd removes the
+    #: to 3.5 s) for this process to exit (shim/delete.py) before containerd removes the
     #: bundle: the teardown overlaps containerd's close and exec instead of preceding them.
     shutdown_waits_for_teardown = False
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,28 @@ def test_delete_leaves_a_healthy_shim_serving(
     assert elapsed < 5.0
     assert alive(pid) and state_dir.exists()
     assert b"still answers" in result.stderr
+
+
+def test_delete_waits_for_a_shim_still_tearing_down(
+    shim_bin: Path, tmp_path: Path, conf_env: dict[str, str], reaper: Reaper
+) -> None:
+    """A shim that answers Connect after the first second is tearing down (a VM's teardown
+    under TCG takes seconds): delete waits for it (3.5 s in all), then cleans up."""
+    task_id = unique_id()
+    bundle = make_bundle(tmp_path, task_id)
+    pid = _start(shim_bin, bundle, task_id, conf_env, reaper)
+    state_dir = tmp_path / "sbs" / task_id
+    state_dir.mkdir(parents=True)
+    ends = threading.Timer(2.8, os.kill, (pid, signal.SIGTERM))  # its teardown ends at 2.8 s
+    ends.start()
+    try:
+        result, elapsed = _delete(shim_bin, bundle, task_id, conf_env)
+    finally:
+        ends.cancel()
+    assert result.returncode == 0, result.stderr
+    assert 2.7 < elapsed < 4.5, f"delete took {elapsed:.2f}s"
+    assert not alive(pid) and not state_dir.exists()
+    assert b"still answers" not in result.stderr and b"unresponsive" not in result.stderr
 
 
 def test_pod_container_delete_never_touches_the_sandbox(
