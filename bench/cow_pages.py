@@ -37,10 +37,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shim_vs_runc import KATA, agent_pids, fork_server_pid, pod_command, remove_task, shim_pid
+from shim_vs_runc import (
+    KATA,
+    agent_pids,
+    fork_server_pid,
+    forked_from_server,
+    pod_command,
+    remove_task,
+    shim_pid,
+)
 
 from kata_shim.devenv.shim import KataRig
-from kata_shim.shim import forkproto
 
 PAGE = 4096
 WORD = struct.Struct("<q")
@@ -190,12 +197,6 @@ def median_survey(surveys: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def forked(pid: int, rig: KataRig) -> bool:
-    """Whether `pid` came from the fork server (its initial environment names our containerd)."""
-    mark = f"{forkproto.ADDRESS_ENV}={rig.containerd.address}\0".encode()
-    return mark in Path(f"/proc/{pid}/environ").read_bytes()
-
-
 def measure(pods: int, settle: float) -> dict[str, Any]:
     """The first pod brings the fork server up (cold exec); the next `pods` are measured."""
     with KataRig(prefix="cow") as rig:
@@ -205,7 +206,8 @@ def measure(pods: int, settle: float) -> dict[str, Any]:
             subprocess.run([*argv, *rig.run_args(name, pod_command(name), "-d")], check=True)
         time.sleep(settle)
         server = fork_server_pid(rig)
-        daemons = [pid for pid in (shim_pid(rig, name) for name in names[1:]) if forked(pid, rig)]
+        shims = [shim_pid(rig, name) for name in names[1:]]
+        daemons = [pid for pid in shims if forked_from_server(pid, rig)]
         if server is None or not daemons:
             raise SystemExit("no forked daemon to measure (fork server off or not running)")
         agents = [pid for daemon in daemons for pid in agent_pids(daemon)]

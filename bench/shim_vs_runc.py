@@ -239,12 +239,18 @@ def start_pods(rig: KataRig, runtime: str, names: list[str]) -> float:
     return took
 
 
-def fork_server_pid(rig: KataRig) -> int | None:
-    """The fork server serving this rig's containerd (its environ names the address)."""
+def forked_from_server(pid: int | str, rig: KataRig) -> bool:
+    """Whether `pid` is the fork server of this rig's containerd or one of its children: the
+    kernel keeps the server's initial environment block, which names the address."""
     mark = f"{forkproto.ADDRESS_ENV}={rig.containerd.address}\0".encode()
+    return mark in Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def fork_server_pid(rig: KataRig) -> int | None:
+    """The fork server serving this rig's containerd."""
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if mark in Path(f"/proc/{name}/environ").read_bytes() and Path(
+            if forked_from_server(name, rig) and Path(
                 f"/proc/{name}/cmdline"
             ).read_bytes().endswith(b"kata_shim.shim.forkserver\0"):
                 return int(name)

@@ -2,9 +2,8 @@
 
 containerd 1.6 runs it after EVERY task teardown (its ttrpc client closed) and
 for bundles whose shim did not answer after a restart (contract §1.5). So it
-is idempotent, bounded (containerd allows 5 s; < 4 s unless a hung shim must be
-killed) and succeeds
-when nothing is left. Duties, for a task that owns its sandbox:
+is idempotent, bounded (containerd allows 5 s; < 4 s unless a hung shim must
+be killed) and succeeds when nothing is left. Duties, for a task that owns its sandbox:
   1. the daemon in `shim.pid`, if it is really ours and does not exit on its own
      and does not answer Connect any more, is stopped (TERM, then KILL);
   2. the sandbox state dir (<state_dir>/<sandbox-id>): processes referencing it

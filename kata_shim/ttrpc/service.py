@@ -1,14 +1,14 @@
 """ttrpc service dispatch: route (service, method) to a handler.
 
-Owns the descriptor types the generated `*_ttrpc.py` modules fill in, the per-
-request `RequestContext`, and `Dispatcher`, which decodes the request payload,
-runs the handler and encodes the reply. A handler marked `inline` never waits:
-the server runs it where the request arrived, with no task. A method whose
-MethodDesc has a `zero_copy` field (the protoc plugin's `zero_copy` option)
-returns the bytes of that one field; the reply leaves as `Encoded` buffers
-(header, data) that are never joined or copied. It knows nothing about sockets
-or frames; errors leave it as `ShimError` for the server to turn into a status
-(see kata_shim.errors).
+Owns the descriptor types the generated `*_ttrpc.py` modules fill in, the
+per-request `RequestContext`, and `Dispatcher`, which decodes the request
+payload, runs the handler and encodes the reply. A handler marked `inline`
+never waits: the server runs it where the request arrived, with no task. A
+method whose MethodDesc has a `zero_copy` field (the protoc plugin's
+`zero_copy` option) returns the bytes of that one field; the reply leaves as
+`Encoded` buffers (header, data) that are never joined or copied. It knows
+nothing about sockets or frames; errors leave it as `ShimError` for the server
+to turn into a status (see kata_shim.errors).
 """
 
 from __future__ import annotations
